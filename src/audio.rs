@@ -1,0 +1,429 @@
+//! Audio input: decoding (symphonia), channel selection, and resampling to 22,050 Hz with
+//! torchaudio's windowed-sinc kernel.
+//!
+//! Samples are `f32` in [-1, 1); integer PCM is scaled as torchaudio does (int16 / 32768,
+//! int24 / 2^23, ...).
+
+use std::fs::File;
+use std::io::{Cursor, ErrorKind};
+use std::path::Path;
+
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_FLAC, CODEC_TYPE_NULL, CodecType, DecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// The sample rate of every feature computed by instrec (the paper's 22,050 Hz).
+pub const TARGET_RATE: u32 = 22_050;
+
+/// A clear, one-line reason why a file could not be used, naming the file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct AudioError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl AudioError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which signal of a (possibly multi-channel) recording to analyse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// The mean of all channels.
+    Mono,
+    /// Channel 0 (a mono file repeats its one channel).
+    Left,
+    /// Channel 1 (a mono file repeats its one channel).
+    Right,
+}
+
+impl std::str::FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mono" => Ok(Self::Mono),
+            "left" => Ok(Self::Left),
+            "right" => Ok(Self::Right),
+            _ => Err(format!(
+                "unknown channel '{s}' (expected mono, left or right)"
+            )),
+        }
+    }
+}
+
+/// Decoded audio: one `Vec<f32>` per channel, all of the same length.
+#[derive(Debug, Clone)]
+pub struct Audio {
+    pub sample_rate: u32,
+    pub channels: Vec<Vec<f32>>,
+}
+
+impl Audio {
+    /// Samples per channel.
+    pub fn len(&self) -> usize {
+        self.channels.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn duration_s(&self) -> f64 {
+        self.len() as f64 / self.sample_rate as f64
+    }
+
+    /// The requested signal at the file's own rate.
+    pub fn channel(&self, which: Channel) -> Vec<f32> {
+        match which {
+            Channel::Mono => {
+                if self.channels.len() == 1 {
+                    return self.channels[0].clone();
+                }
+                let n = self.channels.len() as f32;
+                (0..self.len())
+                    .map(|i| self.channels.iter().map(|c| c[i]).sum::<f32>() / n)
+                    .collect()
+            }
+            Channel::Left => self.channels[0].clone(),
+            Channel::Right => self.channels[1.min(self.channels.len() - 1)].clone(),
+        }
+    }
+
+    /// The requested signal resampled to `rate`.
+    pub fn channel_at(&self, which: Channel, rate: u32) -> Vec<f32> {
+        resample(&self.channel(which), self.sample_rate, rate)
+    }
+}
+
+/// Decodes a file of any format symphonia knows (WAV, FLAC, OGG/Vorbis, MP3, AIFF, M4A/AAC, ...).
+pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
+    if meta.is_dir() {
+        return Err(AudioError::new(&name, "is a directory, not an audio file"));
+    }
+    if meta.len() == 0 {
+        return Err(AudioError::new(&name, "empty file (0 bytes)"));
+    }
+    let file = File::open(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
+    let ext = path.extension().and_then(|e| e.to_str());
+    decode_source(Box::new(file), ext, &name)
+}
+
+/// Decodes an in-memory file; `ext` is a format hint such as `"wav"`, `name` names it in errors.
+pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Audio, AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::new(name, "empty file (0 bytes)"));
+    }
+    decode_source(Box::new(Cursor::new(bytes)), ext, name)
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::NotFound => "no such file".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Lossless codecs whose header states the exact number of frames, so a shortfall means the
+/// file was truncated.
+fn frame_count_is_exact(codec: CodecType) -> bool {
+    codec == CODEC_TYPE_FLAC
+        || symphonia::default::get_codecs()
+            .get_codec(codec)
+            .is_some_and(|d| d.short_name.starts_with("pcm"))
+}
+
+fn decode_source(
+    source: Box<dyn MediaSource>,
+    ext: Option<&str>,
+    name: &str,
+) -> Result<Audio, AudioError> {
+    let err = |reason: String| AudioError::new(name, reason);
+    let mss = MediaSourceStream::new(source, Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = ext {
+        hint.with_extension(ext);
+    }
+    let format_opts = FormatOptions {
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let probed = symphonia::default::get_probe()
+        .format(&hint, mss, &format_opts, &MetadataOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(_) => err("not a recognised audio file (unknown format)".into()),
+            SymError::IoError(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
+                err("truncated or not an audio file (ended inside its header)".into())
+            }
+            other => err(format!("cannot read audio header: {other}")),
+        })?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| err("contains no audio track".into()))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    if let Some(ch) = params.channels
+        && ch.count() == 0
+    {
+        return Err(err("has zero channels".into()));
+    }
+    let declared_rate = params.sample_rate;
+    if declared_rate == Some(0) {
+        return Err(err("declares a sample rate of 0 Hz".into()));
+    }
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| err(format!("unsupported codec: {e}")))?;
+
+    let mut channels: Vec<Vec<f32>> = Vec::new();
+    let mut rate = declared_rate;
+    let mut buf: Option<SampleBuffer<f32>> = None;
+    let mut bad_packets = 0usize;
+    let mut good_packets = 0usize;
+    let mut stopped_early: Option<String> = None;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
+            Err(SymError::ResetRequired) => break,
+            Err(e) => {
+                stopped_early = Some(e.to_string());
+                break;
+            }
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        match decoder.decode(&packet) {
+            Ok(decoded) => {
+                let spec = *decoded.spec();
+                let n_ch = spec.channels.count();
+                if n_ch == 0 {
+                    return Err(err("has zero channels".into()));
+                }
+                if channels.is_empty() {
+                    channels = vec![Vec::new(); n_ch];
+                } else if channels.len() != n_ch {
+                    return Err(err(format!(
+                        "channel count changes mid-stream ({} then {n_ch})",
+                        channels.len()
+                    )));
+                }
+                rate.get_or_insert(spec.rate);
+                let frames = decoded.frames();
+                if frames == 0 {
+                    continue;
+                }
+                let needed = decoded.capacity() as u64;
+                let b = match &mut buf {
+                    Some(b) if b.capacity() as u64 >= needed * n_ch as u64 => b,
+                    _ => buf.insert(SampleBuffer::new(needed, spec)),
+                };
+                b.copy_interleaved_ref(decoded);
+                for frame in b.samples().chunks_exact(n_ch) {
+                    for (c, &s) in channels.iter_mut().zip(frame) {
+                        c.push(s);
+                    }
+                }
+                good_packets += 1;
+            }
+            Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => bad_packets += 1,
+            Err(e) => return Err(err(format!("decoding failed: {e}"))),
+        }
+    }
+    if channels.is_empty() || channels[0].is_empty() {
+        let why = match (stopped_early, bad_packets) {
+            (Some(e), _) => format!("no audio could be decoded ({e})"),
+            (None, b) if b > 0 => format!("no audio could be decoded ({b} corrupt packets)"),
+            _ => "contains no audio samples".into(),
+        };
+        return Err(err(why));
+    }
+    if good_packets == 0 {
+        return Err(err("no audio packet could be decoded".into()));
+    }
+    let decoded = channels[0].len() as u64;
+    if let Some(expected) = params.n_frames
+        && frame_count_is_exact(params.codec)
+        && decoded < expected
+    {
+        return Err(err(format!(
+            "truncated: the header declares {expected} samples per channel, only {decoded} could be read"
+        )));
+    }
+    let sample_rate = rate.ok_or_else(|| err("sample rate unknown".into()))?;
+    Ok(Audio {
+        sample_rate,
+        channels,
+    })
+}
+
+/// Resamples `x` from `from` Hz to `to` Hz exactly as `torchaudio.functional.resample` does with its
+/// defaults (`sinc_interp_hann`, `lowpass_filter_width=6`, `rolloff=0.99`): a polyphase windowed-sinc
+/// filter over the rates divided by their GCD, output length `ceil(len * to / from)`.
+pub fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to {
+        return x.to_vec();
+    }
+    Resampler::new(from, to).process(x)
+}
+
+/// torchaudio's resampling kernel, built once for a pair of rates.
+#[derive(Debug, Clone)]
+pub struct Resampler {
+    /// Input step per group of output samples (`from / gcd`).
+    orig: usize,
+    /// Output samples per group (`to / gcd`).
+    new: usize,
+    /// Half-width of the filter in input samples.
+    width: usize,
+    /// `new` phases × `taps` coefficients.
+    kernel: Vec<f64>,
+    taps: usize,
+}
+
+impl Resampler {
+    pub const LOWPASS_FILTER_WIDTH: f64 = 6.0;
+    pub const ROLLOFF: f64 = 0.99;
+
+    pub fn new(from: u32, to: u32) -> Self {
+        assert!(from > 0 && to > 0, "sample rates must be positive");
+        let g = gcd(from as u64, to as u64);
+        let orig = (from as u64 / g) as usize;
+        let new = (to as u64 / g) as usize;
+        let lpw = Self::LOWPASS_FILTER_WIDTH;
+        let base_freq = orig.min(new) as f64 * Self::ROLLOFF;
+        let width = (lpw * orig as f64 / base_freq).ceil() as usize;
+        let taps = 2 * width + orig;
+        let scale = base_freq / orig as f64;
+        let mut kernel = Vec::with_capacity(new * taps);
+        for phase in 0..new {
+            for k in 0..taps {
+                let idx = (k as f64 - width as f64) / orig as f64;
+                let mut t = (-(phase as f64) / new as f64 + idx) * base_freq;
+                t = t.clamp(-lpw, lpw);
+                let window = (t * std::f64::consts::PI / lpw / 2.0).cos().powi(2);
+                let tp = t * std::f64::consts::PI;
+                let sinc = if tp == 0.0 { 1.0 } else { tp.sin() / tp };
+                // torchaudio builds the kernel in the input's dtype (float32).
+                kernel.push(((sinc * window * scale) as f32) as f64);
+            }
+        }
+        Self {
+            orig,
+            new,
+            width,
+            kernel,
+            taps,
+        }
+    }
+
+    /// Output length for `n` input samples.
+    pub fn output_len(&self, n: usize) -> usize {
+        (self.new * n).div_ceil(self.orig)
+    }
+
+    pub fn process(&self, x: &[f32]) -> Vec<f32> {
+        let n = x.len();
+        let target = self.output_len(n);
+        let mut out = Vec::with_capacity(target);
+        // Zero padding of `width` before and `width + orig` after, as torchaudio pads.
+        let at = |i: isize| -> f64 {
+            if i < 0 || i as usize >= n {
+                0.0
+            } else {
+                x[i as usize] as f64
+            }
+        };
+        let steps = target.div_ceil(self.new);
+        for step in 0..steps {
+            let start = (step * self.orig) as isize - self.width as isize;
+            let inside = start >= 0 && (start as usize + self.taps) <= n;
+            for phase in 0..self.new {
+                if out.len() == target {
+                    break;
+                }
+                let k = &self.kernel[phase * self.taps..(phase + 1) * self.taps];
+                let acc: f64 = if inside {
+                    let s = &x[start as usize..start as usize + self.taps];
+                    s.iter().zip(k).map(|(&a, &b)| a as f64 * b).sum()
+                } else {
+                    k.iter()
+                        .enumerate()
+                        .map(|(j, &b)| at(start + j as isize) * b)
+                        .sum()
+                };
+                out.push(acc as f32);
+            }
+        }
+        out
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resample_lengths_follow_torchaudio() {
+        // ceil(n * new / orig)
+        assert_eq!(Resampler::new(44_100, 22_050).output_len(132_299), 66_150);
+        assert_eq!(Resampler::new(16_000, 22_050).output_len(20_800), 28_665);
+        assert_eq!(resample(&[0.0; 100], 22_050, 22_050).len(), 100);
+    }
+
+    #[test]
+    fn resample_keeps_a_low_tone_and_removes_one_above_nyquist() {
+        let tone = |f: f64, rate: u32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / rate as f64).sin() as f32)
+                .collect()
+        };
+        let rms =
+            |x: &[f32]| (x.iter().map(|v| (v * v) as f64).sum::<f64>() / x.len() as f64).sqrt();
+        let low = resample(&tone(440.0, 48_000, 48_000), 48_000, 22_050);
+        let mid = &low[2_000..20_000];
+        assert!((rms(mid) - 0.5f64.sqrt()).abs() < 0.01, "rms {}", rms(mid));
+        // A 16 kHz tone is above the new Nyquist (11,025 Hz): it must be filtered out.
+        let high = resample(&tone(16_000.0, 48_000, 48_000), 48_000, 22_050);
+        assert!(rms(&high[2_000..20_000]) < 1e-3);
+    }
+
+    #[test]
+    fn mono_is_the_channel_mean_and_mono_files_repeat() {
+        let a = Audio {
+            sample_rate: 8_000,
+            channels: vec![vec![1.0, 0.0], vec![0.0, -1.0]],
+        };
+        assert_eq!(a.channel(Channel::Mono), vec![0.5, -0.5]);
+        assert_eq!(a.channel(Channel::Right), vec![0.0, -1.0]);
+        let m = Audio {
+            sample_rate: 8_000,
+            channels: vec![vec![0.25, 0.5]],
+        };
+        assert_eq!(m.channel(Channel::Left), m.channel(Channel::Right));
+    }
+}

@@ -1,0 +1,483 @@
+//! The paper's front end (Section 4.2): log-mel spectrogram exactly as torchaudio computes it,
+//! 1-s windows over it, and the conversion of a window into the 3-channel input of an ImageNet model
+//! (Section 3.2).
+//!
+//! `MelSpectrogram(sample_rate=22050, n_fft=2048, hop_length=512, n_mels=128)` with torchaudio's
+//! defaults: periodic Hann window of 2048, `center=True` with reflect padding, power 2, HTK mel
+//! scale from 0 Hz to Nyquist, no filter normalisation; then `ln(mel + 1e-6)`.
+
+use std::sync::Arc;
+
+use realfft::{RealFftPlanner, RealToComplex};
+use serde::{Deserialize, Serialize};
+
+use crate::audio::{Audio, Channel, TARGET_RATE};
+
+/// Frames per analysis window: 43 hops of 512 samples at 22,050 Hz ≈ 1 s.
+pub const WINDOW_FRAMES: usize = 43;
+
+/// Every setting that changes the numbers a feature holds. Stored in model bundles and used as
+/// part of the feature-cache key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSettings {
+    pub sample_rate: u32,
+    pub n_fft: usize,
+    pub hop_length: usize,
+    pub n_mels: usize,
+    pub f_min: f64,
+    pub f_max: f64,
+    /// Added before the natural log.
+    pub log_offset: f64,
+    /// Frames per window (43 ≈ 1 s).
+    pub window_frames: usize,
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        Self {
+            sample_rate: TARGET_RATE,
+            n_fft: 2048,
+            hop_length: 512,
+            n_mels: 128,
+            f_min: 0.0,
+            f_max: TARGET_RATE as f64 / 2.0,
+            log_offset: 1e-6,
+            window_frames: WINDOW_FRAMES,
+        }
+    }
+}
+
+impl FeatureSettings {
+    /// Number of frames for `n` samples with `center=True`: `1 + n / hop`.
+    pub fn frames_for(&self, n: usize) -> usize {
+        1 + n / self.hop_length
+    }
+
+    /// The value a silent (all-zero) frame takes: `ln(log_offset)`.
+    pub fn silence(&self) -> f32 {
+        self.log_offset.ln() as f32
+    }
+}
+
+/// A log-mel spectrogram laid out `[n_mels, frames]` (row-major), as torchaudio returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogMel {
+    pub n_mels: usize,
+    pub frames: usize,
+    pub data: Vec<f32>,
+}
+
+impl LogMel {
+    pub fn at(&self, mel: usize, frame: usize) -> f32 {
+        self.data[mel * self.frames + frame]
+    }
+
+    /// Copies frames `start..start + len` into `out` laid out `[len, n_mels]` (frames × mels, the
+    /// paper's 43×128 image), padding frames past the end with `pad`.
+    pub fn window_into(&self, start: usize, len: usize, pad: f32, out: &mut [f32]) {
+        assert_eq!(out.len(), len * self.n_mels);
+        for t in 0..len {
+            let row = &mut out[t * self.n_mels..(t + 1) * self.n_mels];
+            let f = start + t;
+            if f < self.frames {
+                for (m, v) in row.iter_mut().enumerate() {
+                    *v = self.data[m * self.frames + f];
+                }
+            } else {
+                row.fill(pad);
+            }
+        }
+    }
+}
+
+/// Computes log-mel spectrograms; holds the FFT plan, the window and the filter bank, so build it
+/// once and reuse it (it is `Sync`: share one across threads).
+pub struct MelExtractor {
+    settings: FeatureSettings,
+    fft: Arc<dyn RealToComplex<f64>>,
+    window: Vec<f64>,
+    /// For each mel band: the first FFT bin with a non-zero weight and the weights from there.
+    filters: Vec<(usize, Vec<f64>)>,
+}
+
+impl std::fmt::Debug for MelExtractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MelExtractor")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hz_to_mel_htk(f: f64) -> f64 {
+    2595.0 * (1.0 + f / 700.0).log10()
+}
+
+fn mel_to_hz_htk(m: f64) -> f64 {
+    700.0 * (10f64.powf(m / 2595.0) - 1.0)
+}
+
+/// torchaudio's `melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm=None,
+/// mel_scale="htk")`, as `[n_freqs][n_mels]`.
+pub fn mel_filterbank(settings: &FeatureSettings) -> Vec<Vec<f64>> {
+    let n_freqs = settings.n_fft / 2 + 1;
+    let n_mels = settings.n_mels;
+    // torch.linspace(0, sample_rate // 2, n_freqs)
+    let nyquist = (settings.sample_rate / 2) as f64;
+    let all_freqs: Vec<f64> = (0..n_freqs)
+        .map(|i| nyquist * i as f64 / (n_freqs - 1) as f64)
+        .collect();
+    let m_min = hz_to_mel_htk(settings.f_min);
+    let m_max = hz_to_mel_htk(settings.f_max);
+    let f_pts: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz_htk(m_min + (m_max - m_min) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let mut fb = vec![vec![0.0; n_mels]; n_freqs];
+    for (f, row) in fb.iter_mut().enumerate() {
+        for (m, w) in row.iter_mut().enumerate() {
+            let down = (all_freqs[f] - f_pts[m]) / (f_pts[m + 1] - f_pts[m]);
+            let up = (f_pts[m + 2] - all_freqs[f]) / (f_pts[m + 2] - f_pts[m + 1]);
+            *w = down.min(up).max(0.0);
+        }
+    }
+    fb
+}
+
+impl MelExtractor {
+    pub fn new(settings: FeatureSettings) -> Self {
+        let n = settings.n_fft;
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
+        // Periodic Hann window (torch.hann_window(n, periodic=True)).
+        let window = (0..n)
+            .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+            .collect();
+        let fb = mel_filterbank(&settings);
+        let filters = (0..settings.n_mels)
+            .map(|m| {
+                let nz: Vec<usize> = (0..fb.len()).filter(|&f| fb[f][m] > 0.0).collect();
+                match (nz.first(), nz.last()) {
+                    (Some(&a), Some(&b)) => (a, (a..=b).map(|f| fb[f][m]).collect()),
+                    _ => (0, Vec::new()),
+                }
+            })
+            .collect();
+        Self {
+            settings,
+            fft,
+            window,
+            filters,
+        }
+    }
+
+    pub fn settings(&self) -> &FeatureSettings {
+        &self.settings
+    }
+
+    /// The log-mel spectrogram of a signal already at `settings.sample_rate`.
+    pub fn log_mel(&self, signal: &[f32]) -> LogMel {
+        let s = &self.settings;
+        let n_fft = s.n_fft;
+        let pad = n_fft / 2;
+        let frames = s.frames_for(signal.len());
+        let mut data = vec![0f32; s.n_mels * frames];
+        let mut frame = self.fft.make_input_vec();
+        let mut spectrum = self.fft.make_output_vec();
+        let mut scratch = self.fft.make_scratch_vec();
+        let mut power = vec![0f64; n_fft / 2 + 1];
+        let n = signal.len() as isize;
+        // Reflect padding (torch.nn.functional.pad mode="reflect": the edge sample is not repeated).
+        let reflect = |i: isize| -> f32 {
+            if n == 1 {
+                return signal[0];
+            }
+            let period = 2 * (n - 1);
+            let mut j = i.rem_euclid(period);
+            if j >= n {
+                j = period - j;
+            }
+            signal[j as usize]
+        };
+        for t in 0..frames {
+            let start = (t * s.hop_length) as isize - pad as isize;
+            for (k, (v, w)) in frame.iter_mut().zip(&self.window).enumerate() {
+                *v = reflect(start + k as isize) as f64 * w;
+            }
+            self.fft
+                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
+                .expect("FFT buffers have the planned sizes");
+            for (p, c) in power.iter_mut().zip(&spectrum) {
+                *p = c.norm_sqr();
+            }
+            for (m, (first, weights)) in self.filters.iter().enumerate() {
+                let e: f64 = weights
+                    .iter()
+                    .zip(&power[*first..])
+                    .map(|(w, p)| w * p)
+                    .sum();
+                data[m * frames + t] = (e + s.log_offset).ln() as f32;
+            }
+        }
+        LogMel {
+            n_mels: s.n_mels,
+            frames,
+            data,
+        }
+    }
+
+    /// Decoded audio → the log-mel of one of its channels at the target rate.
+    pub fn log_mel_of(&self, audio: &Audio, channel: Channel) -> LogMel {
+        self.log_mel(&audio.channel_at(channel, self.settings.sample_rate))
+    }
+}
+
+/// How windows are laid over a clip's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Windowing {
+    /// Frames per window.
+    pub length: usize,
+    /// Frames between window starts.
+    pub hop: usize,
+    /// When the regular windows stop short of the last frame, add one final window that ends at
+    /// the last frame, so no audio is ignored.
+    pub cover_end: bool,
+}
+
+impl Windowing {
+    /// Analysis windows: 50 % overlap (hop 22 of 43) covering the whole clip.
+    pub fn analysis() -> Self {
+        Self {
+            length: WINDOW_FRAMES,
+            hop: 22,
+            cover_end: true,
+        }
+    }
+
+    /// Training windows: the non-overlapping 1-s windows of a clip (3 for an IRMAS 3-s clip).
+    pub fn training() -> Self {
+        Self {
+            length: WINDOW_FRAMES,
+            hop: WINDOW_FRAMES,
+            cover_end: false,
+        }
+    }
+
+    /// Start frames of the windows over a clip of `frames` frames. A clip shorter than one window
+    /// has one window at 0 (padded with silence by [`LogMel::window_into`]).
+    pub fn starts(&self, frames: usize) -> Vec<usize> {
+        assert!(
+            self.length > 0 && self.hop > 0,
+            "window length and hop must be positive"
+        );
+        if frames <= self.length {
+            return vec![0];
+        }
+        let mut starts: Vec<usize> = (0..=frames - self.length).step_by(self.hop).collect();
+        let last_end = starts.last().map_or(0, |s| s + self.length);
+        if self.cover_end && last_end < frames {
+            starts.push(frames - self.length);
+        }
+        starts
+    }
+}
+
+/// Section 3.2: how a 1-channel log-mel window becomes the 3 channels of an ImageNet model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelMode {
+    /// The mono log-mel three times.
+    Dup,
+    /// The mono log-mel and two channels of zeros.
+    Zero,
+    /// The log-mels of mono, left and right.
+    Stereo,
+}
+
+impl ChannelMode {
+    /// Which signals must be analysed, in channel order.
+    pub fn sources(self) -> &'static [Channel] {
+        match self {
+            Self::Dup | Self::Zero => &[Channel::Mono],
+            Self::Stereo => &[Channel::Mono, Channel::Left, Channel::Right],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dup => "dup",
+            Self::Zero => "zero",
+            Self::Stereo => "stereo",
+        }
+    }
+}
+
+impl std::str::FromStr for ChannelMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dup" | "duplication" => Ok(Self::Dup),
+            "zero" | "zero-padding" => Ok(Self::Zero),
+            "stereo" => Ok(Self::Stereo),
+            _ => Err(format!(
+                "unknown channel mode '{s}' (expected dup, zero or stereo)"
+            )),
+        }
+    }
+}
+
+/// The log-mels a clip needs for a channel mode (one for dup/zero, three for stereo).
+#[derive(Debug, Clone)]
+pub struct ClipFeatures {
+    pub mode: ChannelMode,
+    /// In the order of [`ChannelMode::sources`].
+    pub mels: Vec<LogMel>,
+}
+
+impl ClipFeatures {
+    pub fn extract(extractor: &MelExtractor, audio: &Audio, mode: ChannelMode) -> Self {
+        let mels = mode
+            .sources()
+            .iter()
+            .map(|&c| extractor.log_mel_of(audio, c))
+            .collect();
+        Self { mode, mels }
+    }
+
+    pub fn frames(&self) -> usize {
+        self.mels[0].frames
+    }
+
+    /// The model input for the window starting at `start`: `[3, length, n_mels]`, row-major.
+    pub fn input(&self, start: usize, length: usize, silence: f32) -> Vec<f32> {
+        let n_mels = self.mels[0].n_mels;
+        let plane = length * n_mels;
+        let mut out = vec![0f32; 3 * plane];
+        match self.mode {
+            ChannelMode::Dup => {
+                self.mels[0].window_into(start, length, silence, &mut out[..plane]);
+                let (first, rest) = out.split_at_mut(plane);
+                rest[..plane].copy_from_slice(first);
+                rest[plane..].copy_from_slice(first);
+            }
+            ChannelMode::Zero => {
+                self.mels[0].window_into(start, length, silence, &mut out[..plane]);
+            }
+            ChannelMode::Stereo => {
+                for (c, mel) in self.mels.iter().enumerate() {
+                    mel.window_into(start, length, silence, &mut out[c * plane..(c + 1) * plane]);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_count_matches_center_true() {
+        let s = FeatureSettings::default();
+        assert_eq!(s.frames_for(64_358), 126);
+        assert_eq!(s.frames_for(511), 1);
+        assert_eq!(s.frames_for(512), 2);
+    }
+
+    #[test]
+    fn silence_gives_the_log_floor() {
+        let ex = MelExtractor::new(FeatureSettings::default());
+        let m = ex.log_mel(&vec![0.0; 22_050]);
+        assert_eq!(m.frames, 44);
+        assert!(
+            m.data
+                .iter()
+                .all(|&v| (v - 1e-6f64.ln() as f32).abs() < 1e-6)
+        );
+    }
+
+    #[test]
+    fn a_tone_lands_in_the_right_mel_band() {
+        let ex = MelExtractor::new(FeatureSettings::default());
+        let f = 1000.0;
+        let x: Vec<f32> = (0..22_050)
+            .map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / 22_050.0).sin() as f32)
+            .collect();
+        let m = ex.log_mel(&x);
+        let t = 20;
+        let best = (0..128)
+            .max_by(|&a, &b| m.at(a, t).total_cmp(&m.at(b, t)))
+            .unwrap();
+        // Band centres on the HTK scale: the band whose centre is nearest 1 kHz.
+        let m_max = hz_to_mel_htk(11_025.0);
+        let centre = |b: usize| mel_to_hz_htk(m_max * (b + 1) as f64 / 129.0);
+        let nearest = (0..128)
+            .min_by(|&a, &b| (centre(a) - f).abs().total_cmp(&(centre(b) - f).abs()))
+            .unwrap();
+        assert!(
+            best.abs_diff(nearest) <= 1,
+            "peak in band {best}, expected ~{nearest}"
+        );
+    }
+
+    #[test]
+    fn filterbank_is_htk_triangles_without_normalisation() {
+        let fb = mel_filterbank(&FeatureSettings::default());
+        assert_eq!(fb.len(), 1025);
+        assert_eq!(fb[0].len(), 128);
+        // Unnormalised triangles peak at (nearly) 1.
+        for m in 10..128 {
+            let peak = fb.iter().map(|r| r[m]).fold(0.0, f64::max);
+            assert!(peak > 0.5 && peak <= 1.0, "band {m} peak {peak}");
+        }
+    }
+
+    #[test]
+    fn analysis_windows_overlap_by_half_and_cover_the_end() {
+        let w = Windowing::analysis();
+        assert_eq!(w.starts(130), vec![0, 22, 44, 66, 87]);
+        assert_eq!(w.starts(43), vec![0]);
+        assert_eq!(w.starts(10), vec![0]);
+        assert_eq!(w.starts(87), vec![0, 22, 44]);
+        assert_eq!(w.starts(88), vec![0, 22, 44, 45]);
+        let t = Windowing::training();
+        assert_eq!(t.starts(130), vec![0, 43, 86]);
+    }
+
+    #[test]
+    fn short_clips_are_padded_with_silence() {
+        let mel = LogMel {
+            n_mels: 2,
+            frames: 1,
+            data: vec![1.0, 2.0],
+        };
+        let mut out = vec![0.0; 6];
+        mel.window_into(0, 3, -13.8, &mut out);
+        assert_eq!(out, vec![1.0, 2.0, -13.8, -13.8, -13.8, -13.8]);
+    }
+
+    #[test]
+    fn channel_modes_build_three_planes() {
+        let mk = |v: f32| LogMel {
+            n_mels: 2,
+            frames: 2,
+            data: vec![v; 4],
+        };
+        let f = ClipFeatures {
+            mode: ChannelMode::Dup,
+            mels: vec![mk(1.0)],
+        };
+        assert_eq!(f.input(0, 2, 0.0), vec![1.0; 12]);
+        let f = ClipFeatures {
+            mode: ChannelMode::Zero,
+            mels: vec![mk(1.0)],
+        };
+        assert_eq!(f.input(0, 2, 0.0), [vec![1.0; 4], vec![0.0; 8]].concat());
+        let f = ClipFeatures {
+            mode: ChannelMode::Stereo,
+            mels: vec![mk(1.0), mk(2.0), mk(3.0)],
+        };
+        assert_eq!(
+            f.input(0, 2, 0.0),
+            [vec![1.0; 4], vec![2.0; 4], vec![3.0; 4]].concat()
+        );
+    }
+}

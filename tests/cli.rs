@@ -1,0 +1,168 @@
+//! The `instrec` binary as a user runs it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{WavFormat, frontend_fixtures, wav_bytes};
+use instrec::npy::NpyArray;
+
+fn instrec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(args)
+        .output()
+        .expect("the instrec binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn features_writes_the_fixture_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = frontend_fixtures().join("voice_22k.wav");
+    let out = dir.path().join("voice.npy");
+    let o = instrec(&[
+        "features",
+        wav.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = NpyArray::read(&out).unwrap();
+    let expected = NpyArray::read(&frontend_fixtures().join("voice_22k.logmel.npy")).unwrap();
+    assert_eq!(ours.shape, expected.shape);
+    let max = ours
+        .data
+        .iter()
+        .zip(&expected.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max <= 1e-3, "max |Δ| {max}");
+}
+
+#[test]
+fn features_left_and_right_differ_on_a_stereo_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = frontend_fixtures().join("chord_stereo_44k.wav");
+    let mut outs = Vec::new();
+    for ch in ["left", "right"] {
+        let out = dir.path().join(format!("{ch}.npy"));
+        let o = instrec(&[
+            "features",
+            wav.to_str().unwrap(),
+            "--channel",
+            ch,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push(NpyArray::read(&out).unwrap());
+    }
+    assert_eq!(outs[0].shape, outs[1].shape);
+    assert_ne!(outs[0].data, outs[1].data);
+}
+
+#[test]
+fn features_without_audio_uses_the_bundled_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("example.npy");
+    let o = instrec(&["features", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = NpyArray::read(&out).unwrap();
+    assert_eq!(a.shape, vec![128, 130]);
+}
+
+/// Writes `bytes` to `name` in a temporary directory and runs `instrec features` on it.
+fn run_bad(name: &str, bytes: Option<&[u8]>) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    if let Some(b) = bytes {
+        std::fs::write(&path, b).unwrap();
+    }
+    let out = dir.path().join("out.npy");
+    let o = instrec(&[
+        "features",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.exists(),
+        "{name}: no output may be written for bad input"
+    );
+    let e = stderr(&o);
+    (o, e)
+}
+
+fn assert_clear_failure(name: &str, o: &Output, err: &str, reason: &str) {
+    assert!(!o.status.success(), "{name}: should fail");
+    assert!(!err.contains("panicked"), "{name}: panicked: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "{name}: one line expected: {err}"
+    );
+    assert!(
+        err.contains(name),
+        "{name}: error does not name the file: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains(reason),
+        "{name}: expected '{reason}' in: {err}"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    let (o, e) = run_bad("missing.wav", None);
+    assert_clear_failure("missing.wav", &o, &e, "no such file");
+
+    let (o, e) = run_bad("empty.wav", Some(b""));
+    assert_clear_failure("empty.wav", &o, &e, "empty");
+
+    let (o, e) = run_bad(
+        "notes.wav",
+        Some(b"these are not the samples you are looking for\n"),
+    );
+    assert_clear_failure("notes.wav", &o, &e, "not");
+
+    let good = wav_bytes(2, 44_100, WavFormat::I16, &vec![0.1; 2 * 44_100]);
+    let (o, e) = run_bad("truncated.wav", Some(&good[..good.len() / 2]));
+    assert_clear_failure("truncated.wav", &o, &e, "truncated");
+
+    let (o, e) = run_bad("header-only.wav", Some(&good[..30]));
+    assert_clear_failure("header-only.wav", &o, &e, "truncated");
+
+    // A WAV whose format chunk says zero channels.
+    let mut zero = good.clone();
+    zero[22] = 0;
+    zero[23] = 0;
+    let (o, e) = run_bad("zero-channels.wav", Some(&zero));
+    assert_clear_failure("zero-channels.wav", &o, &e, "channel");
+
+    // A valid header with no samples at all.
+    let nothing = wav_bytes(1, 22_050, WavFormat::I16, &[]);
+    let (o, e) = run_bad("silent-nothing.wav", Some(&nothing));
+    assert_clear_failure("silent-nothing.wav", &o, &e, "no audio");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let o = instrec(&["features", "--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--out", "--channel", "log-mel"] {
+        assert!(text.contains(flag), "features --help lacks {flag}:\n{text}");
+    }
+}
+
+#[test]
+fn bench_features_reports_throughput() {
+    let o = instrec(&["bench", "features", "--clips", "4", "--threads", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("audio-s/s"), "{text}");
+    assert!(Path::new(env!("CARGO_BIN_EXE_instrec")).exists());
+}

@@ -1,0 +1,102 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// `../shared` seen from the repository root. Tests fail (never skip) when it is missing.
+pub fn shared() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        p.is_dir(),
+        "the ground-truth folder {} is missing: the tests need ../shared beside the repository",
+        p.display()
+    );
+    p
+}
+
+pub fn frontend_fixtures() -> PathBuf {
+    let p = shared().join("fixtures/frontend");
+    assert!(
+        p.join("index.json").is_file(),
+        "{} is missing",
+        p.join("index.json").display()
+    );
+    p
+}
+
+/// Sample formats a test WAV can be written in.
+#[derive(Debug, Clone, Copy)]
+pub enum WavFormat {
+    U8,
+    I16,
+    I24,
+    I32,
+    F32,
+    F64,
+}
+
+/// Writes interleaved samples in [-1, 1) as a WAV file (WAVE_FORMAT_PCM or IEEE_FLOAT).
+pub fn wav_bytes(channels: u16, rate: u32, format: WavFormat, interleaved: &[f32]) -> Vec<u8> {
+    let (bits, tag): (u16, u16) = match format {
+        WavFormat::U8 => (8, 1),
+        WavFormat::I16 => (16, 1),
+        WavFormat::I24 => (24, 1),
+        WavFormat::I32 => (32, 1),
+        WavFormat::F32 => (32, 3),
+        WavFormat::F64 => (64, 3),
+    };
+    let mut data = Vec::new();
+    for &s in interleaved {
+        let s = s as f64;
+        match format {
+            WavFormat::U8 => data.push(((s * 128.0).round() as i32 + 128).clamp(0, 255) as u8),
+            WavFormat::I16 => data.extend_from_slice(
+                &((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes(),
+            ),
+            WavFormat::I24 => {
+                let v = (s * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
+                data.extend_from_slice(&v.to_le_bytes()[..3]);
+            }
+            WavFormat::I32 => data.extend_from_slice(
+                &((s * 2_147_483_648.0)
+                    .round()
+                    .clamp(-2_147_483_648.0, 2_147_483_647.0) as i32)
+                    .to_le_bytes(),
+            ),
+            WavFormat::F32 => data.extend_from_slice(&(s as f32).to_le_bytes()),
+            WavFormat::F64 => data.extend_from_slice(&s.to_le_bytes()),
+        }
+    }
+    let block_align = channels * bits / 8;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * block_align as u32).to_le_bytes());
+    out.extend_from_slice(&block_align.to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+/// Differences between two equally long slices: (max, mean, 99th percentile) of |a - b| over
+/// the positions where `mask` holds.
+pub fn diff_stats(a: &[f32], b: &[f32], mask: impl Fn(usize) -> bool) -> (f64, f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let mut d: Vec<f64> = (0..a.len())
+        .filter(|&i| mask(i))
+        .map(|i| (a[i] as f64 - b[i] as f64).abs())
+        .collect();
+    assert!(!d.is_empty(), "no values to compare");
+    d.sort_by(f64::total_cmp);
+    let max = *d.last().unwrap();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len()) - 1];
+    (max, mean, p99)
+}
