@@ -12,6 +12,7 @@ pub mod audio;
 pub mod backend;
 pub mod bench;
 pub mod features;
+pub mod model;
 pub mod npy;
 pub mod util;
 

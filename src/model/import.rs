@@ -1,0 +1,303 @@
+//! Weight import: torchvision `.pth` state dicts (burn-store's PyTorch reader) and the ImageNet
+//! checkpoints in the torch hub cache, downloaded with a SHA-256 check when absent.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::store::{ModuleSnapshot, PytorchStore};
+use sha2::{Digest, Sha256};
+
+use super::resnet::{ResNet, ResNetDepth};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error(
+        "{file} is not in {dir} and could not be downloaded from {url} ({reason}); download it on a machine with internet access and put it in that folder (or set TORCH_HOME)"
+    )]
+    Offline {
+        file: String,
+        dir: String,
+        url: String,
+        reason: String,
+    },
+    #[error("{url}: {reason}")]
+    Download { url: String, reason: String },
+}
+
+/// Which tensors of a state dict to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Every tensor, the `fc` head included (its shape must match).
+    Load,
+    /// Everything but `fc`: the classifier stays freshly initialised (fine-tuning to 11 classes).
+    Fresh,
+}
+
+/// torchvision keys that carry no weights burn needs.
+fn ignorable(key: &str) -> bool {
+    key.ends_with("num_batches_tracked")
+}
+
+fn not_fc(path: &str, _container: &str) -> bool {
+    !path.starts_with("fc.")
+}
+
+/// Loads a torchvision ResNet state dict (`torch.save(model.state_dict(), path)`) into `model`.
+/// Every key must match a parameter of the same shape: a missing key, an unexpected key or a
+/// shape mismatch is an error naming the key (no silent partial load).
+pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet, ImportError> {
+    let name = path.display().to_string();
+    let fail = |reason: String| ImportError::File {
+        path: name.clone(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    let mut store = PytorchStore::from_file(path)
+        .with_key_remapping(r"downsample\.0\.", "downsample.conv.")
+        .with_key_remapping(r"downsample\.1\.", "downsample.bn.")
+        .validate(false)
+        .allow_partial(true);
+    if head == Head::Fresh {
+        store = store.with_predicate(not_fc);
+    }
+    let mut model = model;
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| fail(format!("not a readable PyTorch state dict: {e}")))?;
+    if let Some(e) = result.errors.first() {
+        return Err(fail(e.to_string()));
+    }
+    let missing: Vec<&str> = result
+        .missing
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| head == Head::Load || !k.starts_with("fc."))
+        .collect();
+    if !missing.is_empty() {
+        return Err(fail(format!(
+            "missing key(s) for this architecture: {}",
+            missing.join(", ")
+        )));
+    }
+    let unexpected: Vec<&str> = result
+        .unused
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !ignorable(k) && (head == Head::Load || !k.starts_with("fc.")))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(fail(format!(
+            "unexpected key(s) for this architecture: {}",
+            unexpected.join(", ")
+        )));
+    }
+    if result.applied.is_empty() {
+        return Err(fail("no tensor could be loaded".into()));
+    }
+    Ok(model)
+}
+
+/// A torchvision ImageNet checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub file: &'static str,
+    pub url: &'static str,
+}
+
+impl Checkpoint {
+    /// `imagenet`: IMAGENET1K_V1 (the paper's era); `imagenet-v2`: ResNet50's IMAGENET1K_V2.
+    pub fn for_arch(depth: ResNetDepth, v2: bool) -> Result<Self, String> {
+        Ok(match (depth, v2) {
+            (ResNetDepth::ResNet18, false) => Self {
+                file: "resnet18-f37072fd.pth",
+                url: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+            },
+            (ResNetDepth::ResNet50, false) => Self {
+                file: "resnet50-0676ba61.pth",
+                url: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+            },
+            (ResNetDepth::ResNet50, true) => Self {
+                file: "resnet50-11ad3fa6.pth",
+                url: "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+            },
+            (ResNetDepth::ResNet18, true) => {
+                return Err("torchvision has no IMAGENET1K_V2 weights for resnet18".into());
+            }
+        })
+    }
+
+    /// The SHA-256 prefix torch hub puts in the file name (`resnet18-f37072fd.pth` → `f37072fd`).
+    pub fn hash_prefix(&self) -> &'static str {
+        let stem = self.file.trim_end_matches(".pth");
+        stem.rsplit('-').next().unwrap_or("")
+    }
+}
+
+/// PyTorch's checkpoint cache: `$TORCH_HOME/hub/checkpoints`, where `TORCH_HOME` defaults to
+/// `$XDG_CACHE_HOME/torch`, then `~/.cache/torch`.
+pub fn torch_hub_checkpoints() -> PathBuf {
+    let home = std::env::var_os("TORCH_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("torch")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/torch")))
+        .unwrap_or_else(|| PathBuf::from(".cache/torch"));
+    home.join("hub").join("checkpoints")
+}
+
+/// The local path of `ckpt`, downloading it into the torch hub cache when absent. Set
+/// `INSTREC_OFFLINE=1` to never touch the network.
+pub fn fetch_checkpoint(
+    ckpt: &Checkpoint,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<PathBuf, ImportError> {
+    let dir = torch_hub_checkpoints();
+    let path = dir.join(ckpt.file);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let offline = |reason: String| ImportError::Offline {
+        file: ckpt.file.into(),
+        dir: dir.display().to_string(),
+        url: ckpt.url.into(),
+        reason,
+    };
+    if std::env::var_os("INSTREC_OFFLINE").is_some_and(|v| v != "0") {
+        return Err(offline("INSTREC_OFFLINE is set".into()));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| offline(format!("cannot create the folder: {e}")))?;
+    download_verified(ckpt.url, &path, ckpt.hash_prefix(), progress).map_err(|e| match e {
+        ImportError::Download { reason, .. } => offline(reason),
+        other => other,
+    })?;
+    Ok(path)
+}
+
+/// Downloads `url` to `dest` atomically, checking that the SHA-256 of the content starts with
+/// `sha256_prefix` (torch hub's check); on any failure nothing is left at `dest`.
+pub fn download_verified(
+    url: &str,
+    dest: &Path,
+    sha256_prefix: &str,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<(), ImportError> {
+    let fail = |reason: String| ImportError::Download {
+        url: url.into(),
+        reason,
+    };
+    let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut reader = response.into_body().into_reader();
+    let tmp = crate::util::temp_sibling(dest);
+    let result = (|| -> Result<(), ImportError> {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut done = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut file, &buf[..n]).map_err(|e| fail(e.to_string()))?;
+            done += n as u64;
+            progress(done, total);
+        }
+        if let Some(t) = total
+            && t != done
+        {
+            return Err(fail(format!("connection closed after {done} of {t} bytes")));
+        }
+        file.sync_all().map_err(|e| fail(e.to_string()))?;
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if !digest.starts_with(sha256_prefix) {
+            return Err(fail(format!(
+                "SHA-256 mismatch: expected a hash starting with {sha256_prefix}, got {digest}"
+            )));
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| fail(e.to_string()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// Serves `body` once over HTTP on a loopback port; returns the URL.
+    fn serve_once(body: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        format!("http://{addr}/resnet18-00000000.pth")
+    }
+
+    fn sha_hex(b: &[u8]) -> String {
+        Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn download_checks_the_hash_and_writes_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"pretend weights".repeat(1000);
+        let prefix = sha_hex(&body)[..8].to_string();
+        let dest = dir.path().join("w.pth");
+        let seen = std::cell::Cell::new(0u64);
+        download_verified(&serve_once(body.clone()), &dest, &prefix, &|d, _| {
+            seen.set(d)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), body);
+        assert_eq!(seen.get(), body.len() as u64);
+
+        let bad = dir.path().join("bad.pth");
+        let err = download_verified(&serve_once(body), &bad, "00000000", &|_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+        assert!(!bad.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file left"
+        );
+    }
+
+    #[test]
+    fn checkpoint_names_carry_their_hash() {
+        let c = Checkpoint::for_arch(ResNetDepth::ResNet18, false).unwrap();
+        assert_eq!(c.hash_prefix(), "f37072fd");
+        let c = Checkpoint::for_arch(ResNetDepth::ResNet50, true).unwrap();
+        assert_eq!(c.file, "resnet50-11ad3fa6.pth");
+        assert!(Checkpoint::for_arch(ResNetDepth::ResNet18, true).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! ResNet18 and ResNet50 exactly as torchvision builds them (`torchvision/models/resnet.py`):
+//! 7×7/2 conv, BN, ReLU, 3×3/2 max-pool, four stages of BasicBlocks [2, 2, 2, 2] or Bottlenecks
+//! [3, 4, 6, 3] (stride on the 3×3 conv, 1×1 conv + BN downsample), global average pool, linear
+//! head. Field names follow torchvision's state-dict keys (`conv1`, `bn1`, `layer1`…`layer4`, `fc`),
+//! so a `.pth` file loads with one remapping: `downsample.0/1` → `downsample.conv/bn`.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::norm::BatchNorm2d;
+
+/// The two torchvision ResNets of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResNetDepth {
+    ResNet18,
+    ResNet50,
+}
+
+impl ResNetDepth {
+    fn blocks(self) -> [usize; 4] {
+        match self {
+            Self::ResNet18 => [2, 2, 2, 2],
+            Self::ResNet50 => [3, 4, 6, 3],
+        }
+    }
+
+    fn bottleneck(self) -> bool {
+        matches!(self, Self::ResNet50)
+    }
+
+    /// Channels of the pooled features (the input of `fc`).
+    pub fn feature_dim(self) -> usize {
+        if self.bottleneck() { 2048 } else { 512 }
+    }
+}
+
+/// torchvision's convolution init: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+/// `downsample = Sequential(conv1x1(inplanes, planes * expansion, stride), BatchNorm2d)`.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+}
+
+impl Downsample {
+    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
+        Self {
+            conv: conv(cin, cout, 1, stride, 0, device),
+            bn: BatchNorm2d::new(cout, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// Two 3×3 convolutions (expansion 1).
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub downsample: Option<Downsample>,
+}
+
+impl BasicBlock {
+    fn new(cin: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let downsample =
+            (stride != 1 || cin != planes).then(|| Downsample::new(cin, planes, stride, device));
+        Self {
+            conv1: conv(cin, planes, 3, stride, 1, device),
+            bn1: BatchNorm2d::new(planes, device),
+            conv2: conv(planes, planes, 3, 1, 1, device),
+            bn2: BatchNorm2d::new(planes, device),
+            downsample,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x.clone()),
+            None => x.clone(),
+        };
+        let out = relu(self.bn1.forward(self.conv1.forward(x)));
+        let out = self.bn2.forward(self.conv2.forward(out));
+        relu(out + identity)
+    }
+}
+
+/// 1×1 reduce, 3×3 (with the stride, as torchvision's "ResNet V1.5"), 1×1 expand ×4.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub conv3: Conv2d,
+    pub bn3: BatchNorm2d,
+    pub downsample: Option<Downsample>,
+}
+
+impl Bottleneck {
+    const EXPANSION: usize = 4;
+
+    fn new(cin: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let cout = planes * Self::EXPANSION;
+        let downsample =
+            (stride != 1 || cin != cout).then(|| Downsample::new(cin, cout, stride, device));
+        Self {
+            conv1: conv(cin, planes, 1, 1, 0, device),
+            bn1: BatchNorm2d::new(planes, device),
+            conv2: conv(planes, planes, 3, stride, 1, device),
+            bn2: BatchNorm2d::new(planes, device),
+            conv3: conv(planes, cout, 1, 1, 0, device),
+            bn3: BatchNorm2d::new(cout, device),
+            downsample,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x.clone()),
+            None => x.clone(),
+        };
+        let out = relu(self.bn1.forward(self.conv1.forward(x)));
+        let out = relu(self.bn2.forward(self.conv2.forward(out)));
+        let out = self.bn3.forward(self.conv3.forward(out));
+        relu(out + identity)
+    }
+}
+
+/// A residual block of either kind.
+#[derive(Module, Debug)]
+pub enum Block {
+    Basic(BasicBlock),
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::Basic(b) => b.forward(x),
+            Self::Bottleneck(b) => b.forward(x),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNet {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub maxpool: MaxPool2d,
+    pub layer1: Vec<Block>,
+    pub layer2: Vec<Block>,
+    pub layer3: Vec<Block>,
+    pub layer4: Vec<Block>,
+    pub fc: Linear,
+}
+
+impl ResNet {
+    /// A randomly initialised ResNet (torchvision's initialisation) with `num_classes` outputs.
+    pub fn new(depth: ResNetDepth, num_classes: usize, device: &Device) -> Self {
+        let mut inplanes = 64;
+        let mut stage = |planes: usize, blocks: usize, stride: usize| -> Vec<Block> {
+            (0..blocks)
+                .map(|i| {
+                    let s = if i == 0 { stride } else { 1 };
+                    if depth.bottleneck() {
+                        let b = Bottleneck::new(inplanes, planes, s, device);
+                        inplanes = planes * Bottleneck::EXPANSION;
+                        Block::Bottleneck(b)
+                    } else {
+                        let b = BasicBlock::new(inplanes, planes, s, device);
+                        inplanes = planes;
+                        Block::Basic(b)
+                    }
+                })
+                .collect()
+        };
+        let [b1, b2, b3, b4] = depth.blocks();
+        let layer1 = stage(64, b1, 1);
+        let layer2 = stage(128, b2, 2);
+        let layer3 = stage(256, b3, 2);
+        let layer4 = stage(512, b4, 2);
+        Self {
+            conv1: conv(3, 64, 7, 2, 3, device),
+            bn1: BatchNorm2d::new(64, device),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            fc: LinearConfig::new(depth.feature_dim(), num_classes).init(device),
+        }
+    }
+
+    /// Globally average-pooled features before `fc`: `[batch, 512 or 2048]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = self.maxpool.forward(x);
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
+            x = block.forward(x);
+        }
+        let [b, c, _, _] = x.dims();
+        x.mean_dim(3).mean_dim(2).reshape([b, c])
+    }
+
+    /// Logits `[batch, num_classes]` for input `[batch, 3, frames, mels]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.features(x))
+    }
+}
