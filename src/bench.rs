@@ -56,3 +56,73 @@ pub fn bench_features(
         wall_seconds,
     })
 }
+
+/// Result of one model benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelBench {
+    pub batch: usize,
+    /// Training samples per second: forward + BCE + backward + Adam step.
+    pub train_samples_per_s: f64,
+    /// Inference samples per second: eval-mode forward.
+    pub infer_samples_per_s: f64,
+}
+
+/// Times `steps` training steps and `steps` inference batches of `batch` random windows (after
+/// one untimed warm-up step each) on `device`.
+pub fn bench_model(
+    arch: crate::model::Arch,
+    device: &burn::tensor::Device,
+    batch: usize,
+    steps: usize,
+) -> ModelBench {
+    use burn::module::Module;
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::{AdamConfig, GradientsParams};
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::model::{Model, bce_with_logits};
+
+    let train_device = device.clone().autodiff();
+    let mut model = Model::new(arch, crate::CLASSES.len(), &train_device);
+    let mut optim = AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+        .init();
+    let shape = [batch, 3, crate::features::WINDOW_FRAMES, 128];
+    let x = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), &train_device);
+    let y = Tensor::<2>::random(
+        [batch, crate::CLASSES.len()],
+        Distribution::Bernoulli(0.2),
+        &train_device,
+    );
+    let mut time_train = |n: usize| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let loss = bce_with_logits(model.forward(x.clone()), y.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(5e-4, model.clone(), grads);
+            // Reading the loss waits for the step to finish.
+            std::hint::black_box(loss.into_data());
+        }
+        start.elapsed().as_secs_f64()
+    };
+    time_train(1);
+    let train = time_train(steps);
+
+    let eval = model.valid();
+    let xi = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), device);
+    let time_infer = |n: usize| {
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(eval.forward(xi.clone()).into_data());
+        }
+        start.elapsed().as_secs_f64()
+    };
+    time_infer(1);
+    let infer = time_infer(steps);
+    ModelBench {
+        batch,
+        train_samples_per_s: (batch * steps) as f64 / train,
+        infer_samples_per_s: (batch * steps) as f64 / infer,
+    }
+}

@@ -10,6 +10,8 @@ use instrec::audio::{self, Channel};
 use instrec::backend::Backend;
 use instrec::bench;
 use instrec::features::{FeatureSettings, MelExtractor};
+use instrec::model::import::Head;
+use instrec::model::{Arch, Model};
 use instrec::npy::NpyArray;
 
 /// Predominant instrument recognition in polyphonic music (IRMAS's 11 instruments), after Zhong,
@@ -34,8 +36,38 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Eval-mode forward pass of a ResNet over a float32 .npy batch [batch, 3, frames, mels],
+    /// writing the logits (or the pooled features before the head) as .npy. A diagnostic for
+    /// checking ported weights against PyTorch.
+    Forward(ForwardArgs),
     /// Print the backends compiled into this binary.
     Backends,
+}
+
+#[derive(Args, Debug)]
+struct ForwardArgs {
+    /// Architecture: resnet18, resnet50 or han.
+    #[arg(long)]
+    arch: Arch,
+    /// Weights: a torchvision .pth state dict (the head included), an instrec .safetensors file
+    /// or a model bundle directory.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Input batch, float32 .npy of shape [batch, 3, frames, mels].
+    #[arg(long)]
+    input: PathBuf,
+    /// Output .npy: [batch, num_classes] logits, or [batch, 512|2048] with --pooled.
+    #[arg(long)]
+    out: PathBuf,
+    /// Outputs of the head in the weights file (1000 for torchvision's ImageNet files).
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+    /// Write the globally average-pooled features before the head instead of the logits.
+    #[arg(long)]
+    pooled: bool,
+    /// Compute backend: flex (pure Rust, default), tch (LibTorch) or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +99,22 @@ enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Training (forward + BCE + backward + Adam step) and inference samples/s of a model on
+    /// random 3×43×128 windows.
+    Model {
+        /// Architecture: resnet18, resnet50 or han.
+        #[arg(long, default_value = "resnet18")]
+        arch: Arch,
+        /// Compute backend: flex (pure Rust, default), tch (LibTorch) or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: Backend,
+        /// Batch size (the paper's 64).
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Timed steps (after one warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,7 +144,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 clips,
                 threads,
             } => bench_features(audio, clips, threads),
+            BenchCommand::Model {
+                arch,
+                backend,
+                batch,
+                steps,
+            } => {
+                let device = backend.device().map_err(anyhow::Error::msg)?;
+                println!(
+                    "{arch} on {}, batch {batch}, {steps} timed steps",
+                    backend.name()
+                );
+                let r = bench::bench_model(arch, &device, batch, steps);
+                println!("train: {:>8.1} samples/s", r.train_samples_per_s);
+                println!("infer: {:>8.1} samples/s", r.infer_samples_per_s);
+                Ok(ExitCode::SUCCESS)
+            }
         },
+        Command::Forward(args) => forward(args),
         Command::Backends => {
             for b in Backend::available() {
                 println!("{}", b.name());
@@ -166,5 +231,46 @@ fn bench_features(
             r.wall_seconds
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forward(args: ForwardArgs) -> Result<ExitCode> {
+    use burn::tensor::{Tensor, TensorData};
+    let device = args.backend.device().map_err(anyhow::Error::msg)?;
+    let input = NpyArray::read(&args.input)?;
+    let shape: [usize; 4] = input.shape.clone().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "{}: expected a 4-D array [batch, 3, frames, mels], got shape {:?}",
+            args.input.display(),
+            input.shape
+        )
+    })?;
+    if shape[1] != 3 {
+        anyhow::bail!(
+            "{}: expected 3 channels, got {}",
+            args.input.display(),
+            shape[1]
+        );
+    }
+    let model = Model::new(args.arch, args.num_classes, &device);
+    let model = instrec::model::load_into(model, &args.weights, Head::Load)?;
+    let x = Tensor::<4>::from_data(TensorData::new(input.data, shape), &device);
+    let y = match (&model, args.pooled) {
+        (Model::ResNet(r), true) => r.features(x),
+        (Model::Han(_), true) => anyhow::bail!("--pooled is only defined for ResNets"),
+        (m, false) => m.forward(x),
+    };
+    let dims = y.dims().to_vec();
+    let data = y
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    NpyArray::new(dims.clone(), data).write(&args.out)?;
+    eprintln!(
+        "{} → {} {:?}",
+        args.input.display(),
+        args.out.display(),
+        dims
+    );
     Ok(ExitCode::SUCCESS)
 }

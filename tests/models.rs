@@ -47,9 +47,9 @@ fn check_fixture(arch: &str, depth: ResNetDepth, device: &Device) {
     let pooled = model
         .features(x.clone())
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
-    let logits = model.forward(x).into_data().to_vec::<f32>().unwrap();
+    let logits = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
     let exp_logits = NpyArray::read(&dir.join(format!("{arch}-seed11.logits.npy"))).unwrap();
     let exp_pooled = NpyArray::read(&dir.join(format!("{arch}-seed11.pooled.npy"))).unwrap();
     let (el, ep) = (
@@ -125,13 +125,13 @@ fn batchnorm_training_step_moves_running_stats_like_pytorch() {
         .running_mean
         .value_sync()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     let var = bn
         .running_var
         .value_sync()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     let expect_mean = [0.4f32, 0.1];
     let expect_var = [0.9 + 0.1 * 20.0 / 3.0, 0.9 + 0.1 * 4.0 / 3.0f32];
@@ -140,7 +140,7 @@ fn batchnorm_training_step_moves_running_stats_like_pytorch() {
         assert!((var[c] - expect_var[c]).abs() < 1e-6, "var {var:?}");
     }
     // The output is normalised with the biased batch variance (5 and 1).
-    let out = y.into_data().to_vec::<f32>().unwrap();
+    let out = y.into_data().try_to_vec::<f32>().unwrap();
     let expect0 = (1.0 - 4.0) / (5.0f32 + 1e-5).sqrt();
     assert!((out[0] - expect0).abs() < 1e-5, "{out:?}");
     // Inference mode (no autodiff) leaves the statistics alone.
@@ -150,7 +150,7 @@ fn batchnorm_training_step_moves_running_stats_like_pytorch() {
         .running_mean
         .value_sync()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     assert_eq!(mean, mean2);
 }
@@ -204,4 +204,162 @@ fn import_errors_name_the_key() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("junk.pth"), "{e}");
+}
+
+#[test]
+fn imagenet_offline_error_names_file_url_and_folder() {
+    let home = tempfile::tempdir().unwrap();
+    // SAFETY: tests in this binary that read TORCH_HOME / INSTREC_OFFLINE are this one only.
+    unsafe {
+        std::env::set_var("TORCH_HOME", home.path());
+        std::env::set_var("INSTREC_OFFLINE", "1");
+    }
+    let e = instrec::model::build_model(
+        Arch::ResNet18,
+        11,
+        &instrec::model::Init::ImageNet { v2: false },
+        &Device::flex(),
+        &|_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("resnet18-f37072fd.pth"), "{e}");
+    assert!(
+        e.contains("https://download.pytorch.org/models/resnet18-f37072fd.pth"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&home.path().join("hub/checkpoints").display().to_string()),
+        "{e}"
+    );
+    // Put a file in the cache and it is used: here torchvision-format random weights.
+    let cache = home.path().join("hub/checkpoints");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::copy(
+        resnet_fixtures().join("resnet18-random-seed11.pth"),
+        cache.join("resnet18-f37072fd.pth"),
+    )
+    .unwrap();
+    let m = instrec::model::build_model(
+        Arch::ResNet18,
+        11,
+        &instrec::model::Init::ImageNet { v2: false },
+        &Device::flex(),
+        &|_, _| {},
+    )
+    .unwrap();
+    // The backbone is the file's, the head is new with 11 outputs.
+    let reference = load_resnet_pth(
+        ResNet::new(ResNetDepth::ResNet18, 11, &Device::flex()),
+        &resnet_fixtures().join("resnet18-random-seed11.pth"),
+        Head::Fresh,
+    )
+    .unwrap();
+    let x = Tensor::<4>::ones([1, 3, 43, 128], &Device::flex());
+    let Model::ResNet(r) = m else {
+        panic!("not a resnet")
+    };
+    let a = r
+        .features(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b = reference
+        .features(x)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(a, b);
+    assert!(
+        instrec::model::build_model(
+            Arch::Han,
+            11,
+            &instrec::model::Init::ImageNet { v2: false },
+            &Device::flex(),
+            &|_, _| {},
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn bundle_round_trip_keeps_every_tensor_and_the_config() {
+    use instrec::features::ChannelMode;
+    use instrec::model::bundle::{BundleConfig, load_bundle, save_bundle};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for arch in [Arch::ResNet18, Arch::Han] {
+        let model = Model::new(arch, 11, &device);
+        let mut config = BundleConfig::new(arch, ChannelMode::Stereo);
+        config.provenance.seed = 7;
+        config.thresholds.per_class = Some(vec![0.3; 11]);
+        let path = dir.path().join(arch.name());
+        save_bundle(&path, &model, &config).unwrap();
+        let (loaded, cfg) = load_bundle(&path, &device).unwrap();
+        assert_eq!(cfg, config);
+        let x = Tensor::<4>::random(
+            [2, 3, 43, 128],
+            burn::tensor::Distribution::Default,
+            &device,
+        );
+        let a = model
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = loaded.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b, "{arch}");
+        // The weights also initialise a new model through --init PATH.
+        let again = instrec::model::build_model(
+            arch,
+            11,
+            &instrec::model::Init::File(path.join("model.safetensors")),
+            &device,
+            &|_, _| {},
+        )
+        .unwrap();
+        let x = Tensor::<4>::ones([1, 3, 43, 128], &device);
+        assert_eq!(
+            again
+                .forward(x.clone())
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            loaded.forward(x).into_data().try_to_vec::<f32>().unwrap()
+        );
+    }
+    // A bundle of one architecture does not load as another.
+    let e = instrec::model::load_into(
+        Model::new(Arch::Han, 11, &device),
+        &dir.path().join("resnet18"),
+        Head::Load,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("resnet18"), "{e}");
+}
+
+#[test]
+fn forward_cli_writes_logits_and_pooled_features() {
+    let dir = resnet_fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, expected) in [("", "logits"), ("--pooled", "pooled")] {
+        let out = tmp.path().join(format!("{expected}.npy"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"));
+        cmd.args(["forward", "--arch", "resnet18", "--weights"])
+            .arg(dir.join("resnet18-random-seed11.pth"))
+            .arg("--input")
+            .arg(dir.join("resnet18-seed11.input.npy"))
+            .arg("--out")
+            .arg(&out);
+        if !flag.is_empty() {
+            cmd.arg(flag);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours = NpyArray::read(&out).unwrap();
+        let exp = NpyArray::read(&dir.join(format!("resnet18-seed11.{expected}.npy"))).unwrap();
+        assert_eq!(ours.shape, exp.shape);
+        assert!(rel_err(&ours.data, &exp.data) <= 1e-4);
+    }
 }

@@ -7,11 +7,14 @@ pub mod import;
 pub mod norm;
 pub mod resnet;
 
+use std::path::{Path, PathBuf};
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use han::HanCnn;
+use import::{Checkpoint, Head, ImportError, fetch_checkpoint, load_resnet_pth};
 pub use resnet::{ResNet, ResNetDepth};
 
 /// The architectures of the paper's Tables 1 and 2.
@@ -98,5 +101,104 @@ impl Model {
                 m.forward(x.slice([0..b, 0..1, 0..t, 0..f]))
             }
         }
+    }
+}
+
+/// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically
+/// stable form (`BCEWithLogitsLoss`): `max(z, 0) - z·y + ln(1 + e^{-|z|})`.
+pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    let softplus = logits.clone().abs().neg().exp().log1p();
+    (logits.clone().clamp_min(0.0) - logits * targets + softplus).mean()
+}
+
+/// How a model's weights start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Init {
+    /// Random (torchvision's initialisation; Glorot for Han).
+    Random,
+    /// torchvision's ImageNet weights (IMAGENET1K_V1, or ResNet50's V2), all but `fc`.
+    ImageNet { v2: bool },
+    /// A `.pth` state dict (all but `fc`), a `.safetensors` file or a model bundle directory
+    /// written by instrec (everything).
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Init {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "random" => Self::Random,
+            "imagenet" => Self::ImageNet { v2: false },
+            "imagenet-v2" => Self::ImageNet { v2: true },
+            path => Self::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl std::fmt::Display for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Random => f.write_str("random"),
+            Self::ImageNet { v2: false } => f.write_str("imagenet"),
+            Self::ImageNet { v2: true } => f.write_str("imagenet-v2"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Builds a model and initialises it as asked. `progress(done, total)` reports a download.
+pub fn build_model(
+    arch: Arch,
+    num_classes: usize,
+    init: &Init,
+    device: &Device,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<Model, ImportError> {
+    let model = Model::new(arch, num_classes, device);
+    match init {
+        Init::Random => Ok(model),
+        Init::ImageNet { v2 } => {
+            let depth = arch.resnet_depth().ok_or_else(|| ImportError::File {
+                path: "imagenet".into(),
+                reason: format!("there are no ImageNet weights for {arch}"),
+            })?;
+            let ckpt = Checkpoint::for_arch(depth, *v2).map_err(|reason| ImportError::File {
+                path: init.to_string(),
+                reason,
+            })?;
+            let path = fetch_checkpoint(&ckpt, progress)?;
+            load_into(model, &path, Head::Fresh)
+        }
+        Init::File(path) => load_into(model, path, Head::Fresh),
+    }
+}
+
+/// Loads weights from a file into `model`: `.pth` (torchvision layout; `head` says whether `fc`
+/// loads), `.safetensors` or a bundle directory (the whole model).
+pub fn load_into(model: Model, path: &Path, head: Head) -> Result<Model, ImportError> {
+    let fail = |reason: String| ImportError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let weights = if path.is_dir() {
+        path.join(bundle::WEIGHTS_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    match weights.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => {
+            let bytes = std::fs::read(&weights).map_err(|e| fail(e.to_string()))?;
+            bundle::model_from_safetensors(model, bytes).map_err(fail)
+        }
+        Some("pth") | Some("pt") => match model {
+            Model::ResNet(r) => Ok(Model::ResNet(load_resnet_pth(r, &weights, head)?)),
+            Model::Han(_) => Err(fail(
+                "torchvision .pth files hold ResNets, not the Han CNN".into(),
+            )),
+        },
+        _ => Err(fail(
+            "unknown weight format (expected .pth, .safetensors or a model bundle directory)"
+                .into(),
+        )),
     }
 }
