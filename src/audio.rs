@@ -376,6 +376,34 @@ impl Resampler {
     }
 }
 
+/// Writes planar channels as a 16-bit PCM WAV file, atomically. Samples are clipped to [-1, 1)
+/// and rounded (`round(x * 32768)`), the inverse of torchaudio's int16 / 32768.
+pub fn write_wav_i16(path: &Path, rate: u32, channels: &[Vec<f32>]) -> std::io::Result<()> {
+    let n_ch = channels.len() as u16;
+    let frames = channels.first().map_or(0, Vec::len);
+    let data_len = frames * channels.len() * 2;
+    let mut out = Vec::with_capacity(44 + data_len);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&n_ch.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2 * n_ch as u32).to_le_bytes());
+    out.extend_from_slice(&(2 * n_ch).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data_len as u32).to_le_bytes());
+    for i in 0..frames {
+        for c in channels {
+            let v = (c[i] as f64 * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    crate::util::write_atomic(path, &out)
+}
+
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);

@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod backend;
 pub mod bench;
+pub mod data;
 pub mod features;
 pub mod model;
 pub mod npy;

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use instrec::CLASSES;
 use instrec::audio::{self, Channel};
 use instrec::backend::Backend;
 use instrec::bench;
-use instrec::features::{FeatureSettings, MelExtractor};
+use instrec::data::{Irmas, cache, synth};
+use instrec::features::{ChannelMode, FeatureSettings, MelExtractor};
 use instrec::model::import::Head;
 use instrec::model::{Arch, Model};
 use instrec::npy::NpyArray;
@@ -40,8 +42,62 @@ enum Command {
     /// writing the logits (or the pooled features before the head) as .npy. A diagnostic for
     /// checking ported weights against PyTorch.
     Forward(ForwardArgs),
+    /// Inspect an IRMAS-layout data set.
+    Dataset {
+        #[command(subcommand)]
+        what: DatasetCommand,
+    },
+    /// Extract every clip's log-mel(s) of an IRMAS-layout data set once, in parallel, into the
+    /// feature cache (keyed by the feature settings and the file list; a second run does nothing).
+    Prepare(PrepareArgs),
+    /// Render a synthetic corpus in the IRMAS layout and format (44.1 kHz 16-bit stereo WAV) from
+    /// a General-MIDI SoundFont.
+    Synth(SynthArgs),
     /// Print the backends compiled into this binary.
     Backends,
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCommand {
+    /// Counts per class, labels per test clip, genre and drum tags, files that could not be used,
+    /// and the differences from the official IRMAS counts.
+    Check {
+        /// The folder holding IRMAS-TrainingData/ and/or IRMAS-TestingData-Part{1,2,3}/.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PrepareArgs {
+    /// The folder holding IRMAS-TrainingData/ and/or IRMAS-TestingData-Part{1,2,3}/.
+    #[arg(long)]
+    data: PathBuf,
+    /// Channel conversion the features are for: dup and zero need the mono log-mel, stereo also
+    /// the left and right ones.
+    #[arg(long, default_value = "dup")]
+    channels: ChannelMode,
+    /// Cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Output folder (IRMAS-TrainingData/ and IRMAS-TestingData-Part{1,2,3}/ are made in it).
+    #[arg(long)]
+    out: PathBuf,
+    /// General-MIDI SoundFont (default: $INSTREC_SOUNDFONT, else Debian's fluid-soundfont-gm).
+    #[arg(long)]
+    soundfont: Option<PathBuf>,
+    /// Training clips (3 s) per instrument.
+    #[arg(long, default_value_t = 30)]
+    train_per_class: usize,
+    /// Test clips (5–20 s, 1–3 predominant instruments).
+    #[arg(long, default_value_t = 60)]
+    test_clips: usize,
+    /// Seed: the same seed gives byte-identical files.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +174,11 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`instrec ... | head`) instead of panicking.
+    // SAFETY: setting a signal disposition to its default at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("INSTREC_LOG")
@@ -162,6 +223,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Forward(args) => forward(args),
+        Command::Dataset {
+            what: DatasetCommand::Check { dir },
+        } => dataset_check(&dir),
+        Command::Prepare(args) => prepare(args),
+        Command::Synth(args) => synth(args),
         Command::Backends => {
             for b in Backend::available() {
                 println!("{}", b.name());
@@ -271,6 +337,146 @@ fn forward(args: ForwardArgs) -> Result<ExitCode> {
         args.input.display(),
         args.out.display(),
         dims
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr for `total` items.
+fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(total as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn dataset_check(dir: &std::path::Path) -> Result<ExitCode> {
+    let set = Irmas::read(dir).map_err(anyhow::Error::msg)?;
+    println!("IRMAS-layout data set at {}", dir.display());
+    let train = set.train_counts();
+    let test = set.test_label_counts();
+    println!("\n{:<6} {:>10} {:>12}", "class", "training", "test labels");
+    for (i, c) in CLASSES.iter().enumerate() {
+        println!("{c:<6} {:>10} {:>12}", train[i], test[i]);
+    }
+    println!(
+        "{:<6} {:>10} {:>12}",
+        "total",
+        set.train.len(),
+        test.iter().sum::<usize>()
+    );
+    println!("\ntest clips: {}", set.test.len());
+    for (n, count) in set.labels_per_test_clip() {
+        println!("  with {n} label(s): {count}");
+    }
+    println!("\ngenre tags (training):");
+    for (g, n) in set.genre_counts() {
+        println!("  {g:<8} {n}");
+    }
+    let (dru, nod, none) = set.drum_counts();
+    println!("drum tags (training): [dru] {dru}, [nod] {nod}, none {none}");
+    let diffs = set.compare_with_official();
+    if diffs.is_empty() {
+        println!(
+            "\nmatches the official IRMAS counts (6,705 training clips; 2,874 test clips, 4,917 labels)"
+        );
+    } else {
+        println!(
+            "\ndifferences from the official IRMAS counts ({}):",
+            diffs.len()
+        );
+        for d in &diffs {
+            println!("  {d}");
+        }
+    }
+    if !set.issues.is_empty() {
+        println!("\n{} file(s) could not be used:", set.issues.len());
+        for i in &set.issues {
+            println!("  {i}");
+        }
+    }
+    Ok(if set.issues.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn prepare(args: PrepareArgs) -> Result<ExitCode> {
+    let set = Irmas::read(&args.data).map_err(anyhow::Error::msg)?;
+    for i in &set.issues {
+        eprintln!("warning: {i}");
+    }
+    let files: Vec<PathBuf> = set
+        .train
+        .iter()
+        .map(|c| c.path.clone())
+        .chain(set.test.iter().map(|c| c.path.clone()))
+        .collect();
+    let dir = args.cache_dir.unwrap_or_else(cache::default_cache_dir);
+    let pb = progress_bar(files.len(), "extracting log-mels");
+    let start = std::time::Instant::now();
+    let (cache, outcome) = cache::prepare(
+        &files,
+        &FeatureSettings::default(),
+        args.channels,
+        &dir,
+        &|done, _| pb.set_position(done as u64),
+    )?;
+    pb.finish_and_clear();
+    let verb = match &outcome {
+        cache::CacheOutcome::Reused => "up to date, nothing to do".to_string(),
+        cache::CacheOutcome::Built => "built".to_string(),
+        cache::CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
+    };
+    println!(
+        "{} clips ({} training, {} test), channels {}: cache {} in {:.1} s → {}",
+        files.len(),
+        set.train.len(),
+        set.test.len(),
+        args.channels.name(),
+        verb,
+        start.elapsed().as_secs_f64(),
+        cache.path.display()
+    );
+    if !cache.failures.is_empty() {
+        eprintln!("{} file(s) could not be decoded:", cache.failures.len());
+        for f in &cache.failures {
+            eprintln!("  {f}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synth(args: SynthArgs) -> Result<ExitCode> {
+    let sf_path = synth::find_soundfont(args.soundfont.as_deref()).map_err(anyhow::Error::msg)?;
+    let start = std::time::Instant::now();
+    let sf = synth::load_soundfont(&sf_path).map_err(anyhow::Error::msg)?;
+    let opts = synth::SynthOptions {
+        out: args.out.clone(),
+        train_per_class: args.train_per_class,
+        test_clips: args.test_clips,
+        seed: args.seed,
+    };
+    let total = args.train_per_class * CLASSES.len() + args.test_clips;
+    let pb = progress_bar(total, "rendering");
+    let report = synth::render_corpus(&sf, &opts, &|done, _| pb.set_position(done as u64))
+        .map_err(anyhow::Error::msg)?;
+    pb.finish_and_clear();
+    println!(
+        "{} training and {} test clips ({:.0} s of audio) rendered from {} in {:.1} s → {}",
+        report.train_files,
+        report.test_files,
+        report.audio_seconds,
+        sf_path.display(),
+        start.elapsed().as_secs_f64(),
+        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -49,3 +49,76 @@ mod tests {
         assert!(write_atomic(&p, b"x").is_err());
     }
 }
+
+/// A small, fast, seedable random number generator (SplitMix64). Its output is fixed by this code,
+/// not by a dependency's version, so a seed means the same split and the same corpus forever.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// A generator for item `index` of a stream seeded by `seed` (independent of other items).
+    pub fn derive(seed: u64, index: u64) -> Self {
+        let mut r = Self::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ index);
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        assert!(hi > lo, "empty range {lo}..{hi}");
+        lo + (self.next_u64() % (hi - lo) as u64) as usize
+    }
+
+    pub fn choose<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.range(0, items.len())]
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.range(0, i + 1);
+            items.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod rng_tests {
+    use super::Rng;
+
+    #[test]
+    fn same_seed_same_stream_and_shuffles_are_permutations() {
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::new(3);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let mut r = Rng::new(3);
+        assert_eq!(a, (0..5).map(|_| r.next_u64()).collect::<Vec<_>>());
+        let mut v: Vec<usize> = (0..100).collect();
+        Rng::new(1).shuffle(&mut v);
+        assert_ne!(v, (0..100).collect::<Vec<_>>());
+        v.sort();
+        assert_eq!(v, (0..100).collect::<Vec<_>>());
+        let x = Rng::new(9).f64();
+        assert!((0.0..1.0).contains(&x));
+    }
+}

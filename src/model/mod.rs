@@ -66,6 +66,8 @@ impl std::fmt::Display for Arch {
 }
 
 /// Any of the three networks.
+// Built once per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Model {
     ResNet(ResNet),

@@ -150,6 +150,8 @@ impl Bottleneck {
 }
 
 /// A residual block of either kind.
+// Built once per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block {
     Basic(BasicBlock),

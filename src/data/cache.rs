@@ -1,0 +1,318 @@
+//! The feature cache: every clip's log-mel(s) extracted once, in parallel, into one file keyed by
+//! the feature settings, the channel sources and the file list (path, size, modification time).
+//! A changed setting or file gives a new key and so a rebuild; a second run with the same inputs
+//! reads the file and does no work. The file ends with the SHA-256 of its contents and is written
+//! atomically, so a truncated or corrupt cache is detected and rebuilt, never trusted.
+//!
+//! Layout: `INSTRECF`, format version (u32 LE), header length (u64 LE), header (JSON), the
+//! log-mels of the clips that decoded (f32 LE, `[n_mels, frames]` per source channel, in header
+//! order), SHA-256 of everything before it.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::irmas::Issue;
+use crate::audio::decode_file;
+use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, LogMel, MelExtractor};
+
+const MAGIC: &[u8; 8] = b"INSTRECF";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Header {
+    key: String,
+    settings: FeatureSettings,
+    mode: ChannelMode,
+    clips: Vec<HeaderClip>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct HeaderClip {
+    path: PathBuf,
+    /// Frames of each log-mel; `None` when the clip could not be decoded.
+    frames: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The cached features of a set of files, in the order given to [`prepare`].
+#[derive(Debug, Clone)]
+pub struct FeatureCache {
+    pub path: PathBuf,
+    pub settings: FeatureSettings,
+    pub mode: ChannelMode,
+    /// `None` for a file that failed to decode (see [`FeatureCache::failures`]).
+    pub clips: Vec<(PathBuf, Option<ClipFeatures>)>,
+    pub failures: Vec<Issue>,
+}
+
+impl FeatureCache {
+    /// The features of `path`, if it is in the cache and decoded.
+    pub fn get(&self, path: &Path) -> Option<&ClipFeatures> {
+        self.clips
+            .iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, f)| f.as_ref())
+    }
+}
+
+/// What [`prepare`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// The cache was valid and was read.
+    Reused,
+    /// There was no cache for these inputs.
+    Built,
+    /// A cache file for these inputs was unreadable; it was rebuilt.
+    Rebuilt { reason: String },
+}
+
+/// The key of a set of inputs: SHA-256 over the settings, the channel mode and each file's path,
+/// size and modification time.
+pub fn cache_key(files: &[PathBuf], settings: &FeatureSettings, mode: ChannelMode) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("instrec-cache-v{VERSION}\n").as_bytes());
+    h.update(serde_json::to_vec(settings).expect("settings serialise"));
+    h.update(format!("\n{:?}\n", mode.sources()).as_bytes());
+    for f in files {
+        let (size, mtime) = std::fs::metadata(f)
+            .map(|m| {
+                let t = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                (m.len(), t)
+            })
+            .unwrap_or((u64::MAX, 0));
+        h.update(format!("{}\t{size}\t{mtime}\n", f.display()).as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache file for a key inside `dir`.
+pub fn cache_file(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("features-{}.bin", &key[..16]))
+}
+
+/// Reads the cache for `files` from `dir`, or extracts the features (in parallel, calling
+/// `progress(done, total)`) and writes it. Files that fail to decode are recorded, not fatal.
+pub fn prepare(
+    files: &[PathBuf],
+    settings: &FeatureSettings,
+    mode: ChannelMode,
+    dir: &Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> std::io::Result<(FeatureCache, CacheOutcome)> {
+    let key = cache_key(files, settings, mode);
+    let path = cache_file(dir, &key);
+    let mut outcome = CacheOutcome::Built;
+    if path.exists() {
+        match read_cache(&path, &key) {
+            Ok(cache) => return Ok((cache, CacheOutcome::Reused)),
+            Err(reason) => outcome = CacheOutcome::Rebuilt { reason },
+        }
+    }
+    let extractor = MelExtractor::new(settings.clone());
+    let done = AtomicUsize::new(0);
+    let results: Vec<Result<ClipFeatures, String>> = files
+        .par_iter()
+        .map(|f| {
+            let r = decode_file(f)
+                .map(|audio| ClipFeatures::extract(&extractor, &audio, mode))
+                .map_err(|e| e.reason);
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, files.len());
+            r
+        })
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    write_cache(&path, &key, settings, mode, files, &results)?;
+    let failures = files
+        .iter()
+        .zip(&results)
+        .filter_map(|(p, r)| {
+            r.as_ref().err().map(|e| Issue {
+                path: p.clone(),
+                reason: e.clone(),
+            })
+        })
+        .collect();
+    let clips = files
+        .iter()
+        .cloned()
+        .zip(results.into_iter().map(Result::ok))
+        .collect();
+    Ok((
+        FeatureCache {
+            path,
+            settings: settings.clone(),
+            mode,
+            clips,
+            failures,
+        },
+        outcome,
+    ))
+}
+
+fn write_cache(
+    path: &Path,
+    key: &str,
+    settings: &FeatureSettings,
+    mode: ChannelMode,
+    files: &[PathBuf],
+    results: &[Result<ClipFeatures, String>],
+) -> std::io::Result<()> {
+    let header = Header {
+        key: key.to_string(),
+        settings: settings.clone(),
+        mode,
+        clips: files
+            .iter()
+            .zip(results)
+            .map(|(p, r)| HeaderClip {
+                path: p.clone(),
+                frames: r.as_ref().ok().map(ClipFeatures::frames),
+                error: r.as_ref().err().cloned(),
+            })
+            .collect(),
+    };
+    let header = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+    let tmp = crate::util::temp_sibling(path);
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+        };
+        w.write_all(MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        let mut buf = Vec::new();
+        for f in results.iter().flatten() {
+            for mel in &f.mels {
+                buf.clear();
+                buf.extend(mel.data.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&buf)?;
+            }
+        }
+        let digest = w.hasher.finalize();
+        let mut inner = w.inner;
+        inner.write_all(&digest)?;
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reads and verifies a cache file; any problem is returned as the reason to rebuild.
+fn read_cache(path: &Path, key: &str) -> Result<FeatureCache, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() < 8 + 4 + 8 + 32 || &bytes[..8] != MAGIC {
+        return Err("not an instrec feature cache (bad magic or too short)".into());
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err("checksum mismatch (truncated or corrupt)".into());
+    }
+    let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(format!("cache format {version}, expected {VERSION}"));
+    }
+    let hlen = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes")) as usize;
+    let header: Header = body
+        .get(20..20 + hlen)
+        .ok_or("header runs past the end")
+        .and_then(|h| serde_json::from_slice(h).map_err(|_| "header is not valid JSON"))
+        .map_err(str::to_string)?;
+    if header.key != key {
+        return Err("key mismatch (inputs changed)".into());
+    }
+    let n_src = header.mode.sources().len();
+    let n_mels = header.settings.n_mels;
+    let mut data = &body[20 + hlen..];
+    let mut clips = Vec::with_capacity(header.clips.len());
+    let mut failures = Vec::new();
+    for c in &header.clips {
+        let features = match c.frames {
+            Some(frames) => {
+                let mut mels = Vec::with_capacity(n_src);
+                for _ in 0..n_src {
+                    let n = n_mels * frames * 4;
+                    if data.len() < n {
+                        return Err("data shorter than the header says".into());
+                    }
+                    let (chunk, rest) = data.split_at(n);
+                    data = rest;
+                    mels.push(LogMel {
+                        n_mels,
+                        frames,
+                        data: chunk
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                            .collect(),
+                    });
+                }
+                Some(ClipFeatures {
+                    mode: header.mode,
+                    mels,
+                })
+            }
+            None => {
+                failures.push(Issue {
+                    path: c.path.clone(),
+                    reason: c.error.clone().unwrap_or_else(|| "failed".into()),
+                });
+                None
+            }
+        };
+        clips.push((c.path.clone(), features));
+    }
+    if !data.is_empty() {
+        return Err("data longer than the header says".into());
+    }
+    Ok(FeatureCache {
+        path: path.to_path_buf(),
+        settings: header.settings,
+        mode: header.mode,
+        clips,
+        failures,
+    })
+}
+
+/// `$INSTREC_CACHE`, else `$XDG_CACHE_HOME/instrec`, else `~/.cache/instrec`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("INSTREC_CACHE") {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("instrec")
+}

@@ -1,0 +1,9 @@
+//! Data: the IRMAS reader, validation splits, the feature cache and the synthetic corpus.
+
+pub mod cache;
+pub mod irmas;
+pub mod split;
+pub mod synth;
+
+pub use irmas::{Irmas, Issue, TestClip, TrainClip};
+pub use split::{Split, SplitMode, split_validation};

@@ -1,0 +1,507 @@
+//! A synthetic corpus in exactly the IRMAS layout and format (44.1 kHz, 16-bit stereo WAV),
+//! rendered with rustysynth from a General-MIDI SoundFont, so that the whole pipeline can be run
+//! and tested where the real IRMAS cannot be downloaded.
+//!
+//! - Training clips (3 s): the predominant instrument plays a melody in front, over softer chords
+//!   and bass on other General-MIDI programs and, in some clips, drums (`[dru]`, else `[nod]`),
+//!   in a random key, tempo and genre tag. Clips come in songs of 1–3 excerpts (`__1`, `__2`, ...)
+//!   that share key, tempo, genre and accompaniment.
+//! - Test clips (5–20 s): one to three predominant instruments, each with its own line, listed in
+//!   the clip's `.txt` as the official files do (`code\t\n` per line).
+//!
+//! Every file is rendered from its own seed derived from the corpus seed: the same seed gives
+//! byte-identical files, whatever the number of threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
+
+use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
+use crate::CLASSES;
+use crate::audio::write_wav_i16;
+use crate::util::{Rng, write_atomic};
+
+/// Where Debian's `fluid-soundfont-gm` installs its SoundFont.
+pub const DEBIAN_SOUNDFONTS: [&str; 2] = [
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+];
+
+const RATE: u32 = 44_100;
+
+/// General-MIDI programs (0-based) of each class, in the order of [`CLASSES`].
+pub const PROGRAMS: [&[u8]; 11] = [
+    &[42],             // cel: cello
+    &[71],             // cla: clarinet
+    &[73],             // flu: flute
+    &[24, 25],         // gac: nylon, steel guitar
+    &[26, 27, 29, 30], // gel: jazz, clean, overdriven, distortion guitar
+    &[16, 17, 19],     // org: drawbar, percussive, church organ
+    &[0, 1],           // pia: grand, bright piano
+    &[64, 65, 66],     // sax: soprano, alto, tenor
+    &[56],             // tru: trumpet
+    &[40],             // vio: violin
+    &[52, 53, 54],     // voi: choir aahs, voice oohs, synth voice
+];
+
+/// A playable melodic range (MIDI keys) for each class.
+const RANGES: [(u8, u8); 11] = [
+    (36, 67),
+    (52, 84),
+    (60, 93),
+    (40, 76),
+    (40, 79),
+    (48, 84),
+    (48, 84),
+    (50, 79),
+    (55, 82),
+    (55, 91),
+    (50, 76),
+];
+
+/// Accompaniment (chords) and bass programs.
+const CHORD_PROGRAMS: [u8; 6] = [4, 46, 89, 0, 16, 24];
+const BASS_PROGRAMS: [u8; 4] = [32, 33, 34, 38];
+const GENRES: [&str; 5] = ["cla", "pop_roc", "jaz_blu", "cou_fol", "lat_sou"];
+
+/// Finds a SoundFont: the explicit path, then `$INSTREC_SOUNDFONT`, then Debian's location.
+pub fn find_soundfont(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("{}: no such SoundFont file", p.display()))
+        };
+    }
+    if let Some(p) = std::env::var_os("INSTREC_SOUNDFONT") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "{} (from INSTREC_SOUNDFONT): no such SoundFont file",
+                p.display()
+            ))
+        };
+    }
+    DEBIAN_SOUNDFONTS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no General-MIDI SoundFont found: install one with `sudo apt-get install fluid-soundfont-gm` \
+             (it puts FluidR3_GM.sf2 in /usr/share/sounds/sf2/), or pass --soundfont FILE.sf2, or set INSTREC_SOUNDFONT"
+                .to_string()
+        })
+}
+
+pub fn load_soundfont(path: &Path) -> Result<Arc<SoundFont>, String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    SoundFont::new(&mut f)
+        .map(Arc::new)
+        .map_err(|e| format!("{}: not a readable SoundFont ({e:?})", path.display()))
+}
+
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    pub out: PathBuf,
+    pub train_per_class: usize,
+    pub test_clips: usize,
+    pub seed: u64,
+}
+
+/// One file to render.
+#[derive(Debug, Clone)]
+enum Job {
+    Train {
+        class: usize,
+        song: usize,
+        excerpt: usize,
+        song_seed: u64,
+    },
+    Test {
+        index: usize,
+    },
+}
+
+/// A musical event at a sample position.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    at: usize,
+    channel: i32,
+    command: i32,
+    data1: i32,
+    data2: i32,
+}
+
+/// Song-level choices shared by the excerpts of a song.
+struct Song {
+    root: u8,
+    minor: bool,
+    beat_s: f64,
+    genre: &'static str,
+    drums: bool,
+    chord_program: u8,
+    bass_program: u8,
+}
+
+impl Song {
+    fn random(rng: &mut Rng, avoid: &[usize]) -> Self {
+        let genre = *rng.choose(&GENRES);
+        let chord_choices: Vec<u8> = CHORD_PROGRAMS
+            .iter()
+            .copied()
+            .filter(|p| !avoid.iter().any(|&c| PROGRAMS[c].contains(p)))
+            .collect();
+        Self {
+            root: rng.range(0, 12) as u8,
+            minor: rng.f64() < 0.4,
+            beat_s: 60.0 / rng.range(80, 161) as f64,
+            genre,
+            drums: genre != "cla" && rng.f64() < 0.6,
+            chord_program: *rng.choose(&chord_choices),
+            bass_program: *rng.choose(&BASS_PROGRAMS),
+        }
+    }
+
+    fn scale(&self) -> [u8; 7] {
+        if self.minor {
+            [0, 2, 3, 5, 7, 8, 10]
+        } else {
+            [0, 2, 4, 5, 7, 9, 11]
+        }
+    }
+
+    /// The MIDI keys of the scale inside `lo..=hi`.
+    fn keys_in(&self, lo: u8, hi: u8) -> Vec<u8> {
+        let scale = self.scale();
+        (lo..=hi)
+            .filter(|k| scale.contains(&((k + 12 - self.root) % 12)))
+            .collect()
+    }
+}
+
+fn secs(t: f64) -> usize {
+    (t * RATE as f64).round() as usize
+}
+
+fn program(events: &mut Vec<Event>, channel: i32, program: u8, volume: i32, pan: i32) {
+    events.push(Event {
+        at: 0,
+        channel,
+        command: 0xC0,
+        data1: program as i32,
+        data2: 0,
+    });
+    events.push(Event {
+        at: 0,
+        channel,
+        command: 0xB0,
+        data1: 7,
+        data2: volume,
+    });
+    events.push(Event {
+        at: 0,
+        channel,
+        command: 0xB0,
+        data1: 10,
+        data2: pan,
+    });
+}
+
+fn note(events: &mut Vec<Event>, channel: i32, key: u8, vel: i32, start: f64, end: f64) {
+    events.push(Event {
+        at: secs(start),
+        channel,
+        command: 0x90,
+        data1: key as i32,
+        data2: vel,
+    });
+    events.push(Event {
+        at: secs(end),
+        channel,
+        command: 0x80,
+        data1: key as i32,
+        data2: 0,
+    });
+}
+
+/// A melody over `0..length` seconds: a random walk on the scale with some rests.
+fn melody(
+    events: &mut Vec<Event>,
+    rng: &mut Rng,
+    song: &Song,
+    class: usize,
+    channel: i32,
+    length: f64,
+    rests: f64,
+) {
+    let (lo, hi) = RANGES[class];
+    let keys = song.keys_in(lo, hi);
+    let mut i = keys.len() / 2 + rng.range(0, 5) - 2;
+    let mut t = 0.0;
+    while t < length {
+        let dur = song.beat_s * *rng.choose(&[0.5, 1.0, 1.0, 1.5, 2.0]);
+        if rng.f64() >= rests {
+            let step = rng.range(0, 5) as isize - 2;
+            i = (i as isize + step).clamp(0, keys.len() as isize - 1) as usize;
+            let vel = rng.range(95, 121) as i32;
+            note(
+                events,
+                channel,
+                keys[i],
+                vel,
+                t,
+                (t + dur * 0.95).min(length),
+            );
+        }
+        t += dur;
+    }
+}
+
+/// Chords every two beats on degrees I, IV, V, vi, with bass and (maybe) drums.
+fn accompaniment(events: &mut Vec<Event>, rng: &mut Rng, song: &Song, length: f64) {
+    let scale = song.scale();
+    let degrees = [0usize, 3, 4, 5, 0, 4];
+    let chord_len = 2.0 * song.beat_s;
+    let mut t = 0.0;
+    while t < length {
+        let d = *rng.choose(&degrees);
+        let end = (t + chord_len).min(length);
+        for k in [d, d + 2, d + 4] {
+            let pc = (song.root + scale[k % 7]) % 12;
+            note(events, 3, 60 + pc, rng.range(40, 56) as i32, t, end);
+        }
+        let bass = 36 + (song.root + scale[d]) % 12;
+        note(events, 4, bass, rng.range(60, 76) as i32, t, end);
+        t += chord_len;
+    }
+    if song.drums {
+        let eighth = song.beat_s / 2.0;
+        let mut n = 0;
+        let mut t = 0.0;
+        while t < length {
+            note(events, 9, 42, rng.range(45, 66) as i32, t, t + 0.05);
+            if n % 4 == 0 {
+                note(events, 9, 36, rng.range(70, 91) as i32, t, t + 0.1);
+            }
+            if n % 4 == 2 {
+                note(events, 9, 38, rng.range(60, 81) as i32, t, t + 0.1);
+            }
+            n += 1;
+            t += eighth;
+        }
+    }
+}
+
+/// Renders the events into a stereo clip of `length` seconds, normalised to a random peak.
+fn render(
+    sf: &Arc<SoundFont>,
+    mut events: Vec<Event>,
+    length: f64,
+    rng: &mut Rng,
+) -> Result<[Vec<f32>; 2], String> {
+    let settings = SynthesizerSettings::new(RATE as i32);
+    let mut synth = Synthesizer::new(sf, &settings).map_err(|e| format!("synthesizer: {e:?}"))?;
+    let total = secs(length);
+    events.sort_by_key(|e| (e.at, e.command == 0x90)); // note-offs before note-ons at a tie
+    let mut left = vec![0f32; total];
+    let mut right = vec![0f32; total];
+    let mut pos = 0;
+    for e in events.iter().filter(|e| e.at < total) {
+        if e.at > pos {
+            synth.render(&mut left[pos..e.at], &mut right[pos..e.at]);
+            pos = e.at;
+        }
+        synth.process_midi_message(e.channel, e.command, e.data1, e.data2);
+    }
+    if pos < total {
+        synth.render(&mut left[pos..], &mut right[pos..]);
+    }
+    let peak = left.iter().chain(&right).fold(0f32, |m, v| m.max(v.abs()));
+    if peak > 0.0 {
+        let gain = (0.3 + 0.6 * rng.f64()) as f32 / peak;
+        for v in left.iter_mut().chain(right.iter_mut()) {
+            *v *= gain;
+        }
+    }
+    Ok([left, right])
+}
+
+fn train_name(class: usize, song: &Song, song_no: usize, excerpt: usize) -> String {
+    let drum = if song.drums { "[dru]" } else { "[nod]" };
+    format!(
+        "[{}]{drum}[{}]{song_no:04}__{}.wav",
+        CLASSES[class],
+        song.genre,
+        excerpt + 1
+    )
+}
+
+/// What [`render_corpus`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct SynthReport {
+    pub train_files: usize,
+    pub test_files: usize,
+    pub audio_seconds: f64,
+}
+
+/// Renders the corpus into `opts.out` (created; existing files with the same names are
+/// replaced), calling `progress(done, total)` as files are written.
+pub fn render_corpus(
+    sf: &Arc<SoundFont>,
+    opts: &SynthOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<SynthReport, String> {
+    let mut jobs = Vec::new();
+    for class in 0..CLASSES.len() {
+        let mut made = 0;
+        let mut song = 0;
+        let mut song_rng = Rng::derive(opts.seed, 1_000_000 + class as u64);
+        while made < opts.train_per_class {
+            let excerpts = song_rng.range(1, 4).min(opts.train_per_class - made);
+            let song_seed = song_rng.next_u64();
+            for excerpt in 0..excerpts {
+                jobs.push(Job::Train {
+                    class,
+                    song,
+                    excerpt,
+                    song_seed,
+                });
+            }
+            made += excerpts;
+            song += 1;
+        }
+    }
+    jobs.extend((0..opts.test_clips).map(|index| Job::Test { index }));
+    let train_root = opts.out.join(TRAIN_DIR);
+    for c in CLASSES {
+        std::fs::create_dir_all(train_root.join(c))
+            .map_err(|e| format!("{}: {e}", train_root.display()))?;
+    }
+    for p in 1..=3 {
+        let d = opts
+            .out
+            .join(format!("{TEST_DIR_PREFIX}{p}"))
+            .join(format!("Part{p}"));
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let done = AtomicUsize::new(0);
+    let seconds: Result<Vec<f64>, String> = jobs
+        .par_iter()
+        .map(|job| {
+            let s = render_job(sf, opts, job)?;
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, jobs.len());
+            Ok(s)
+        })
+        .collect();
+    let seconds = seconds?;
+    Ok(SynthReport {
+        train_files: jobs
+            .iter()
+            .filter(|j| matches!(j, Job::Train { .. }))
+            .count(),
+        test_files: opts.test_clips,
+        audio_seconds: seconds.iter().sum(),
+    })
+}
+
+fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64, String> {
+    match *job {
+        Job::Train {
+            class,
+            song: song_no,
+            excerpt,
+            song_seed,
+        } => {
+            let mut song_rng = Rng::new(song_seed);
+            let song = Song::random(&mut song_rng, &[class]);
+            let melody_program = *song_rng.choose(PROGRAMS[class]);
+            let mut rng = Rng::derive(song_seed, excerpt as u64 + 1);
+            let length = 3.0;
+            let mut events = Vec::new();
+            program(&mut events, 0, melody_program, 120, 64);
+            program(
+                &mut events,
+                3,
+                song.chord_program,
+                70,
+                rng.range(30, 98) as i32,
+            );
+            program(&mut events, 4, song.bass_program, 85, 64);
+            events.push(Event {
+                at: 0,
+                channel: 9,
+                command: 0xB0,
+                data1: 7,
+                data2: 75,
+            });
+            melody(&mut events, &mut rng, &song, class, 0, length, 0.05);
+            accompaniment(&mut events, &mut rng, &song, length);
+            let [l, r] = render(sf, events, length, &mut rng)?;
+            let path = opts
+                .out
+                .join(TRAIN_DIR)
+                .join(CLASSES[class])
+                .join(train_name(class, &song, song_no, excerpt));
+            write_wav_i16(&path, RATE, &[l, r]).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(length)
+        }
+        Job::Test { index } => {
+            let mut rng = Rng::derive(opts.seed, 2_000_000 + index as u64);
+            let n = [1, 1, 2, 2, 3][rng.range(0, 5)];
+            let mut classes: Vec<usize> = (0..CLASSES.len()).collect();
+            rng.shuffle(&mut classes);
+            classes.truncate(n);
+            classes.sort_unstable();
+            let song = Song::random(&mut rng, &classes);
+            let length = 5.0 + 15.0 * rng.f64();
+            let mut events = Vec::new();
+            for (ch, &c) in classes.iter().enumerate() {
+                let pan = [64, 40, 88][ch];
+                program(&mut events, ch as i32, *rng.choose(PROGRAMS[c]), 120, pan);
+                melody(&mut events, &mut rng, &song, c, ch as i32, length, 0.15);
+            }
+            program(
+                &mut events,
+                3,
+                song.chord_program,
+                70,
+                rng.range(30, 98) as i32,
+            );
+            program(&mut events, 4, song.bass_program, 85, 64);
+            events.push(Event {
+                at: 0,
+                channel: 9,
+                command: 0xB0,
+                data1: 7,
+                data2: 75,
+            });
+            accompaniment(&mut events, &mut rng, &song, length);
+            let [l, r] = render(sf, events, length, &mut rng)?;
+            let part = 1 + index % 3;
+            let dir = opts
+                .out
+                .join(format!("{TEST_DIR_PREFIX}{part}"))
+                .join(format!("Part{part}"));
+            let stem = format!(
+                "{:03} - Synthetic Song {}-{}",
+                index + 1,
+                index + 1,
+                1 + index % 4
+            );
+            let wav = dir.join(format!("{stem}.wav"));
+            write_wav_i16(&wav, RATE, &[l, r]).map_err(|e| format!("{}: {e}", wav.display()))?;
+            let labels: String = classes
+                .iter()
+                .map(|&c| format!("{}\t\n", CLASSES[c]))
+                .collect();
+            let txt = dir.join(format!("{stem}.txt"));
+            write_atomic(&txt, labels.as_bytes()).map_err(|e| format!("{}: {e}", txt.display()))?;
+            Ok(length)
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The IRMAS reader on the real sample and on malformed sets, the synthetic corpus, the split
+//! and the feature cache.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use instrec::CLASSES;
+use instrec::audio::decode_file;
+use instrec::data::cache::{CacheOutcome, prepare};
+use instrec::data::irmas::class_index;
+use instrec::data::synth::{SynthOptions, find_soundfont, load_soundfont, render_corpus};
+use instrec::data::{Irmas, SplitMode, split_validation};
+use instrec::features::{ChannelMode, FeatureSettings};
+
+fn idx(code: &str) -> usize {
+    class_index(code).unwrap()
+}
+
+#[test]
+fn reads_the_real_irmas_sample_exactly() {
+    let set = Irmas::read(&common::shared().join("irmas-sample")).unwrap();
+    assert!(set.issues.is_empty(), "{:?}", set.issues);
+    assert_eq!(set.train.len(), 1);
+    let t = &set.train[0];
+    assert_eq!(t.label, idx("cla"));
+    assert_eq!(t.genre.as_deref(), Some("cla"));
+    assert_eq!(t.drums, None);
+    assert_eq!(t.song, "cla/[cla][cla]0189");
+    assert_eq!(set.test.len(), 1);
+    assert_eq!(set.test[0].labels, vec![idx("gel"), idx("voi")]);
+    assert!(
+        set.test[0]
+            .path
+            .ends_with("02 - And The Body Will Die-8.wav")
+    );
+    // Twenty-three count differences from the official set: 11 + 1 + 11.
+    assert_eq!(set.compare_with_official().len(), 23);
+}
+
+fn touch(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn malformed_files_each_get_their_message_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let train = r.join("IRMAS-TrainingData");
+    touch(&train.join("cel/[cel][cla]0001__1.wav"), b"x");
+    touch(&train.join("cel/[cel][dru][pop_roc]0002__1.wav"), b"x");
+    touch(&train.join("cel/no-brackets.wav"), b"x");
+    touch(&train.join("cel/[vio][cla]0003__1.wav"), b"x");
+    touch(&train.join("cel/notes.txt"), b"x");
+    touch(&train.join("drums/[dru][cla]0001__1.wav"), b"x");
+    let test = r.join("IRMAS-TestingData-Part2/Part2");
+    touch(&test.join("good-1.wav"), b"x");
+    touch(&test.join("good-1.txt"), b"pia\t\nsax\t\n");
+    touch(&test.join("unknown-1.wav"), b"x");
+    touch(&test.join("unknown-1.txt"), b"pia\nbanjo\n");
+    touch(&test.join("nolabels-1.wav"), b"x");
+    touch(&test.join("orphan-1.txt"), b"voi\n");
+    touch(&test.join("empty-1.wav"), b"x");
+    touch(&test.join("empty-1.txt"), b"\n\t\n");
+    let set = Irmas::read(r).unwrap();
+    assert_eq!(set.train.len(), 2);
+    assert_eq!(set.train[1].drums, Some(true));
+    assert_eq!(set.test.len(), 1);
+    assert_eq!(set.test[0].labels, vec![idx("pia"), idx("sax")]);
+    let msg = |needle: &str| -> String {
+        set.issues
+            .iter()
+            .find(|i| i.path.to_string_lossy().contains(needle))
+            .unwrap_or_else(|| panic!("no issue for {needle}: {:?}", set.issues))
+            .to_string()
+    };
+    assert!(msg("no-brackets.wav").contains("unparseable name"));
+    assert!(msg("[vio][cla]0003__1.wav").contains("folder is cel"));
+    assert!(msg("notes.txt").contains("not a .wav"));
+    assert!(msg("drums").contains("unknown instrument folder"));
+    assert!(msg("unknown-1.txt").contains("'banjo'"));
+    assert!(msg("nolabels-1.wav").contains("no label file"));
+    assert!(msg("orphan-1.txt").contains("without its .wav"));
+    assert!(msg("empty-1.txt").contains("lists no instrument"));
+    assert_eq!(set.issues.len(), 8, "{:#?}", set.issues);
+    // Not an IRMAS folder at all.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        Irmas::read(empty.path())
+            .unwrap_err()
+            .contains("not an IRMAS directory")
+    );
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn render(dir: &Path, seed: u64, per_class: usize, test: usize) {
+    let sf = load_soundfont(&find_soundfont(None).unwrap()).unwrap();
+    let opts = SynthOptions {
+        out: dir.to_path_buf(),
+        train_per_class: per_class,
+        test_clips: test,
+        seed,
+    };
+    let r = render_corpus(&sf, &opts, &|_, _| {}).unwrap();
+    assert_eq!(r.train_files, per_class * 11);
+    assert_eq!(r.test_files, test);
+}
+
+#[test]
+fn synthetic_corpus_reads_back_as_irmas_and_is_reproducible() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let c = tempfile::tempdir().unwrap();
+    render(a.path(), 5, 4, 6);
+    render(b.path(), 5, 4, 6);
+    render(c.path(), 6, 4, 6);
+
+    let set = Irmas::read(a.path()).unwrap();
+    assert!(set.issues.is_empty(), "{:?}", set.issues);
+    assert_eq!(set.train_counts(), [4; 11]);
+    assert_eq!(set.test.len(), 6);
+    assert!(
+        set.train
+            .iter()
+            .all(|t| t.drums.is_some() && t.genre.is_some())
+    );
+    for t in &set.train {
+        let audio = decode_file(&t.path).unwrap();
+        assert_eq!(
+            (audio.sample_rate, audio.channels.len(), audio.len()),
+            (44_100, 2, 132_300)
+        );
+        // The file name carries the label the reader reports.
+        let name = t.path.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with(&format!("[{}]", CLASSES[t.label])));
+    }
+    for t in &set.test {
+        assert!((1..=3).contains(&t.labels.len()));
+        let audio = decode_file(&t.path).unwrap();
+        assert!(
+            (5.0..=20.0).contains(&audio.duration_s()),
+            "{}",
+            audio.duration_s()
+        );
+        assert!(
+            audio.channels[0].iter().any(|&v| v.abs() > 0.05),
+            "silent clip"
+        );
+    }
+
+    // Same seed: byte-identical files. Another seed: different audio.
+    let fa = all_files(a.path());
+    let fb = all_files(b.path());
+    assert_eq!(fa.len(), 4 * 11 + 2 * 6);
+    for (x, y) in fa.iter().zip(&fb) {
+        assert_eq!(
+            x.strip_prefix(a.path()).unwrap(),
+            y.strip_prefix(b.path()).unwrap()
+        );
+        assert!(
+            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+            "{} differs",
+            x.display()
+        );
+    }
+    let fc = all_files(c.path());
+    let same = fa
+        .iter()
+        .zip(&fc)
+        .filter(|(x, y)| {
+            x.extension().unwrap() == "wav"
+                && std::fs::read(x).unwrap() == std::fs::read(y).unwrap()
+        })
+        .count();
+    assert_eq!(same, 0, "another seed must give different audio");
+
+    // The song split on the corpus: no song on both sides.
+    let s = split_validation(&set.train, 0.25, 1, SplitMode::Song);
+    let valid: std::collections::HashSet<&str> = s
+        .valid
+        .iter()
+        .map(|&i| set.train[i].song.as_str())
+        .collect();
+    assert!(
+        s.train
+            .iter()
+            .all(|&i| !valid.contains(set.train[i].song.as_str()))
+    );
+    assert!(!s.valid.is_empty());
+}
+
+#[test]
+fn soundfont_errors_say_how_to_get_one() {
+    let e = find_soundfont(Some(Path::new("/nonexistent/gm.sf2"))).unwrap_err();
+    assert!(e.contains("/nonexistent/gm.sf2"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.sf2");
+    std::fs::write(&junk, b"RIFF0000notasoundfont").unwrap();
+    let e = load_soundfont(&junk).map(|_| ()).unwrap_err();
+    assert!(e.contains("junk.sf2"), "{e}");
+}
+
+#[test]
+fn feature_cache_reuses_rebuilds_and_detects_corruption() {
+    let data = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    render(data.path(), 9, 1, 2);
+    let set = Irmas::read(data.path()).unwrap();
+    let mut files: Vec<PathBuf> = set.train.iter().map(|c| c.path.clone()).collect();
+    files.extend(set.test.iter().map(|c| c.path.clone()));
+    // One bad file among the good ones.
+    let bad = data
+        .path()
+        .join("IRMAS-TrainingData/cel/[cel][nod][cla]9999__1.wav");
+    std::fs::write(&bad, b"RIFF....WAVE").unwrap();
+    files.push(bad.clone());
+    let s = FeatureSettings::default();
+    let noop = |_: usize, _: usize| {};
+
+    let (first, o) = prepare(&files, &s, ChannelMode::Dup, cache_dir.path(), &noop).unwrap();
+    assert_eq!(o, CacheOutcome::Built);
+    assert_eq!(first.failures.len(), 1);
+    assert_eq!(first.failures[0].path, bad);
+    assert!(first.get(&files[0]).is_some());
+
+    // Second run: read back, identical, no extraction (the progress callback is never called).
+    let called = std::sync::atomic::AtomicBool::new(false);
+    let (second, o) = prepare(&files, &s, ChannelMode::Dup, cache_dir.path(), &|_, _| {
+        called.store(true, std::sync::atomic::Ordering::Relaxed)
+    })
+    .unwrap();
+    assert_eq!(o, CacheOutcome::Reused);
+    assert!(!called.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(second.failures, first.failures);
+    for (a, b) in first.clips.iter().zip(&second.clips) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1.as_ref().map(|f| &f.mels), b.1.as_ref().map(|f| &f.mels));
+    }
+
+    // A changed feature setting: a new key, a new build.
+    let mut s64 = s.clone();
+    s64.n_mels = 64;
+    let (c64, o) = prepare(&files, &s64, ChannelMode::Dup, cache_dir.path(), &noop).unwrap();
+    assert_eq!(o, CacheOutcome::Built);
+    assert_eq!(c64.get(&files[0]).unwrap().mels[0].n_mels, 64);
+    // Stereo needs three log-mels per clip: another cache.
+    let (st, o) = prepare(&files, &s, ChannelMode::Stereo, cache_dir.path(), &noop).unwrap();
+    assert_eq!(o, CacheOutcome::Built);
+    assert_eq!(st.get(&files[0]).unwrap().mels.len(), 3);
+
+    // A truncated cache file is detected and rebuilt.
+    let bytes = std::fs::read(&first.path).unwrap();
+    std::fs::write(&first.path, &bytes[..bytes.len() / 2]).unwrap();
+    let (_, o) = prepare(&files, &s, ChannelMode::Dup, cache_dir.path(), &noop).unwrap();
+    assert!(
+        matches!(o, CacheOutcome::Rebuilt { ref reason } if reason.contains("checksum")),
+        "{o:?}"
+    );
+    // A flipped byte too.
+    let mut bytes = std::fs::read(&first.path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&first.path, &bytes).unwrap();
+    let (_, o) = prepare(&files, &s, ChannelMode::Dup, cache_dir.path(), &noop).unwrap();
+    assert!(matches!(o, CacheOutcome::Rebuilt { .. }), "{o:?}");
+
+    // A changed file changes the key.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let wav = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &wav[..wav.len() - 1000]).unwrap();
+    let (_, o) = prepare(&files, &s, ChannelMode::Dup, cache_dir.path(), &noop).unwrap();
+    assert_eq!(o, CacheOutcome::Built);
+}
