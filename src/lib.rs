@@ -12,9 +12,14 @@ pub mod audio;
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod eval;
+pub mod experiment;
 pub mod features;
 pub mod model;
 pub mod npy;
+pub mod report;
+pub mod tag;
+pub mod train;
 pub mod util;
 
 /// The 11 IRMAS instruments, in the order of every model output.

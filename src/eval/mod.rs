@@ -1,0 +1,292 @@
+//! Evaluation on the IRMAS test set (paper Sections 4.4–4.5): 1-s windows with 50 % overlap,
+//! window sigmoids aggregated per clip (s1 or s2), thresholds, micro / macro / per-class
+//! precision, recall and F1.
+//!
+//! Three kinds of threshold are reported, always labelled:
+//! - `fixed`: a given value (0.5 by default);
+//! - `validation-tuned`: chosen on the held-out validation split at the end of training (global,
+//!   and per class) — the honest headline number;
+//! - `test-oracle`: the single threshold that maximises micro-F1 on the test set itself, as the
+//!   authors' code reports; optimistic by construction.
+
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::CLASSES;
+use crate::data::{Irmas, cache};
+use crate::features::{ClipFeatures, Windowing};
+use crate::model::Model;
+use crate::model::bundle::{BundleConfig, load_bundle};
+use crate::util::write_atomic;
+use metrics::{Aggregation, Metrics};
+
+/// Sigmoid scores of a batch of logits, one `Vec` per row.
+pub fn sigmoid_scores(logits: Tensor<2>) -> Vec<Vec<f32>> {
+    let [_, n] = logits.dims();
+    let v = sigmoid(logits)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 scores");
+    v.chunks(n).map(<[f32]>::to_vec).collect()
+}
+
+/// The sigmoid scores of every window of a clip, in batches, in eval mode.
+pub fn score_windows(
+    model: &Model,
+    clip: &ClipFeatures,
+    windowing: Windowing,
+    device: &Device,
+    batch_size: usize,
+) -> Vec<Vec<f32>> {
+    let starts = windowing.starts(clip.frames());
+    let silence = crate::features::FeatureSettings::default().silence();
+    let n_mels = clip.mels[0].n_mels;
+    let mut out = Vec::with_capacity(starts.len());
+    for chunk in starts.chunks(batch_size.max(1)) {
+        let mut x = Vec::with_capacity(chunk.len() * 3 * windowing.length * n_mels);
+        for &s in chunk {
+            x.extend(clip.input(s, windowing.length, silence));
+        }
+        let t = Tensor::<4>::from_data(
+            TensorData::new(x, [chunk.len(), 3, windowing.length, n_mels]),
+            device,
+        );
+        out.extend(sigmoid_scores(model.forward(t)));
+    }
+    out
+}
+
+/// One set of thresholds and the metrics they give.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// `fixed`, `validation-tuned (global)`, `validation-tuned (per class)`, `test-oracle`.
+    pub kind: String,
+    pub thresholds: Vec<f32>,
+    pub metrics: Metrics,
+}
+
+/// The result of evaluating a model on a test set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub aggregation: Aggregation,
+    pub window_hop: usize,
+    pub clips: usize,
+    pub skipped: Vec<String>,
+    pub results: Vec<ThresholdResult>,
+    /// Best micro-F1 of any constant prediction, for reference.
+    pub constant_baseline_f1: f64,
+    /// Per clip: path, labels, aggregated scores.
+    pub clip_scores: Vec<(PathBuf, Vec<usize>, Vec<f32>)>,
+}
+
+impl EvalReport {
+    pub fn result(&self, kind: &str) -> Option<&ThresholdResult> {
+        self.results.iter().find(|r| r.kind == kind)
+    }
+}
+
+pub struct EvalOptions {
+    pub aggregation: Aggregation,
+    pub fixed_threshold: f32,
+    pub hop: usize,
+    pub batch_size: usize,
+    pub cache_dir: PathBuf,
+}
+
+/// Scores every test clip of `data` with the bundle in `model_dir` and computes the metrics.
+pub fn evaluate(
+    model_dir: &Path,
+    data: &Path,
+    opts: &EvalOptions,
+    device: &Device,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<EvalReport> {
+    let (model, config) = load_bundle(model_dir, device)?;
+    let set = Irmas::read(data).map_err(anyhow::Error::msg)?;
+    if set.test.is_empty() {
+        bail!(
+            "{}: no test clips (IRMAS-TestingData-Part*/)",
+            data.display()
+        );
+    }
+    // Use the same cache as training (its key covers training and test files).
+    let files: Vec<PathBuf> = set
+        .train
+        .iter()
+        .map(|c| c.path.clone())
+        .chain(set.test.iter().map(|c| c.path.clone()))
+        .collect();
+    let (features, _) = cache::prepare(
+        &files,
+        &config.features,
+        config.channels,
+        &opts.cache_dir,
+        &|_, _| {},
+    )?;
+    let windowing = Windowing {
+        hop: opts.hop,
+        ..Windowing::analysis()
+    };
+    let mut clip_scores = Vec::new();
+    let mut skipped: Vec<String> = set.issues.iter().map(|i| i.to_string()).collect();
+    for (i, clip) in set.test.iter().enumerate() {
+        match features.get(&clip.path) {
+            Some(f) => {
+                let w = score_windows(&model, f, windowing, device, opts.batch_size);
+                clip_scores.push((
+                    clip.path.clone(),
+                    clip.labels.clone(),
+                    metrics::aggregate(&w, opts.aggregation),
+                ));
+            }
+            None => skipped.push(format!("{}: could not be decoded", clip.path.display())),
+        }
+        progress(i + 1, set.test.len());
+    }
+    let report = score_report(model_dir, data, &config, opts, clip_scores, skipped);
+    Ok(report)
+}
+
+fn score_report(
+    model_dir: &Path,
+    data: &Path,
+    config: &BundleConfig,
+    opts: &EvalOptions,
+    clip_scores: Vec<(PathBuf, Vec<usize>, Vec<f32>)>,
+    skipped: Vec<String>,
+) -> EvalReport {
+    let n = config.classes.len();
+    let scores: Vec<Vec<f32>> = clip_scores.iter().map(|c| c.2.clone()).collect();
+    let labels: Vec<Vec<usize>> = clip_scores.iter().map(|c| c.1.clone()).collect();
+    let mut results = Vec::new();
+    let mut add = |kind: &str, t: Vec<f32>| {
+        let m = metrics::evaluate(&scores, &labels, &t);
+        results.push(ThresholdResult {
+            kind: kind.into(),
+            thresholds: t,
+            metrics: m,
+        });
+    };
+    add("fixed", vec![opts.fixed_threshold; n]);
+    if config.thresholds.source == "validation-tuned" {
+        add(
+            "validation-tuned (global)",
+            vec![config.thresholds.global; n],
+        );
+        if let Some(p) = &config.thresholds.per_class {
+            add("validation-tuned (per class)", p.clone());
+        }
+    }
+    let (oracle, _) = metrics::best_global_threshold(&scores, &labels, n);
+    add("test-oracle", vec![oracle; n]);
+    EvalReport {
+        model: model_dir.to_path_buf(),
+        data: data.to_path_buf(),
+        aggregation: opts.aggregation,
+        window_hop: opts.hop,
+        clips: clip_scores.len(),
+        skipped,
+        results,
+        constant_baseline_f1: metrics::best_constant_micro_f1(&labels, n),
+        clip_scores,
+    }
+}
+
+/// The report as Markdown.
+pub fn markdown(r: &EvalReport) -> String {
+    let mut s = format!(
+        "# Evaluation\n\nModel `{}` on `{}`: {} test clips, windows of 43 frames with hop {}, aggregation {:?}.\n\n",
+        r.model.display(),
+        r.data.display(),
+        r.clips,
+        r.window_hop,
+        r.aggregation
+    );
+    s.push_str("| thresholds | threshold | P (micro) | R (micro) | F1 (micro) | F1 (macro) |\n|---|---|---|---|---|---|\n");
+    for t in &r.results {
+        let th = if t.thresholds.windows(2).all(|w| w[0] == w[1]) {
+            format!("{:.2}", t.thresholds[0])
+        } else {
+            "per class".to_string()
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            t.kind,
+            th,
+            t.metrics.micro.precision,
+            t.metrics.micro.recall,
+            t.metrics.micro.f1,
+            t.metrics.macro_avg.f1
+        ));
+    }
+    s.push_str(&format!(
+        "\nBest constant prediction: micro-F1 {:.3}. The test-oracle row picks its threshold on the test set itself and is optimistic by construction.\n",
+        r.constant_baseline_f1
+    ));
+    let main = r
+        .result("validation-tuned (global)")
+        .or_else(|| r.result("fixed"))
+        .expect("fixed is always there");
+    s.push_str(&format!(
+        "\n## Per class ({})\n\n| class | support | P | R | F1 | threshold |\n|---|---|---|---|---|---|\n",
+        main.kind
+    ));
+    for (k, c) in CLASSES.iter().enumerate() {
+        let p = &main.metrics.per_class[k];
+        s.push_str(&format!(
+            "| {c} | {} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            main.metrics.counts[k].support(),
+            p.precision,
+            p.recall,
+            p.f1,
+            main.thresholds[k]
+        ));
+    }
+    if !r.skipped.is_empty() {
+        s.push_str(&format!("\n{} file(s) skipped:\n\n", r.skipped.len()));
+        for k in &r.skipped {
+            s.push_str(&format!("- {k}\n"));
+        }
+    }
+    s
+}
+
+/// Writes `report.json`, `report.md`, `per_class_f1.png` and `pr_curve.png` into `dir`.
+pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let json = dir.join("report.json");
+    write_atomic(&json, &serde_json::to_vec_pretty(r)?)?;
+    let md = dir.join("report.md");
+    write_atomic(&md, markdown(r).as_bytes())?;
+    let mut written = vec![json, md];
+    let main = r
+        .result("validation-tuned (global)")
+        .or_else(|| r.result("fixed"))
+        .expect("fixed is always there");
+    let f1: Vec<f64> = main.metrics.per_class.iter().map(|p| p.f1).collect();
+    let bar = dir.join("per_class_f1.png");
+    let scores: Vec<Vec<f32>> = r.clip_scores.iter().map(|c| c.2.clone()).collect();
+    let labels: Vec<Vec<usize>> = r.clip_scores.iter().map(|c| c.1.clone()).collect();
+    let curve: Vec<(f64, f64)> = metrics::threshold_grid()
+        .map(|t| {
+            let m = metrics::evaluate(&scores, &labels, &vec![t; CLASSES.len()]);
+            (m.micro.recall, m.micro.precision)
+        })
+        .collect();
+    let pr = dir.join("pr_curve.png");
+    match crate::report::plot_per_class(&bar, &f1, &main.kind)
+        .and_then(|_| crate::report::plot_pr(&pr, &curve))
+    {
+        Ok(()) => written.extend([bar, pr]),
+        Err(e) => tracing::warn!("plots not written: {e}"),
+    }
+    Ok(written)
+}

@@ -1,0 +1,601 @@
+//! The paper's training recipe (Section 4.3): batch 64, Adam (lr 5e-4, weight decay 5e-4), linear
+//! warm-up for 5 epochs then cosine annealing stepped per batch, at most 300 epochs, early stopping
+//! with patience 25 on the validation loss, sigmoid + binary cross-entropy, 15 % of the training
+//! clips held out, the best-validation-loss model kept. Every epoch ends with a checkpoint (model,
+//! optimizer, schedule position, early-stopping state, log) so `--resume` continues exactly.
+
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::data::cache::{self, FeatureCache};
+use crate::data::{Irmas, SplitMode, split_validation};
+use crate::eval::metrics::{self, Aggregation};
+use crate::eval::{score_windows, sigmoid_scores};
+use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
+use crate::model::bundle::{BundleConfig, Provenance, Thresholds, save_bundle};
+use crate::model::{Arch, Init, Model, bce_with_logits, build_model};
+use crate::util::{Rng, write_atomic};
+use schedule::Schedule;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient (PyTorch's `Adam(weight_decay=...)`).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    AdamW,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "adam" => Ok(Self::Adam),
+            "adamw" => Ok(Self::AdamW),
+            _ => Err(format!("unknown optimizer '{s}' (expected adam or adamw)")),
+        }
+    }
+}
+
+/// Everything that defines a training run; saved as `train.json` in the run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub arch: Arch,
+    /// `imagenet`, `imagenet-v2`, `random` or a weights file.
+    pub init: String,
+    pub channels: ChannelMode,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub optimizer: OptimizerKind,
+    pub warmup_epochs: usize,
+    pub max_epochs: usize,
+    pub patience: usize,
+    pub val_fraction: f64,
+    pub split: SplitMode,
+    pub backend: Backend,
+    /// Feature cache folder.
+    pub cache_dir: PathBuf,
+}
+
+impl TrainConfig {
+    /// The paper's settings for a data set, architecture, initialisation and channel mode.
+    pub fn paper(data: PathBuf, arch: Arch, init: &str, channels: ChannelMode, seed: u64) -> Self {
+        Self {
+            data,
+            arch,
+            init: init.to_string(),
+            channels,
+            seed,
+            batch_size: 64,
+            lr: 5e-4,
+            weight_decay: 5e-4,
+            optimizer: OptimizerKind::Adam,
+            warmup_epochs: 5,
+            max_epochs: 300,
+            patience: 25,
+            val_fraction: 0.15,
+            split: SplitMode::Song,
+            backend: Backend::Flex,
+            cache_dir: cache::default_cache_dir(),
+        }
+    }
+}
+
+/// One line of the per-epoch log (`log.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    /// Learning rate of the epoch's last batch.
+    pub lr: f64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    /// Clip-level micro-F1 on the validation clips (s1, threshold 0.5).
+    pub val_micro_f1: f64,
+    pub seconds: f64,
+    /// Training windows per second.
+    pub samples_per_s: f64,
+}
+
+/// Early stopping on the validation loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    pub patience: usize,
+    pub best_loss: f64,
+    /// 1-based epoch of the best loss (0: none yet).
+    pub best_epoch: usize,
+    /// Epochs since the best.
+    pub wait: usize,
+}
+
+impl EarlyStopping {
+    pub fn new(patience: usize) -> Self {
+        Self {
+            patience,
+            best_loss: f64::INFINITY,
+            best_epoch: 0,
+            wait: 0,
+        }
+    }
+
+    /// Records an epoch's validation loss; returns whether it is a new best.
+    pub fn update(&mut self, epoch: usize, loss: f64) -> bool {
+        if loss < self.best_loss {
+            self.best_loss = loss;
+            self.best_epoch = epoch;
+            self.wait = 0;
+            true
+        } else {
+            self.wait += 1;
+            false
+        }
+    }
+
+    /// Whether `patience` epochs have passed without a new best.
+    pub fn should_stop(&self) -> bool {
+        self.wait >= self.patience
+    }
+}
+
+/// What the checkpoint holds besides the model and optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    epochs_done: usize,
+    steps_done: usize,
+    early: EarlyStopping,
+    log: Vec<EpochLog>,
+    stopped: bool,
+}
+
+/// What a finished run reports (`summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub early_stopped: bool,
+    pub train_windows: usize,
+    pub val_clips: usize,
+    pub thresholds: Thresholds,
+    pub seconds: f64,
+}
+
+/// Progress reports from [`train`]; the CLI draws bars, tests ignore them.
+pub trait Observer: Sync {
+    fn message(&self, _text: &str) {}
+    fn epoch_start(&self, _epoch: usize, _batches: usize) {}
+    fn batch(&self, _done: usize, _loss: f64) {}
+    fn epoch_end(&self, _log: &EpochLog) {}
+}
+
+/// An observer that reports nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+pub const CONFIG_FILE: &str = "train.json";
+pub const LOG_FILE: &str = "log.jsonl";
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const MODEL_DIR: &str = "model";
+const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// A window of a clip: (index into the clip list, start frame).
+type WindowRef = (usize, usize);
+
+/// The data a run needs, read from the feature cache.
+pub struct RunData {
+    pub features: FeatureCache,
+    /// Clip features and label sets of the training and validation clips.
+    pub train: Vec<(ClipFeatures, Vec<usize>)>,
+    pub valid: Vec<(ClipFeatures, Vec<usize>)>,
+}
+
+/// Reads the data set, splits it and loads (or builds) the feature cache.
+pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData> {
+    let set = Irmas::read(&config.data).map_err(anyhow::Error::msg)?;
+    for i in &set.issues {
+        obs.message(&format!("warning: {i}"));
+    }
+    if set.train.is_empty() {
+        bail!("{}: no training clips", config.data.display());
+    }
+    let files: Vec<PathBuf> = set
+        .train
+        .iter()
+        .map(|c| c.path.clone())
+        .chain(set.test.iter().map(|c| c.path.clone()))
+        .collect();
+    obs.message(&format!(
+        "features for {} clips (cached after the first run)",
+        files.len()
+    ));
+    let (features, _) = cache::prepare(
+        &files,
+        &FeatureSettings::default(),
+        config.channels,
+        &config.cache_dir,
+        &|_, _| {},
+    )
+    .with_context(|| format!("feature cache in {}", config.cache_dir.display()))?;
+    for f in &features.failures {
+        obs.message(&format!("warning: skipped {f}"));
+    }
+    let split = split_validation(&set.train, config.val_fraction, config.seed, config.split);
+    let pick = |idx: &[usize]| -> Vec<(ClipFeatures, Vec<usize>)> {
+        idx.iter()
+            .filter_map(|&i| {
+                let clip = &set.train[i];
+                features
+                    .get(&clip.path)
+                    .map(|f| (f.clone(), vec![clip.label]))
+            })
+            .collect()
+    };
+    let train = pick(&split.train);
+    let valid = pick(&split.valid);
+    if train.is_empty() || valid.is_empty() {
+        bail!(
+            "{}: too few training clips for a validation split ({} train, {} validation)",
+            config.data.display(),
+            train.len(),
+            valid.len()
+        );
+    }
+    Ok(RunData {
+        features,
+        train,
+        valid,
+    })
+}
+
+fn windows_of(clips: &[(ClipFeatures, Vec<usize>)], w: Windowing) -> Vec<WindowRef> {
+    clips
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (f, _))| w.starts(f.frames()).into_iter().map(move |s| (i, s)))
+        .collect()
+}
+
+fn batch_tensors(
+    clips: &[(ClipFeatures, Vec<usize>)],
+    batch: &[WindowRef],
+    silence: f32,
+    n_classes: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<2>) {
+    let len = crate::features::WINDOW_FRAMES;
+    let n_mels = clips[0].0.mels[0].n_mels;
+    let mut x = Vec::with_capacity(batch.len() * 3 * len * n_mels);
+    let mut y = vec![0f32; batch.len() * n_classes];
+    for (b, &(c, start)) in batch.iter().enumerate() {
+        x.extend(clips[c].0.input(start, len, silence));
+        for &l in &clips[c].1 {
+            y[b * n_classes + l] = 1.0;
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(x, [batch.len(), 3, len, n_mels]), device),
+        Tensor::from_data(TensorData::new(y, [batch.len(), n_classes]), device),
+    )
+}
+
+fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    match config.optimizer {
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+            .init(),
+        OptimizerKind::AdamW => AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(config.weight_decay as f32)
+            .init(),
+    }
+}
+
+/// Validation loss (mean BCE over windows) and clip-level micro-F1 (s1, threshold 0.5).
+fn validate(
+    model: &Model,
+    valid: &[(ClipFeatures, Vec<usize>)],
+    silence: f32,
+    device: &Device,
+    batch_size: usize,
+) -> (f64, f64) {
+    let n_classes = crate::CLASSES.len();
+    let windows = windows_of(valid, Windowing::training());
+    let eval = model.valid();
+    let mut loss_sum = 0.0;
+    let mut per_clip: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.len()];
+    for batch in windows.chunks(batch_size) {
+        let (x, y) = batch_tensors(valid, batch, silence, n_classes, device);
+        let logits = eval.forward(x);
+        let loss = bce_with_logits(logits.clone(), y);
+        loss_sum += scalar(loss) * batch.len() as f64;
+        for (&(c, _), s) in batch.iter().zip(sigmoid_scores(logits)) {
+            per_clip[c].push(s);
+        }
+    }
+    let scores: Vec<Vec<f32>> = per_clip
+        .iter()
+        .map(|w| metrics::aggregate(w, Aggregation::S1))
+        .collect();
+    let labels: Vec<Vec<usize>> = valid.iter().map(|(_, l)| l.clone()).collect();
+    let f1 = metrics::evaluate(&scores, &labels, &vec![0.5; n_classes])
+        .micro
+        .f1;
+    (loss_sum / windows.len() as f64, f1)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().try_to_vec::<f32>().expect("f32 loss")[0] as f64
+}
+
+/// Trains a model into `run_dir` (or, with `resume`, continues the run there). `stop_after`
+/// ends the process's work after that many epochs in total, leaving a checkpoint to resume (used
+/// to test resumption; `None` trains to the end).
+pub fn train(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    obs: &dyn Observer,
+) -> Result<Option<TrainSummary>> {
+    let started = Instant::now();
+    std::fs::create_dir_all(run_dir).with_context(|| format!("{}", run_dir.display()))?;
+    let config = if resume {
+        let p = run_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("{}: cannot resume, no run here", p.display()))?;
+        serde_json::from_str::<TrainConfig>(&text)
+            .with_context(|| format!("{}: invalid run config", p.display()))?
+    } else {
+        write_atomic(
+            &run_dir.join(CONFIG_FILE),
+            &serde_json::to_vec_pretty(config)?,
+        )?;
+        config.clone()
+    };
+    let n_classes = crate::CLASSES.len();
+    let device = config.backend.device().map_err(anyhow::Error::msg)?;
+    let train_device = device.clone().autodiff();
+    let data = load_run_data(&config, obs)?;
+    let silence = FeatureSettings::default().silence();
+    let train_windows = windows_of(&data.train, Windowing::training());
+    let steps_per_epoch = train_windows.len().div_ceil(config.batch_size);
+    let schedule = Schedule::new(
+        config.lr,
+        config.warmup_epochs,
+        config.max_epochs,
+        steps_per_epoch,
+    );
+    obs.message(&format!(
+        "{} on {}: {} training clips ({} windows, {} batches of {} per epoch), {} validation clips",
+        config.arch,
+        config.backend.name(),
+        data.train.len(),
+        train_windows.len(),
+        steps_per_epoch,
+        config.batch_size,
+        data.valid.len()
+    ));
+
+    // Model, optimizer and state: fresh, or from the checkpoint.
+    let ckpt = run_dir.join(CHECKPOINT_DIR);
+    let (mut model, mut optim, mut state) = if resume && ckpt.join("state.json").is_file() {
+        let state: CheckpointState =
+            serde_json::from_slice(&std::fs::read(ckpt.join("state.json"))?)?;
+        let mut model = Model::new(config.arch, n_classes, &train_device);
+        let mut store = BurnpackStore::from_file(ckpt.join("model.bpk"));
+        model
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join("model.bpk").display()))?;
+        let record = OptimizerRecord::load(ckpt.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", ckpt.join("optim.bpk").display()))?;
+        let optim = make_optimizer(&config).load_record(record);
+        obs.message(&format!("resuming after epoch {}", state.epochs_done));
+        (model, optim, state)
+    } else {
+        if resume {
+            obs.message("no checkpoint yet: starting from the beginning");
+        }
+        train_device.seed(config.seed);
+        let init: Init = config.init.parse().map_err(anyhow::Error::msg)?;
+        let model = build_model(config.arch, n_classes, &init, &train_device, &|_, _| {})?;
+        let state = CheckpointState {
+            epochs_done: 0,
+            steps_done: 0,
+            early: EarlyStopping::new(config.patience),
+            log: Vec::new(),
+            stopped: false,
+        };
+        (model, make_optimizer(&config), state)
+    };
+    let mut scheduler = schedule.scheduler();
+    for _ in 0..state.steps_done {
+        scheduler.step();
+    }
+
+    while !state.stopped && state.epochs_done < config.max_epochs {
+        if stop_after.is_some_and(|n| state.epochs_done >= n) {
+            return Ok(None);
+        }
+        let epoch = state.epochs_done + 1;
+        let t0 = Instant::now();
+        let mut order = train_windows.clone();
+        Rng::derive(config.seed, epoch as u64).shuffle(&mut order);
+        obs.epoch_start(epoch, steps_per_epoch);
+        let mut loss_sum = 0.0;
+        let mut lr = 0.0;
+        for (b, batch) in order.chunks(config.batch_size).enumerate() {
+            let (x, y) = batch_tensors(&data.train, batch, silence, n_classes, &train_device);
+            let loss = bce_with_logits(model.forward(x), y);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lr_now = scheduler.step();
+            lr = lr_now.base();
+            model = optim.step(lr_now, model, grads);
+            let l = scalar(loss);
+            loss_sum += l * batch.len() as f64;
+            state.steps_done += 1;
+            obs.batch(b + 1, l);
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let (val_loss, val_f1) = validate(&model, &data.valid, silence, &device, config.batch_size);
+        let log = EpochLog {
+            epoch,
+            lr,
+            train_loss: loss_sum / train_windows.len() as f64,
+            val_loss,
+            val_micro_f1: val_f1,
+            seconds: t0.elapsed().as_secs_f64(),
+            samples_per_s: train_windows.len() as f64 / train_secs,
+        };
+        obs.epoch_end(&log);
+        state.log.push(log);
+        state.epochs_done = epoch;
+        if state.early.update(epoch, val_loss) {
+            save_best(&config, run_dir, &model, epoch)?;
+        }
+        state.stopped = state.early.should_stop();
+        write_log(run_dir, &state.log)?;
+        save_checkpoint(&ckpt, &model, &optim, &state)?;
+    }
+
+    // The best model: tune thresholds on the validation clips and write the final bundle.
+    let bundle_dir = run_dir.join(MODEL_DIR);
+    let (best, mut bundle) = crate::model::bundle::load_bundle(&bundle_dir, &device)?;
+    let thresholds = tune_thresholds(&best, &data.valid, &device, config.batch_size);
+    bundle.thresholds = thresholds.clone();
+    bundle.provenance.epochs = state.epochs_done;
+    save_bundle(&bundle_dir, &best, &bundle)?;
+    let summary = TrainSummary {
+        epochs: state.epochs_done,
+        best_epoch: state.early.best_epoch,
+        best_val_loss: state.early.best_loss,
+        early_stopped: state.stopped,
+        train_windows: train_windows.len(),
+        val_clips: data.valid.len(),
+        thresholds,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_atomic(
+        &run_dir.join(SUMMARY_FILE),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
+    if let Err(e) = crate::report::plot_losses(&run_dir.join("loss.png"), &state.log) {
+        obs.message(&format!("warning: loss plot not written: {e}"));
+    }
+    Ok(Some(summary))
+}
+
+/// Thresholds tuned on the validation clips scored like test clips (analysis windows, s1): the
+/// global one maximising micro-F1, and per class the one maximising that class's F1.
+pub fn tune_thresholds(
+    model: &Model,
+    valid: &[(ClipFeatures, Vec<usize>)],
+    device: &Device,
+    batch_size: usize,
+) -> Thresholds {
+    let n = crate::CLASSES.len();
+    let scores: Vec<Vec<f32>> = valid
+        .iter()
+        .map(|(f, _)| {
+            let w = score_windows(model, f, Windowing::analysis(), device, batch_size);
+            metrics::aggregate(&w, Aggregation::S1)
+        })
+        .collect();
+    let labels: Vec<Vec<usize>> = valid.iter().map(|(_, l)| l.clone()).collect();
+    let (global, _) = metrics::best_global_threshold(&scores, &labels, n);
+    let per_class = metrics::best_per_class_thresholds(&scores, &labels, n, global);
+    Thresholds {
+        global,
+        per_class: Some(per_class),
+        source: "validation-tuned".into(),
+    }
+}
+
+fn save_best(config: &TrainConfig, run_dir: &Path, model: &Model, epoch: usize) -> Result<()> {
+    let mut bundle = BundleConfig::new(config.arch, config.channels);
+    bundle.provenance = Provenance {
+        data: config.data.display().to_string(),
+        init: config.init.clone(),
+        seed: config.seed,
+        epochs: epoch,
+        best_epoch: epoch,
+        instrec_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    save_bundle(&run_dir.join(MODEL_DIR), &model.valid(), &bundle)?;
+    Ok(())
+}
+
+fn write_log(run_dir: &Path, log: &[EpochLog]) -> Result<()> {
+    let mut text = String::new();
+    for l in log {
+        text.push_str(&serde_json::to_string(l)?);
+        text.push('\n');
+    }
+    write_atomic(&run_dir.join(LOG_FILE), text.as_bytes())?;
+    Ok(())
+}
+
+/// Writes the checkpoint into a fresh folder and swaps it in, so a crash leaves either the old
+/// checkpoint or the new one, never a mixture.
+fn save_checkpoint(
+    dir: &Path,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    let old = dir.with_extension("old");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let mut store = BurnpackStore::from_file(tmp.join("model.bpk")).overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("checkpoint model: {e}"))?;
+    optim
+        .to_record()
+        .save(tmp.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?;
+    write_atomic(&tmp.join("state.json"), &serde_json::to_vec(state)?)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(&tmp, dir)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_waits_patience_epochs_after_the_best() {
+        let mut e = EarlyStopping::new(2);
+        assert!(e.update(1, 1.0));
+        assert!(e.update(2, 0.8));
+        assert!(!e.update(3, 0.9));
+        assert!(!e.should_stop());
+        assert!(!e.update(4, 0.8)); // equal is not better
+        assert!(e.should_stop());
+        assert_eq!((e.best_epoch, e.best_loss), (2, 0.8));
+        let mut e = EarlyStopping::new(2);
+        e.update(1, 1.0);
+        e.update(2, 1.1);
+        assert!(e.update(3, 0.5));
+        assert_eq!(e.wait, 0);
+    }
+}
