@@ -99,6 +99,9 @@ pub fn parse_train_name(file_name: &str) -> Result<ParsedName, String> {
         if tag.is_empty() {
             return Err("empty [] tag in the name".into());
         }
+        if tag.contains('[') {
+            return Err("unclosed '[' in the name".into());
+        }
         tags.push(tag.to_string());
         rest = &r[end + 1..];
     }

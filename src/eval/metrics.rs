@@ -330,7 +330,7 @@ mod tests {
         let f = best_constant_micro_f1(&labels, 3);
         let p = 3.0 / 4.0;
         let r = 3.0 / 6.0;
-        let expected_0 = 2.0 * p * r / (p + r);
+        let expected_0: f64 = 2.0 * p * r / (p + r);
         // Predicting {0, 1}: tp 5, fp 3, fn 1 → P 5/8, R 5/6.
         let (p2, r2) = (5.0 / 8.0, 5.0 / 6.0);
         let expected_01 = 2.0 * p2 * r2 / (p2 + r2);

@@ -1,0 +1,321 @@
+//! The paper end to end on the synthetic corpus: learning, resumption, evaluation, tagging and
+//! experiment grids.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Tensor};
+use instrec::data::synth::{SynthOptions, find_soundfont, load_soundfont, render_corpus};
+use instrec::eval::metrics::Aggregation;
+use instrec::eval::{EvalOptions, evaluate};
+use instrec::features::ChannelMode;
+use instrec::model::Arch;
+use instrec::model::bundle::load_bundle;
+use instrec::train::{Quiet, TrainConfig, train};
+
+/// A corpus rendered once per test process: 16 training clips per class, 24 test clips.
+fn corpus() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = load_soundfont(&find_soundfont(None).unwrap()).unwrap();
+        let opts = SynthOptions {
+            out: dir.path().to_path_buf(),
+            train_per_class: 16,
+            test_clips: 24,
+            seed: 11,
+        };
+        render_corpus(&sf, &opts, &|_, _| {}).unwrap();
+        dir
+    })
+    .path()
+}
+
+fn config(cache: &Path, epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig::paper(
+        corpus().to_path_buf(),
+        Arch::ResNet18,
+        "random",
+        ChannelMode::Dup,
+        3,
+    );
+    c.max_epochs = epochs;
+    c.warmup_epochs = 1;
+    c.patience = epochs;
+    c.cache_dir = cache.to_path_buf();
+    c
+}
+
+fn eval_opts(cache: &Path) -> EvalOptions {
+    EvalOptions {
+        aggregation: Aggregation::S1,
+        fixed_threshold: 0.5,
+        hop: 22,
+        batch_size: 64,
+        cache_dir: cache.to_path_buf(),
+    }
+}
+
+#[test]
+fn resnet18_learns_the_synthetic_corpus() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let summary = train(&config(cache.path(), 6), run.path(), false, None, &Quiet)
+        .unwrap()
+        .expect("trained to the end");
+    let log: Vec<instrec::train::EpochLog> = std::fs::read_to_string(run.path().join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(log.len(), 6);
+    let first = log[0].val_loss;
+    eprintln!(
+        "validation loss: first epoch {first:.4}, best {:.4}",
+        summary.best_val_loss
+    );
+    assert!(
+        summary.best_val_loss < 0.6 * first,
+        "validation loss did not fall well below its start: {first:.4} → {:.4}",
+        summary.best_val_loss
+    );
+    let report = evaluate(
+        &run.path().join("model"),
+        corpus(),
+        &eval_opts(cache.path()),
+        &Device::flex(),
+        &|_, _| {},
+    )
+    .unwrap();
+    let tuned = report
+        .result("validation-tuned (global)")
+        .unwrap()
+        .metrics
+        .micro
+        .f1;
+    let oracle = report.result("test-oracle").unwrap().metrics.micro.f1;
+    let constant = report.constant_baseline_f1;
+    eprintln!(
+        "test micro-F1: validation-tuned {tuned:.3}, oracle {oracle:.3}, best constant {constant:.3}"
+    );
+    assert!(
+        tuned > constant + 0.15,
+        "F1 {tuned:.3} is not well above the constant predictor's {constant:.3}"
+    );
+    // The oracle maximises over the same grid the tuned threshold comes from.
+    assert!(oracle >= tuned);
+    // The bundle is complete: thresholds tuned on validation, provenance filled in.
+    let (_, cfg) = load_bundle(&run.path().join("model"), &Device::flex()).unwrap();
+    assert_eq!(cfg.thresholds.source, "validation-tuned");
+    assert_eq!(cfg.thresholds.per_class.as_ref().unwrap().len(), 11);
+    assert_eq!(cfg.provenance.seed, 3);
+    assert!(run.path().join("loss.png").is_file());
+    // Reports.
+    let written = instrec::eval::write_report(&report, &run.path().join("eval")).unwrap();
+    assert!(written.iter().any(|p| p.ends_with("report.md")));
+    let md = std::fs::read_to_string(run.path().join("eval/report.md")).unwrap();
+    assert!(md.contains("test-oracle") && md.contains("validation-tuned"));
+}
+
+fn weights(dir: &Path) -> Vec<f32> {
+    let (m, _) = load_bundle(&dir.join("model"), &Device::flex()).unwrap();
+    let x = Tensor::<4>::ones([2, 3, 43, 128], &Device::flex());
+    m.forward(x).into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn log_without_times(dir: &Path) -> Vec<(usize, String, String, String)> {
+    std::fs::read_to_string(dir.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e: instrec::train::EpochLog = serde_json::from_str(l).unwrap();
+            (
+                e.epoch,
+                format!("{:e}", e.lr),
+                format!("{:e}", e.train_loss),
+                format!("{:e}", e.val_loss),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 3);
+    c.batch_size = 32;
+    let whole = tempfile::tempdir().unwrap();
+    train(&c, whole.path(), false, None, &Quiet)
+        .unwrap()
+        .unwrap();
+    let parts = tempfile::tempdir().unwrap();
+    // Interrupted after one epoch...
+    assert!(
+        train(&c, parts.path(), false, Some(1), &Quiet)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(log_without_times(parts.path()).len(), 1);
+    // ...then after another, then resumed to the end.
+    assert!(
+        train(&c, parts.path(), true, Some(2), &Quiet)
+            .unwrap()
+            .is_none()
+    );
+    train(&c, parts.path(), true, None, &Quiet)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        log_without_times(whole.path()),
+        log_without_times(parts.path())
+    );
+    assert_eq!(weights(whole.path()), weights(parts.path()));
+}
+
+fn instrec(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A model bundle with random weights (tagging mechanics do not need a trained model).
+fn random_bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let model = instrec::model::Model::new(Arch::ResNet18, 11, &device);
+    let config = instrec::model::bundle::BundleConfig::new(Arch::ResNet18, ChannelMode::Dup);
+    instrec::model::bundle::save_bundle(dir.path(), &model, &config).unwrap();
+    dir
+}
+
+#[test]
+fn tag_reads_the_irmas_sample_and_gives_a_full_timeline() {
+    let bundle = random_bundle();
+    let sample = common::shared().join("irmas-sample");
+    let o = instrec(&[
+        "tag",
+        sample.to_str().unwrap(),
+        "--model",
+        bundle.path().to_str().unwrap(),
+        "--format",
+        "json",
+        "--threshold",
+        "0.0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for f in files {
+        let timeline = f["timeline"].as_array().unwrap();
+        let duration = f["duration_s"].as_f64().unwrap();
+        // 20-s clip: 862 frames → windows at 0, 22, ..., 814 and a last one at 819.
+        let expected = if duration > 10.0 { 39 } else { 5 };
+        assert_eq!(timeline.len(), expected, "{duration}");
+        assert_eq!(timeline[0]["scores"].as_array().unwrap().len(), 11);
+        let last_end = timeline.last().unwrap()["end_s"].as_f64().unwrap();
+        assert!(
+            (last_end - duration).abs() < 0.03,
+            "last window ends at {last_end}, clip at {duration}"
+        );
+        // Threshold 0: every class is reported, best first.
+        let p = f["predominant"].as_array().unwrap();
+        assert_eq!(p.len(), 11);
+        assert!(p[0][1].as_f64().unwrap() >= p[10][1].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn tag_goes_on_past_bad_files_and_reports_them() {
+    let bundle = random_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = common::frontend_fixtures().join("voice_22k.wav");
+    std::fs::copy(&good, d.join("a-good.wav")).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chord_stereo_44k.ogg"),
+        d.join("sub/b-good.ogg"),
+    )
+    .unwrap();
+    std::fs::write(d.join("c-bad.wav"), b"not audio at all").unwrap();
+    let mp3 = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/voice_22k.mp3"))
+        .unwrap();
+    std::fs::write(d.join("d-empty.mp3"), &mp3[..0]).unwrap();
+    std::fs::write(d.join("notes.txt"), b"ignored: not an audio extension").unwrap();
+    let timeline = d.join("tl.png");
+    let o = instrec(&[
+        "tag",
+        d.to_str().unwrap(),
+        "--model",
+        bundle.path().to_str().unwrap(),
+        "--timeline",
+        timeline.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stdout {out}\nstderr {err}");
+    assert!(
+        out.contains("a-good.wav") && out.contains("b-good.ogg"),
+        "{out}"
+    );
+    assert!(
+        err.contains("c-bad.wav") && err.contains("d-empty.mp3"),
+        "{err}"
+    );
+    assert!(err.contains("2 of 4 file(s) failed"), "{err}");
+    assert!(!err.contains("panicked"));
+    assert!(d.join("tl-a-good.png").is_file() && d.join("tl-b-good.png").is_file());
+    // CSV: one row per window, 11 scores each.
+    let o = instrec(&[
+        "tag",
+        d.join("a-good.wav").to_str().unwrap(),
+        "--model",
+        bundle.path().to_str().unwrap(),
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success());
+    let csv = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("file,start_s,end_s,cel,"));
+    assert_eq!(lines.len(), 1 + 5); // 126 frames → 0, 22, 44, 66, 83
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 14));
+}
+
+#[test]
+fn experiment_grid_runs_skips_finished_runs_and_tabulates() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "name = \"tiny\"\ndata = \"{}\"\nout = \"{}\"\narchs = [\"han\"]\ninits = [\"random\"]\nchannels = [\"dup\"]\nseeds = [1, 2]\n[train]\nmax_epochs = 1\nwarmup_epochs = 0\n",
+        corpus().display(),
+        out.path().display()
+    );
+    let cfg = out.path().join("tiny.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let run = |cfg: &PathBuf| {
+        instrec(&[
+            "experiment",
+            cfg.to_str().unwrap(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ])
+    };
+    let o = run(&cfg);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(table.contains("| han | N (random) | dup | 2 |"), "{table}");
+    assert!(table.contains(" ± "));
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    // A second run finds both runs finished.
+    let o = run(&cfg);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("finished earlier, skipped").count(), 2, "{err}");
+}
