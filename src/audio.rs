@@ -108,17 +108,7 @@ impl Audio {
 
 /// Decodes a file of any format symphonia knows (WAV, FLAC, OGG/Vorbis, MP3, AIFF, M4A/AAC, ...).
 pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
-    let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
-    if meta.is_dir() {
-        return Err(AudioError::new(&name, "is a directory, not an audio file"));
-    }
-    if meta.len() == 0 {
-        return Err(AudioError::new(&name, "empty file (0 bytes)"));
-    }
-    let file = File::open(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
-    let ext = path.extension().and_then(|e| e.to_str());
-    decode_source(Box::new(file), ext, &name)
+    AudioStream::open(path)?.collect()
 }
 
 /// Decodes an in-memory file; `ext` is a format hint such as `"wav"`, `name` names it in errors.
@@ -151,127 +141,316 @@ fn decode_source(
     ext: Option<&str>,
     name: &str,
 ) -> Result<Audio, AudioError> {
-    let err = |reason: String| AudioError::new(name, reason);
-    let mss = MediaSourceStream::new(source, Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = ext {
-        hint.with_extension(ext);
-    }
-    let format_opts = FormatOptions {
-        enable_gapless: true,
-        ..Default::default()
-    };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &format_opts, &MetadataOptions::default())
-        .map_err(|e| match e {
-            SymError::Unsupported(_) => err("not a recognised audio file (unknown format)".into()),
-            SymError::IoError(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
-                err("truncated or not an audio file (ended inside its header)".into())
-            }
-            other => err(format!("cannot read audio header: {other}")),
-        })?;
-    let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| err("contains no audio track".into()))?;
-    let track_id = track.id;
-    let params = track.codec_params.clone();
-    if let Some(ch) = params.channels
-        && ch.count() == 0
-    {
-        return Err(err("has zero channels".into()));
-    }
-    let declared_rate = params.sample_rate;
-    if declared_rate == Some(0) {
-        return Err(err("declares a sample rate of 0 Hz".into()));
-    }
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(|e| err(format!("unsupported codec: {e}")))?;
+    AudioStream::from_source(source, ext, name)?.collect()
+}
 
-    let mut channels: Vec<Vec<f32>> = Vec::new();
-    let mut rate = declared_rate;
-    let mut buf: Option<SampleBuffer<f32>> = None;
-    let mut bad_packets = 0usize;
-    let mut good_packets = 0usize;
-    let mut stopped_early: Option<String> = None;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => break,
-            Err(e) => {
-                stopped_early = Some(e.to_string());
+/// A decoder that hands out the audio block by block (planar, one `Vec` per channel), so a long
+/// file can be processed in constant memory. `decode_file` collects it.
+pub struct AudioStream {
+    name: String,
+    format: Box<dyn symphonia::core::formats::FormatReader>,
+    decoder: Box<dyn symphonia::core::codecs::Decoder>,
+    track_id: u32,
+    pub sample_rate: u32,
+    pub channels: usize,
+    expected_frames: Option<u64>,
+    decoded: u64,
+    bad_packets: usize,
+    pending: Option<Vec<Vec<f32>>>,
+    buf: Option<SampleBuffer<f32>>,
+    finished: bool,
+}
+
+impl AudioStream {
+    pub fn open(path: &Path) -> Result<Self, AudioError> {
+        let name = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
+        if meta.is_dir() {
+            return Err(AudioError::new(&name, "is a directory, not an audio file"));
+        }
+        if meta.len() == 0 {
+            return Err(AudioError::new(&name, "empty file (0 bytes)"));
+        }
+        let file = File::open(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
+        let ext = path.extension().and_then(|e| e.to_str());
+        Self::from_source(Box::new(file), ext, &name)
+    }
+
+    fn err(&self, reason: impl Into<String>) -> AudioError {
+        AudioError::new(&self.name, reason)
+    }
+
+    fn from_source(
+        source: Box<dyn MediaSource>,
+        ext: Option<&str>,
+        name: &str,
+    ) -> Result<Self, AudioError> {
+        let err = |reason: String| AudioError::new(name, reason);
+        let mss = MediaSourceStream::new(source, Default::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = ext {
+            hint.with_extension(ext);
+        }
+        let format_opts = FormatOptions {
+            enable_gapless: true,
+            ..Default::default()
+        };
+        let probed = symphonia::default::get_probe()
+            .format(&hint, mss, &format_opts, &MetadataOptions::default())
+            .map_err(|e| match e {
+                SymError::Unsupported(_) => {
+                    err("not a recognised audio file (unknown format)".into())
+                }
+                SymError::IoError(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
+                    err("truncated or not an audio file (ended inside its header)".into())
+                }
+                other => err(format!("cannot read audio header: {other}")),
+            })?;
+        let format = probed.format;
+        let track = format
+            .tracks()
+            .iter()
+            .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+            .ok_or_else(|| err("contains no audio track".into()))?;
+        let track_id = track.id;
+        let params = track.codec_params.clone();
+        if let Some(ch) = params.channels
+            && ch.count() == 0
+        {
+            return Err(err("has zero channels".into()));
+        }
+        if params.sample_rate == Some(0) {
+            return Err(err("declares a sample rate of 0 Hz".into()));
+        }
+        let decoder = symphonia::default::get_codecs()
+            .make(&params, &DecoderOptions::default())
+            .map_err(|e| err(format!("unsupported codec: {e}")))?;
+        let mut stream = Self {
+            name: name.to_string(),
+            format,
+            decoder,
+            track_id,
+            sample_rate: params.sample_rate.unwrap_or(0),
+            channels: params.channels.map_or(0, |c| c.count()),
+            expected_frames: params
+                .n_frames
+                .filter(|_| frame_count_is_exact(params.codec)),
+            decoded: 0,
+            bad_packets: 0,
+            pending: None,
+            buf: None,
+            finished: false,
+        };
+        // Decode up to the first samples: they fix the channel count and rate, and a file
+        // without any audio fails here, at open.
+        match stream.decode_next()? {
+            Some(block) => stream.pending = Some(block),
+            None => {
+                return Err(stream.err(if stream.bad_packets > 0 {
+                    format!(
+                        "no audio could be decoded ({} corrupt packets)",
+                        stream.bad_packets
+                    )
+                } else {
+                    "contains no audio samples".to_string()
+                }));
+            }
+        }
+        if stream.sample_rate == 0 {
+            return Err(stream.err("sample rate unknown"));
+        }
+        Ok(stream)
+    }
+
+    /// Reads the whole stream into memory.
+    pub fn collect(mut self) -> Result<Audio, AudioError> {
+        let mut channels = vec![Vec::new(); self.channels];
+        while let Some(block) = self.next_block()? {
+            for (c, b) in channels.iter_mut().zip(block) {
+                c.extend(b);
+            }
+        }
+        Ok(Audio {
+            sample_rate: self.sample_rate,
+            channels,
+        })
+    }
+
+    /// The next block of samples, or `None` at the end of the stream.
+    pub fn next_block(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
+        if let Some(b) = self.pending.take() {
+            return Ok(Some(b));
+        }
+        self.decode_next()
+    }
+
+    fn decode_next(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
+        while !self.finished {
+            let packet = match self.format.next_packet() {
+                Ok(p) => p,
+                Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+                    self.finished = true;
+                    break;
+                }
+                Err(SymError::ResetRequired) => {
+                    self.finished = true;
+                    break;
+                }
+                Err(e) => {
+                    if self.decoded == 0 {
+                        return Err(self.err(format!("no audio could be decoded ({e})")));
+                    }
+                    self.finished = true;
+                    break;
+                }
+            };
+            if packet.track_id() != self.track_id {
+                continue;
+            }
+            match self.decoder.decode(&packet) {
+                Ok(decoded) => {
+                    let spec = *decoded.spec();
+                    let n_ch = spec.channels.count();
+                    if n_ch == 0 {
+                        return Err(self.err("has zero channels"));
+                    }
+                    if self.decoded == 0 && self.pending.is_none() {
+                        self.channels = n_ch;
+                    } else if self.channels != n_ch {
+                        return Err(self.err(format!(
+                            "channel count changes mid-stream ({} then {n_ch})",
+                            self.channels
+                        )));
+                    }
+                    if self.sample_rate == 0 {
+                        self.sample_rate = spec.rate;
+                    }
+                    if decoded.frames() == 0 {
+                        continue;
+                    }
+                    let needed = decoded.capacity() as u64;
+                    let b = match &mut self.buf {
+                        Some(b) if b.capacity() as u64 >= needed * n_ch as u64 => b,
+                        _ => self.buf.insert(SampleBuffer::new(needed, spec)),
+                    };
+                    b.copy_interleaved_ref(decoded);
+                    let mut block = vec![Vec::with_capacity(b.samples().len() / n_ch); n_ch];
+                    for frame in b.samples().chunks_exact(n_ch) {
+                        for (c, &s) in block.iter_mut().zip(frame) {
+                            c.push(s);
+                        }
+                    }
+                    self.decoded += block[0].len() as u64;
+                    return Ok(Some(block));
+                }
+                Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => self.bad_packets += 1,
+                Err(e) => return Err(self.err(format!("decoding failed: {e}"))),
+            }
+        }
+        if let Some(expected) = self.expected_frames
+            && self.decoded > 0
+            && self.decoded < expected
+        {
+            return Err(self.err(format!(
+                "truncated: the header declares {expected} samples per channel, only {} could be read",
+                self.decoded
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// torchaudio's resampler over a stream: push blocks, then `finish`; the output equals
+/// [`resample`] of the whole signal, sample for sample.
+pub struct StreamResampler {
+    kernel: Option<Resampler>,
+    /// Input from absolute index `base` on.
+    buf: Vec<f32>,
+    base: usize,
+    received: usize,
+    step: usize,
+    produced: usize,
+}
+
+impl StreamResampler {
+    pub fn new(from: u32, to: u32) -> Self {
+        Self {
+            kernel: (from != to).then(|| Resampler::new(from, to)),
+            buf: Vec::new(),
+            base: 0,
+            received: 0,
+            step: 0,
+            produced: 0,
+        }
+    }
+
+    /// Adds input and appends every output sample that no later input can change.
+    pub fn push(&mut self, x: &[f32], out: &mut Vec<f32>) {
+        let Some(r) = &self.kernel else {
+            out.extend_from_slice(x);
+            return;
+        };
+        let (orig, taps, width) = (r.orig, r.taps, r.width);
+        self.buf.extend_from_slice(x);
+        self.received += x.len();
+        // A step is final once its whole filter span has arrived.
+        while self.step * orig + taps - width <= self.received {
+            self.emit_step(out, usize::MAX);
+        }
+        self.trim();
+    }
+
+    /// Flushes the tail (zero padding past the end, as torchaudio pads).
+    pub fn finish(&mut self, out: &mut Vec<f32>) {
+        let Some(r) = &self.kernel else {
+            return;
+        };
+        let target = r.output_len(self.received);
+        while self.produced < target {
+            self.emit_step(out, target);
+        }
+    }
+
+    fn emit_step(&mut self, out: &mut Vec<f32>, target: usize) {
+        let r = self.kernel.as_ref().expect("resampling");
+        let start = (self.step * r.orig) as isize - r.width as isize;
+        let at = |i: isize| -> f64 {
+            if i < 0 || i as usize >= self.received {
+                0.0
+            } else {
+                self.buf[i as usize - self.base] as f64
+            }
+        };
+        let inside = start >= 0 && (start as usize + r.taps) <= self.received;
+        for phase in 0..r.new {
+            if self.produced == target {
                 break;
             }
-        };
-        if packet.track_id() != track_id {
-            continue;
+            let k = &r.kernel[phase * r.taps..(phase + 1) * r.taps];
+            let acc: f64 = if inside {
+                let s = &self.buf[start as usize - self.base..start as usize - self.base + r.taps];
+                s.iter().zip(k).map(|(&a, &b)| a as f64 * b).sum()
+            } else {
+                k.iter()
+                    .enumerate()
+                    .map(|(j, &b)| at(start + j as isize) * b)
+                    .sum()
+            };
+            out.push(acc as f32);
+            self.produced += 1;
         }
-        match decoder.decode(&packet) {
-            Ok(decoded) => {
-                let spec = *decoded.spec();
-                let n_ch = spec.channels.count();
-                if n_ch == 0 {
-                    return Err(err("has zero channels".into()));
-                }
-                if channels.is_empty() {
-                    channels = vec![Vec::new(); n_ch];
-                } else if channels.len() != n_ch {
-                    return Err(err(format!(
-                        "channel count changes mid-stream ({} then {n_ch})",
-                        channels.len()
-                    )));
-                }
-                rate.get_or_insert(spec.rate);
-                let frames = decoded.frames();
-                if frames == 0 {
-                    continue;
-                }
-                let needed = decoded.capacity() as u64;
-                let b = match &mut buf {
-                    Some(b) if b.capacity() as u64 >= needed * n_ch as u64 => b,
-                    _ => buf.insert(SampleBuffer::new(needed, spec)),
-                };
-                b.copy_interleaved_ref(decoded);
-                for frame in b.samples().chunks_exact(n_ch) {
-                    for (c, &s) in channels.iter_mut().zip(frame) {
-                        c.push(s);
-                    }
-                }
-                good_packets += 1;
-            }
-            Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => bad_packets += 1,
-            Err(e) => return Err(err(format!("decoding failed: {e}"))),
+        self.step += 1;
+    }
+
+    /// Drops input no future step reads.
+    fn trim(&mut self) {
+        let r = self.kernel.as_ref().expect("resampling");
+        let keep_from = (self.step * r.orig).saturating_sub(r.width);
+        if keep_from > self.base + 65_536 {
+            self.buf.drain(..keep_from - self.base);
+            self.base = keep_from;
         }
     }
-    if channels.is_empty() || channels[0].is_empty() {
-        let why = match (stopped_early, bad_packets) {
-            (Some(e), _) => format!("no audio could be decoded ({e})"),
-            (None, b) if b > 0 => format!("no audio could be decoded ({b} corrupt packets)"),
-            _ => "contains no audio samples".into(),
-        };
-        return Err(err(why));
-    }
-    if good_packets == 0 {
-        return Err(err("no audio packet could be decoded".into()));
-    }
-    let decoded = channels[0].len() as u64;
-    if let Some(expected) = params.n_frames
-        && frame_count_is_exact(params.codec)
-        && decoded < expected
-    {
-        return Err(err(format!(
-            "truncated: the header declares {expected} samples per channel, only {decoded} could be read"
-        )));
-    }
-    let sample_rate = rate.ok_or_else(|| err("sample rate unknown".into()))?;
-    Ok(Audio {
-        sample_rate,
-        channels,
-    })
 }
 
 /// Resamples `x` from `from` Hz to `to` Hz exactly as `torchaudio.functional.resample` does with its

@@ -175,45 +175,15 @@ impl MelExtractor {
     /// The log-mel spectrogram of a signal already at `settings.sample_rate`.
     pub fn log_mel(&self, signal: &[f32]) -> LogMel {
         let s = &self.settings;
-        let n_fft = s.n_fft;
-        let pad = n_fft / 2;
         let frames = s.frames_for(signal.len());
         let mut data = vec![0f32; s.n_mels * frames];
-        let mut frame = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
-        let mut power = vec![0f64; n_fft / 2 + 1];
-        let n = signal.len() as isize;
-        // Reflect padding (torch.nn.functional.pad mode="reflect": the edge sample is not repeated).
-        let reflect = |i: isize| -> f32 {
-            if n == 1 {
-                return signal[0];
-            }
-            let period = 2 * (n - 1);
-            let mut j = i.rem_euclid(period);
-            if j >= n {
-                j = period - j;
-            }
-            signal[j as usize]
-        };
+        let mut work = self.workspace();
+        let mut column = vec![0f32; s.n_mels];
+        let n = signal.len();
         for t in 0..frames {
-            let start = (t * s.hop_length) as isize - pad as isize;
-            for (k, (v, w)) in frame.iter_mut().zip(&self.window).enumerate() {
-                *v = reflect(start + k as isize) as f64 * w;
-            }
-            self.fft
-                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
-                .expect("FFT buffers have the planned sizes");
-            for (p, c) in power.iter_mut().zip(&spectrum) {
-                *p = c.norm_sqr();
-            }
-            for (m, (first, weights)) in self.filters.iter().enumerate() {
-                let e: f64 = weights
-                    .iter()
-                    .zip(&power[*first..])
-                    .map(|(w, p)| w * p)
-                    .sum();
-                data[m * frames + t] = (e + s.log_offset).ln() as f32;
+            self.frame(|i| signal[reflect(i, n)], t, &mut work, &mut column);
+            for (m, v) in column.iter().enumerate() {
+                data[m * frames + t] = *v;
             }
         }
         LogMel {
@@ -223,9 +193,139 @@ impl MelExtractor {
         }
     }
 
+    fn workspace(&self) -> Workspace {
+        Workspace {
+            frame: self.fft.make_input_vec(),
+            spectrum: self.fft.make_output_vec(),
+            scratch: self.fft.make_scratch_vec(),
+            power: vec![0f64; self.settings.n_fft / 2 + 1],
+        }
+    }
+
+    /// The log-mel column of frame `t`; `sample(i)` gives the (already reflect-padded) signal at
+    /// index `i` for `i` in `t·hop − n_fft/2 .. t·hop + n_fft/2`.
+    fn frame(
+        &self,
+        sample: impl Fn(isize) -> f32,
+        t: usize,
+        w: &mut Workspace,
+        column: &mut [f32],
+    ) {
+        let s = &self.settings;
+        let start = (t * s.hop_length) as isize - (s.n_fft / 2) as isize;
+        for (k, (v, win)) in w.frame.iter_mut().zip(&self.window).enumerate() {
+            *v = sample(start + k as isize) as f64 * win;
+        }
+        self.fft
+            .process_with_scratch(&mut w.frame, &mut w.spectrum, &mut w.scratch)
+            .expect("FFT buffers have the planned sizes");
+        for (p, c) in w.power.iter_mut().zip(&w.spectrum) {
+            *p = c.norm_sqr();
+        }
+        for (m, (first, weights)) in self.filters.iter().enumerate() {
+            let e: f64 = weights
+                .iter()
+                .zip(&w.power[*first..])
+                .map(|(w, p)| w * p)
+                .sum();
+            column[m] = (e + s.log_offset).ln() as f32;
+        }
+    }
+
     /// Decoded audio → the log-mel of one of its channels at the target rate.
     pub fn log_mel_of(&self, audio: &Audio, channel: Channel) -> LogMel {
         self.log_mel(&audio.channel_at(channel, self.settings.sample_rate))
+    }
+}
+
+struct Workspace {
+    frame: Vec<f64>,
+    spectrum: Vec<realfft::num_complex::Complex<f64>>,
+    scratch: Vec<realfft::num_complex::Complex<f64>>,
+    power: Vec<f64>,
+}
+
+/// Reflect padding (torch.nn.functional.pad mode="reflect": the edge sample is not repeated) of a
+/// signal of `n` samples at index `i`.
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let mut j = i.rem_euclid(period);
+    if j >= n {
+        j = period - j;
+    }
+    j as usize
+}
+
+/// The log-mel of a signal that arrives in blocks: push samples, collect finished frame columns
+/// (`n_mels` values each), then `finish`. The frames equal [`MelExtractor::log_mel`]'s exactly;
+/// memory stays bounded by one FFT window whatever the length.
+pub struct StreamMel<'a> {
+    ex: &'a MelExtractor,
+    work: Workspace,
+    /// Samples from absolute index `base` on.
+    buf: Vec<f32>,
+    base: usize,
+    received: usize,
+    next: usize,
+}
+
+impl<'a> StreamMel<'a> {
+    pub fn new(ex: &'a MelExtractor) -> Self {
+        Self {
+            work: ex.workspace(),
+            ex,
+            buf: Vec::new(),
+            base: 0,
+            received: 0,
+            next: 0,
+        }
+    }
+
+    /// Adds samples; appends the columns of every frame that no later sample can change.
+    pub fn push(&mut self, x: &[f32], out: &mut Vec<Vec<f32>>) {
+        self.buf.extend_from_slice(x);
+        self.received += x.len();
+        let (hop, half) = (self.ex.settings.hop_length, self.ex.settings.n_fft / 2);
+        // Frame t reads indices up to t·hop + half − 1 and, reflected at the start, up to half.
+        while self.next * hop + half < self.received {
+            self.emit(usize::MAX / 4, out);
+        }
+        let keep_from = (self.next * hop).saturating_sub(2 * half + 1);
+        if keep_from > self.base + 65_536 {
+            self.buf.drain(..keep_from - self.base);
+            self.base = keep_from;
+        }
+    }
+
+    /// The remaining frames, reflect-padded at the end.
+    pub fn finish(&mut self, out: &mut Vec<Vec<f32>>) {
+        let n = self.received;
+        let frames = self.ex.settings.frames_for(n);
+        while self.next < frames {
+            self.emit(n, out);
+        }
+    }
+
+    /// Frames emitted so far.
+    pub fn frames(&self) -> usize {
+        self.next
+    }
+
+    fn emit(&mut self, n: usize, out: &mut Vec<Vec<f32>>) {
+        let mut column = vec![0f32; self.ex.settings.n_mels];
+        let (buf, base) = (&self.buf, self.base);
+        self.ex.frame(
+            |i| buf[reflect(i, n) - base],
+            self.next,
+            &mut self.work,
+            &mut column,
+        );
+        out.push(column);
+        self.next += 1;
     }
 }
 

@@ -4,13 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use std::collections::VecDeque;
+
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::audio::{AudioError, decode_file};
+use crate::audio::{AudioError, AudioStream, Channel, StreamResampler};
 use crate::eval::metrics::{Aggregation, aggregate};
-use crate::eval::score_windows;
-use crate::features::{ClipFeatures, MelExtractor, Windowing};
+use crate::eval::sigmoid_scores;
+use crate::features::{ChannelMode, MelExtractor, StreamMel, Windowing};
 use crate::model::Model;
 use crate::model::bundle::{BundleConfig, BundleError, load_bundle};
 
@@ -74,23 +76,65 @@ impl Tagger {
         self
     }
 
+    /// Tags one file, streaming: audio is decoded, resampled and analysed block by block, and
+    /// windows are scored as soon as their frames exist, so memory does not grow with the length
+    /// of the file (only the timeline, 11 scores per window, does). The scores equal those of
+    /// scoring the whole clip at once.
     pub fn tag_file(&self, path: &Path) -> Result<TagResult, AudioError> {
-        let audio = decode_file(path)?;
-        let features = ClipFeatures::extract(&self.extractor, &audio, self.config.channels);
-        let windows = score_windows(
-            &self.model,
-            &features,
-            self.windowing,
-            &self.device,
-            self.batch_size,
-        );
+        let mut stream = AudioStream::open(path)?;
+        let rate = stream.sample_rate;
+        let n_ch = stream.channels;
+        let settings = &self.config.features;
+        let sources = self.config.channels.sources();
+        let mut resamplers: Vec<StreamResampler> = sources
+            .iter()
+            .map(|_| StreamResampler::new(rate, settings.sample_rate))
+            .collect();
+        let mut mels: Vec<StreamMel> = sources
+            .iter()
+            .map(|_| StreamMel::new(&self.extractor))
+            .collect();
+        let mut scorer = WindowScorer::new(self, sources.len());
+        let mut samples = 0usize;
+        let mut resampled = Vec::new();
+        let mut new_columns = Vec::new();
+        while let Some(block) = stream.next_block()? {
+            samples += block[0].len();
+            for (k, &src) in sources.iter().enumerate() {
+                let signal: Vec<f32> = match src {
+                    Channel::Mono if n_ch == 1 => block[0].clone(),
+                    Channel::Mono => (0..block[0].len())
+                        .map(|i| block.iter().map(|c| c[i]).sum::<f32>() / n_ch as f32)
+                        .collect(),
+                    Channel::Left => block[0].clone(),
+                    Channel::Right => block[1.min(n_ch - 1)].clone(),
+                };
+                resampled.clear();
+                resamplers[k].push(&signal, &mut resampled);
+                new_columns.clear();
+                mels[k].push(&resampled, &mut new_columns);
+                scorer.columns[k].extend(new_columns.drain(..));
+            }
+            scorer.frames = mels[0].frames();
+            scorer.score_ready(false);
+        }
+        for k in 0..sources.len() {
+            resampled.clear();
+            resamplers[k].finish(&mut resampled);
+            new_columns.clear();
+            mels[k].push(&resampled, &mut new_columns);
+            mels[k].finish(&mut new_columns);
+            scorer.columns[k].extend(new_columns.drain(..));
+        }
+        scorer.frames = mels[0].frames();
+        scorer.score_ready(true);
+
+        let windows = scorer.scores;
+        let starts = scorer.starts;
         let scores = aggregate(&windows, self.aggregation);
-        let frame_s =
-            self.config.features.hop_length as f64 / self.config.features.sample_rate as f64;
-        let duration_s = audio.duration_s();
-        let timeline = self
-            .windowing
-            .starts(features.frames())
+        let frame_s = settings.hop_length as f64 / settings.sample_rate as f64;
+        let duration_s = samples as f64 / rate as f64;
+        let timeline = starts
             .into_iter()
             .zip(windows)
             .map(|(start, scores)| WindowScores {
@@ -113,6 +157,124 @@ impl Tagger {
             predominant,
             timeline,
         })
+    }
+}
+
+/// Scores windows as their frames arrive, keeping only the frames still needed.
+struct WindowScorer<'a> {
+    tagger: &'a Tagger,
+    /// Frame columns per source, from absolute frame `first` on.
+    columns: Vec<VecDeque<Vec<f32>>>,
+    first: usize,
+    /// Frames known so far.
+    frames: usize,
+    starts: Vec<usize>,
+    scores: Vec<Vec<f32>>,
+    batch: Vec<f32>,
+    batch_len: usize,
+}
+
+impl<'a> WindowScorer<'a> {
+    fn new(tagger: &'a Tagger, sources: usize) -> Self {
+        Self {
+            tagger,
+            columns: vec![VecDeque::new(); sources],
+            first: 0,
+            frames: 0,
+            starts: Vec::new(),
+            scores: Vec::new(),
+            batch: Vec::new(),
+            batch_len: 0,
+        }
+    }
+
+    /// Queues every window whose frames are all known (at the end: every remaining window of
+    /// [`Windowing::starts`]) and scores full batches (at the end: everything).
+    fn score_ready(&mut self, at_end: bool) {
+        let w = self.tagger.windowing;
+        let ready: Vec<usize> = if at_end {
+            w.starts(self.frames)
+                .into_iter()
+                .skip(self.starts.len())
+                .collect()
+        } else {
+            let mut v = Vec::new();
+            let mut s = self.starts.len() * w.hop;
+            while s + w.length <= self.frames {
+                v.push(s);
+                s += w.hop;
+            }
+            v
+        };
+        for s in ready {
+            self.queue(s);
+            if self.batch_len == self.tagger.batch_size {
+                self.flush();
+            }
+        }
+        if at_end {
+            self.flush();
+        }
+        // Keep the frames of the next regular window and of a final window at the end.
+        let keep_from = (self.starts.len() * w.hop).min(self.frames.saturating_sub(w.length));
+        while self.first < keep_from {
+            for c in &mut self.columns {
+                c.pop_front();
+            }
+            self.first += 1;
+        }
+    }
+
+    fn queue(&mut self, start: usize) {
+        let t = self.tagger;
+        let len = t.windowing.length;
+        let n_mels = t.config.features.n_mels;
+        let silence = t.config.features.silence();
+        let plane = len * n_mels;
+        let base = self.batch.len();
+        self.batch.resize(base + 3 * plane, 0.0);
+        let planes: &[usize] = match t.config.channels {
+            ChannelMode::Dup | ChannelMode::Zero => &[0],
+            ChannelMode::Stereo => &[0, 1, 2],
+        };
+        for &k in planes {
+            for i in 0..len {
+                let f = start + i;
+                let row = &mut self.batch
+                    [base + k * plane + i * n_mels..base + k * plane + (i + 1) * n_mels];
+                if f < self.frames {
+                    row.copy_from_slice(&self.columns[k][f - self.first]);
+                } else {
+                    row.fill(silence);
+                }
+            }
+        }
+        if t.config.channels == ChannelMode::Dup {
+            let (first, rest) = self.batch[base..].split_at_mut(plane);
+            rest[..plane].copy_from_slice(first);
+            rest[plane..].copy_from_slice(first);
+        }
+        self.starts.push(start);
+        self.batch_len += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.batch_len == 0 {
+            return;
+        }
+        let t = self.tagger;
+        let shape = [
+            self.batch_len,
+            3,
+            t.windowing.length,
+            t.config.features.n_mels,
+        ];
+        let x = Tensor::<4>::from_data(
+            TensorData::new(std::mem::take(&mut self.batch), shape),
+            &t.device,
+        );
+        self.scores.extend(sigmoid_scores(t.model.forward(x)));
+        self.batch_len = 0;
     }
 }
 

@@ -287,3 +287,72 @@ fn many_channels_average_to_mono() {
     assert!(a.channel(Channel::Left).iter().all(|&v| v == 0.5));
     assert!(a.channel(Channel::Right).iter().all(|&v| v == -0.25));
 }
+
+/// Feeds `x` in blocks of varying sizes.
+fn blocks(x: &[f32]) -> Vec<&[f32]> {
+    let sizes = [1usize, 7, 1000, 4096, 333, 70_000, 12];
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut k = 0;
+    while i < x.len() {
+        let n = sizes[k % sizes.len()].min(x.len() - i);
+        out.push(&x[i..i + n]);
+        i += n;
+        k += 1;
+    }
+    out
+}
+
+#[test]
+fn streaming_resampler_and_mel_equal_the_whole_signal_versions() {
+    use instrec::audio::{StreamResampler, resample};
+    use instrec::features::StreamMel;
+    let dir = frontend_fixtures();
+    let ex = MelExtractor::new(FeatureSettings::default());
+    for (name, rate) in fixture_names() {
+        let audio = decode_file(&dir.join(&name)).unwrap();
+        let x = audio.channel(Channel::Mono);
+        let whole = resample(&x, rate, TARGET_RATE);
+        let mut r = StreamResampler::new(rate, TARGET_RATE);
+        let mut streamed = Vec::new();
+        for b in blocks(&x) {
+            r.push(b, &mut streamed);
+        }
+        r.finish(&mut streamed);
+        assert_eq!(streamed, whole, "{name}: streamed resampling differs");
+
+        let mel = ex.log_mel(&whole);
+        let mut m = StreamMel::new(&ex);
+        let mut cols = Vec::new();
+        for b in blocks(&whole) {
+            m.push(b, &mut cols);
+        }
+        m.finish(&mut cols);
+        assert_eq!(cols.len(), mel.frames, "{name}");
+        for (t, c) in cols.iter().enumerate() {
+            for (k, v) in c.iter().enumerate() {
+                assert_eq!(*v, mel.at(k, t), "{name}: frame {t} mel {k}");
+            }
+        }
+    }
+    // Signals shorter than one FFT window.
+    for n in [1usize, 2, 300, 1024, 1025, 2047] {
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5)
+            .collect();
+        let mel = ex.log_mel(&x);
+        let mut m = StreamMel::new(&ex);
+        let mut cols = Vec::new();
+        for b in blocks(&x) {
+            m.push(b, &mut cols);
+        }
+        m.finish(&mut cols);
+        assert_eq!(cols.len(), mel.frames, "n = {n}");
+        assert!(
+            cols.iter()
+                .enumerate()
+                .all(|(t, c)| c.iter().enumerate().all(|(k, v)| *v == mel.at(k, t))),
+            "n = {n}"
+        );
+    }
+}

@@ -319,3 +319,54 @@ fn experiment_grid_runs_skips_finished_runs_and_tabulates() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("finished earlier, skipped").count(), 2, "{err}");
 }
+
+#[test]
+fn streaming_tagging_equals_scoring_the_whole_clip() {
+    use instrec::features::{ClipFeatures, FeatureSettings, MelExtractor, Windowing};
+    let device = Device::flex();
+    let ex = MelExtractor::new(FeatureSettings::default());
+    let tmp = tempfile::tempdir().unwrap();
+    // A clip shorter than one window too.
+    let short = tmp.path().join("short.wav");
+    let audio =
+        instrec::audio::decode_file(&common::frontend_fixtures().join("chord_stereo_44k.wav"))
+            .unwrap();
+    let cut: Vec<Vec<f32>> = audio
+        .channels
+        .iter()
+        .map(|c| c[..13_000].to_vec())
+        .collect();
+    instrec::audio::write_wav_i16(&short, 44_100, &cut).unwrap();
+    let files = [
+        common::shared()
+            .join("irmas-sample/IRMAS-TestingData-Part1/Part1/02 - And The Body Will Die-8.wav"),
+        common::frontend_fixtures().join("noise_mono_16k.wav"),
+        short,
+    ];
+    for mode in [ChannelMode::Dup, ChannelMode::Stereo] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = instrec::model::Model::new(Arch::ResNet18, 11, &device);
+        let config = instrec::model::bundle::BundleConfig::new(Arch::ResNet18, mode);
+        instrec::model::bundle::save_bundle(dir.path(), &model, &config).unwrap();
+        let tagger = instrec::tag::Tagger::load(dir.path(), &device).unwrap();
+        for f in &files {
+            let streamed = tagger.tag_file(f).unwrap();
+            let audio = instrec::audio::decode_file(f).unwrap();
+            let feats = ClipFeatures::extract(&ex, &audio, mode);
+            let whole = instrec::eval::score_windows(
+                &tagger.model,
+                &feats,
+                Windowing::analysis(),
+                &device,
+                64,
+            );
+            assert_eq!(streamed.timeline.len(), whole.len(), "{}", f.display());
+            for (a, b) in streamed.timeline.iter().zip(&whole) {
+                for (x, y) in a.scores.iter().zip(b) {
+                    assert!((x - y).abs() < 1e-5, "{} {mode:?}: {x} vs {y}", f.display());
+                }
+            }
+            assert!((streamed.duration_s - audio.duration_s()).abs() < 1e-9);
+        }
+    }
+}
