@@ -457,10 +457,11 @@ impl StreamResampler {
 /// defaults (`sinc_interp_hann`, `lowpass_filter_width=6`, `rolloff=0.99`): a polyphase windowed-sinc
 /// filter over the rates divided by their GCD, output length `ceil(len * to / from)`.
 pub fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to {
-        return x.to_vec();
-    }
-    Resampler::new(from, to).process(x)
+    let mut r = StreamResampler::new(from, to);
+    let mut out = Vec::with_capacity(x.len() * to as usize / from as usize + 1);
+    r.push(x, &mut out);
+    r.finish(&mut out);
+    out
 }
 
 /// torchaudio's resampling kernel, built once for a pair of rates.
@@ -516,42 +517,6 @@ impl Resampler {
     /// Output length for `n` input samples.
     pub fn output_len(&self, n: usize) -> usize {
         (self.new * n).div_ceil(self.orig)
-    }
-
-    pub fn process(&self, x: &[f32]) -> Vec<f32> {
-        let n = x.len();
-        let target = self.output_len(n);
-        let mut out = Vec::with_capacity(target);
-        // Zero padding of `width` before and `width + orig` after, as torchaudio pads.
-        let at = |i: isize| -> f64 {
-            if i < 0 || i as usize >= n {
-                0.0
-            } else {
-                x[i as usize] as f64
-            }
-        };
-        let steps = target.div_ceil(self.new);
-        for step in 0..steps {
-            let start = (step * self.orig) as isize - self.width as isize;
-            let inside = start >= 0 && (start as usize + self.taps) <= n;
-            for phase in 0..self.new {
-                if out.len() == target {
-                    break;
-                }
-                let k = &self.kernel[phase * self.taps..(phase + 1) * self.taps];
-                let acc: f64 = if inside {
-                    let s = &x[start as usize..start as usize + self.taps];
-                    s.iter().zip(k).map(|(&a, &b)| a as f64 * b).sum()
-                } else {
-                    k.iter()
-                        .enumerate()
-                        .map(|(j, &b)| at(start + j as isize) * b)
-                        .sum()
-                };
-                out.push(acc as f32);
-            }
-        }
-        out
     }
 }
 

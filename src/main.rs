@@ -578,12 +578,7 @@ fn prepare(args: PrepareArgs) -> Result<ExitCode> {
     for i in &set.issues {
         eprintln!("warning: {i}");
     }
-    let files: Vec<PathBuf> = set
-        .train
-        .iter()
-        .map(|c| c.path.clone())
-        .chain(set.test.iter().map(|c| c.path.clone()))
-        .collect();
+    let files = set.all_files();
     let dir = args.cache_dir.unwrap_or_else(cache::default_cache_dir);
     let pb = progress_bar(files.len(), "extracting log-mels");
     let start = std::time::Instant::now();

@@ -336,6 +336,15 @@ impl Irmas {
         }
     }
 
+    /// Every training clip's path, then every test clip's: the file list of the feature cache.
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        self.train
+            .iter()
+            .map(|c| c.path.clone())
+            .chain(self.test.iter().map(|c| c.path.clone()))
+            .collect()
+    }
+
     /// Training clips per class, in the order of [`CLASSES`].
     pub fn train_counts(&self) -> [usize; 11] {
         let mut c = [0; 11];

@@ -262,6 +262,19 @@ fn melody(
     }
 }
 
+/// Programs, volumes and pans of the chord (3), bass (4) and drum (9) channels.
+fn accompaniment_programs(events: &mut Vec<Event>, song: &Song, rng: &mut Rng) {
+    program(events, 3, song.chord_program, 70, rng.range(30, 98) as i32);
+    program(events, 4, song.bass_program, 85, 64);
+    events.push(Event {
+        at: 0,
+        channel: 9,
+        command: 0xB0,
+        data1: 7,
+        data2: 75,
+    });
+}
+
 /// Chords every two beats on degrees I, IV, V, vi, with bass and (maybe) drums.
 fn accompaniment(events: &mut Vec<Event>, rng: &mut Rng, song: &Song, length: f64) {
     let scale = song.scale();
@@ -424,21 +437,7 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
             let length = 3.0;
             let mut events = Vec::new();
             program(&mut events, 0, melody_program, 120, 64);
-            program(
-                &mut events,
-                3,
-                song.chord_program,
-                70,
-                rng.range(30, 98) as i32,
-            );
-            program(&mut events, 4, song.bass_program, 85, 64);
-            events.push(Event {
-                at: 0,
-                channel: 9,
-                command: 0xB0,
-                data1: 7,
-                data2: 75,
-            });
+            accompaniment_programs(&mut events, &song, &mut rng);
             melody(&mut events, &mut rng, &song, class, 0, length, 0.05);
             accompaniment(&mut events, &mut rng, &song, length);
             let [l, r] = render(sf, events, length, &mut rng)?;
@@ -465,21 +464,7 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
                 program(&mut events, ch as i32, *rng.choose(PROGRAMS[c]), 120, pan);
                 melody(&mut events, &mut rng, &song, c, ch as i32, length, 0.15);
             }
-            program(
-                &mut events,
-                3,
-                song.chord_program,
-                70,
-                rng.range(30, 98) as i32,
-            );
-            program(&mut events, 4, song.bass_program, 85, 64);
-            events.push(Event {
-                at: 0,
-                channel: 9,
-                command: 0xB0,
-                data1: 7,
-                data2: 75,
-            });
+            accompaniment_programs(&mut events, &song, &mut rng);
             accompaniment(&mut events, &mut rng, &song, length);
             let [l, r] = render(sf, events, length, &mut rng)?;
             let part = 1 + index % 3;

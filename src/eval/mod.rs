@@ -118,12 +118,7 @@ pub fn evaluate(
         );
     }
     // Use the same cache as training (its key covers training and test files).
-    let files: Vec<PathBuf> = set
-        .train
-        .iter()
-        .map(|c| c.path.clone())
-        .chain(set.test.iter().map(|c| c.path.clone()))
-        .collect();
+    let files = set.all_files();
     let (features, _) = cache::prepare(
         &files,
         &config.features,

@@ -211,12 +211,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     if set.train.is_empty() {
         bail!("{}: no training clips", config.data.display());
     }
-    let files: Vec<PathBuf> = set
-        .train
-        .iter()
-        .map(|c| c.path.clone())
-        .chain(set.test.iter().map(|c| c.path.clone()))
-        .collect();
+    let files = set.all_files();
     obs.message(&format!(
         "features for {} clips (cached after the first run)",
         files.len()
