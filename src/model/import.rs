@@ -68,8 +68,15 @@ pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet,
     let result = model
         .load_from(&mut store)
         .map_err(|e| fail(format!("not a readable PyTorch state dict: {e}")))?;
+    verify(&result, head).map_err(fail)?;
+    Ok(model)
+}
+
+/// Checks that a load applied every tensor: a shape mismatch, a missing key or an unexpected key
+/// is an error naming the key(s) (`fc.*` is exempt with [`Head::Fresh`]).
+pub fn verify(result: &burn::store::ApplyResult, head: Head) -> Result<(), String> {
     if let Some(e) = result.errors.first() {
-        return Err(fail(e.to_string()));
+        return Err(e.to_string());
     }
     let missing: Vec<&str> = result
         .missing
@@ -78,10 +85,10 @@ pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet,
         .filter(|k| head == Head::Load || !k.starts_with("fc."))
         .collect();
     if !missing.is_empty() {
-        return Err(fail(format!(
+        return Err(format!(
             "missing key(s) for this architecture: {}",
             missing.join(", ")
-        )));
+        ));
     }
     let unexpected: Vec<&str> = result
         .unused
@@ -90,15 +97,15 @@ pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet,
         .filter(|k| !ignorable(k) && (head == Head::Load || !k.starts_with("fc.")))
         .collect();
     if !unexpected.is_empty() {
-        return Err(fail(format!(
+        return Err(format!(
             "unexpected key(s) for this architecture: {}",
             unexpected.join(", ")
-        )));
+        ));
     }
     if result.applied.is_empty() {
-        return Err(fail("no tensor could be loaded".into()));
+        return Err("no tensor could be loaded".into());
     }
-    Ok(model)
+    Ok(())
 }
 
 /// A torchvision ImageNet checkpoint.
@@ -290,6 +297,44 @@ mod tests {
             1,
             "temp file left"
         );
+    }
+
+    fn result(missing: &[&str], unused: &[&str]) -> burn::store::ApplyResult {
+        burn::store::ApplyResult {
+            applied: vec!["conv1.weight".into()],
+            skipped: vec![],
+            missing: missing
+                .iter()
+                .map(|k| (k.to_string(), String::new()))
+                .collect(),
+            unused: unused.iter().map(|k| k.to_string()).collect(),
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn verify_names_missing_and_unexpected_keys() {
+        let e = verify(&result(&["layer4.1.bn2.running_var"], &[]), Head::Load).unwrap_err();
+        assert!(
+            e.contains("missing") && e.contains("layer4.1.bn2.running_var"),
+            "{e}"
+        );
+        let e = verify(&result(&[], &["layer5.0.conv1.weight"]), Head::Fresh).unwrap_err();
+        assert!(
+            e.contains("unexpected") && e.contains("layer5.0.conv1.weight"),
+            "{e}"
+        );
+        // torchvision's BatchNorm counters are not weights; fc is exempt when the head is fresh.
+        verify(&result(&[], &["bn1.num_batches_tracked"]), Head::Load).unwrap();
+        verify(&result(&["fc.weight"], &["fc.bias"]), Head::Fresh).unwrap();
+        assert!(verify(&result(&["fc.weight"], &[]), Head::Load).is_err());
+        let mut r = result(&[], &[]);
+        r.errors.push(burn::store::ApplyError::ShapeMismatch {
+            path: "fc.weight".into(),
+            expected: burn::tensor::Shape::new([11, 512]),
+            found: burn::tensor::Shape::new([1000, 512]),
+        });
+        assert!(verify(&r, Head::Load).unwrap_err().contains("fc.weight"));
     }
 
     #[test]
