@@ -28,8 +28,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Compute the paper's log-mel spectrogram of an audio file and write it as a float32 .npy
-    /// of shape [128, frames] (torchaudio's layout): mono/left/right → 22,050 Hz → 2048-point
+    /// Write an audio file's log-mel spectrogram as a float32 .npy [128, frames].
+    ///
+    /// The paper's features, as torchaudio computes them: mono/left/right → 22,050 Hz → 2048-point
     /// STFT, hop 512, periodic Hann, center=True (reflect) → power → 128 HTK mel bands
     /// (0–11,025 Hz, no normalisation) → ln(mel + 1e-6).
     Features(FeaturesArgs),
@@ -38,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Run a model over a .npy batch and write logits or pooled features.
+    ///
     /// Eval-mode forward pass of a ResNet over a float32 .npy batch [batch, 3, frames, mels],
     /// writing the logits (or the pooled features before the head) as .npy. A diagnostic for
     /// checking ported weights against PyTorch.
@@ -47,31 +50,44 @@ enum Command {
         #[command(subcommand)]
         what: DatasetCommand,
     },
-    /// Extract every clip's log-mel(s) of an IRMAS-layout data set once, in parallel, into the
+    /// Extract every clip's log-mel(s) into the feature cache.
+    ///
+    /// Extracts every clip's log-mel(s) of an IRMAS-layout data set once, in parallel, into the
     /// feature cache (keyed by the feature settings and the file list; a second run does nothing).
     Prepare(PrepareArgs),
-    /// Render a synthetic corpus in the IRMAS layout and format (44.1 kHz 16-bit stereo WAV) from
-    /// a General-MIDI SoundFont.
+    /// Render a synthetic IRMAS-format corpus from a General-MIDI SoundFont.
+    ///
+    /// The IRMAS layout and format (44.1 kHz 16-bit stereo WAV), training clips of 3 s and test
+    /// clips of 5–20 s with their .txt labels.
     Synth(SynthArgs),
-    /// Train a model with the paper's recipe (batch 64, Adam 5e-4 with weight decay 5e-4, 5-epoch
+    /// Train a model with the paper's recipe.
+    ///
+    /// Batch 64, Adam 5e-4 with weight decay 5e-4, 5-epoch
     /// linear warm-up then per-batch cosine annealing, ≤300 epochs, early stopping with patience 25
-    /// on the validation loss, 15 % validation split); the best-validation-loss model is saved as
+    /// on the validation loss, 15 % validation split. The best-validation-loss model is saved as
     /// a bundle in RUN_DIR/model with thresholds tuned on the validation split.
     Train(TrainArgs),
-    /// Evaluate a model bundle on the test clips of an IRMAS-layout data set (50 %-overlap
-    /// windows, s1 or s2 aggregation): micro, macro and per-class P/R/F1 with a fixed threshold,
+    /// Evaluate a model on the test clips of an IRMAS-layout data set.
+    ///
+    /// 50 %-overlap windows, s1 or s2 aggregation; micro, macro and per-class P/R/F1 with a fixed threshold,
     /// the validation-tuned thresholds (the headline) and the test-swept oracle (labelled).
     Evaluate(EvaluateArgs),
-    /// Tag audio files or directories (recursively): the predominant instruments with their scores
-    /// and a per-window timeline. Unreadable files are reported and skipped; the exit status is
+    /// Tag audio files or directories with the predominant instruments.
+    ///
+    /// Per file: the predominant instruments with their scores and a per-window timeline;
+    /// directories are searched recursively. Unreadable files are reported and skipped; the exit status is
     /// non-zero if any failed.
     Tag(TagArgs),
-    /// Run a grid of experiments from a TOML file (architectures × init × channel modes × seeds),
-    /// skipping finished runs and resuming interrupted ones, then print the tables (mean ± sd over
+    /// Run a grid of experiments and tabulate it like the paper's Tables 1 and 2.
+    ///
+    /// A TOML file gives architectures × init × channel modes × seeds; runs go one after another,
+    /// skipping finished runs and resuming interrupted ones; then the tables (mean ± sd over
     /// seeds) in the layout of the paper's Tables 1 and 2.
     Experiment(ExperimentArgs),
-    /// The whole pipeline in a few minutes with nothing but the SoundFont: render a small
-    /// synthetic corpus, train ResNet18 briefly, evaluate it, tag one test clip.
+    /// The whole pipeline in a few minutes: synthesise, train, evaluate, tag.
+    ///
+    /// With nothing but the SoundFont: render a small synthetic corpus, train ResNet18 briefly,
+    /// evaluate it, tag one test clip.
     Demo(DemoArgs),
     /// Print the backends compiled into this binary.
     Backends,
@@ -101,17 +117,22 @@ struct TrainArgs {
     /// Continue the interrupted run in this directory from its last checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
+    /// Windows per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Peak learning rate (reached at the end of the warm-up).
     #[arg(long, default_value_t = 5e-4)]
     lr: f64,
+    /// Weight decay.
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
     /// adam (L2 weight decay, as the paper's PyTorch code) or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: instrec::train::OptimizerKind,
+    /// Epochs of linear warm-up (then cosine annealing to 0 at the last epoch).
     #[arg(long, default_value_t = 5)]
     warmup_epochs: usize,
+    /// Maximum epochs.
     #[arg(long, default_value_t = 300)]
     max_epochs: usize,
     /// Early-stopping patience (epochs without a lower validation loss).
@@ -154,8 +175,10 @@ struct EvaluateArgs {
     /// Where report.json, report.md, per_class_f1.png and pr_curve.png go (default: MODEL/eval).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
     backend: Backend,
+    /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
 }
@@ -175,6 +198,7 @@ struct TagArgs {
     /// A model bundle directory, or a run directory holding model/.
     #[arg(long)]
     model: PathBuf,
+    /// table: one line per file; json: scores, labels and the timeline; csv: one row per window.
     #[arg(long, value_enum, default_value = "table")]
     format: TagFormat,
     /// Write a PNG timeline (classes × time) here; with several files, FILE-STEM is appended.
@@ -186,6 +210,7 @@ struct TagArgs {
     /// Hop between analysis windows in frames.
     #[arg(long, default_value_t = 22)]
     hop: usize,
+    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
     backend: Backend,
 }
@@ -194,8 +219,10 @@ struct TagArgs {
 struct ExperimentArgs {
     /// Experiment grid (see experiments/*.toml).
     config: PathBuf,
+    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
     backend: Backend,
+    /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
 }
@@ -214,6 +241,7 @@ struct DemoArgs {
     /// Training epochs.
     #[arg(long, default_value_t = 8)]
     epochs: usize,
+    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
     backend: Backend,
 }
