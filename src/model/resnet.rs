@@ -73,6 +73,14 @@ impl Downsample {
     }
 }
 
+/// The residual branch: the input, or its 1×1 projection where the shape changes.
+fn shortcut(downsample: &Option<Downsample>, x: &Tensor<4>) -> Tensor<4> {
+    match downsample {
+        Some(d) => d.forward(x.clone()),
+        None => x.clone(),
+    }
+}
+
 /// Two 3×3 convolutions (expansion 1).
 #[derive(Module, Debug)]
 pub struct BasicBlock {
@@ -97,10 +105,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
-        };
+        let identity = shortcut(&self.downsample, &x);
         let out = relu(self.bn1.forward(self.conv1.forward(x)));
         let out = self.bn2.forward(self.conv2.forward(out));
         relu(out + identity)
@@ -138,10 +143,7 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
-        };
+        let identity = shortcut(&self.downsample, &x);
         let out = relu(self.bn1.forward(self.conv1.forward(x)));
         let out = relu(self.bn2.forward(self.conv2.forward(out)));
         let out = self.bn3.forward(self.conv3.forward(out));
