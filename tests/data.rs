@@ -254,6 +254,25 @@ fn feature_cache_reuses_rebuilds_and_detects_corruption() {
         assert_eq!(a.1.as_ref().map(|f| &f.mels), b.1.as_ref().map(|f| &f.mels));
     }
 
+    // A subset: read from the same cache, only the kept clip in memory.
+    let only = files[0].clone();
+    let (sub, o) = instrec::data::cache::prepare_subset(
+        &files,
+        &s,
+        ChannelMode::Dup,
+        cache_dir.path(),
+        &noop,
+        &|p| p == only.as_path(),
+    )
+    .unwrap();
+    assert_eq!(o, CacheOutcome::Reused);
+    assert_eq!(
+        sub.get(&files[0]).map(|f| &f.mels),
+        first.get(&files[0]).map(|f| &f.mels)
+    );
+    assert!(sub.get(&files[1]).is_none());
+    assert_eq!(sub.failures, first.failures);
+
     // A changed feature setting: a new key, a new build.
     let mut s64 = s.clone();
     s64.n_mels = 64;

@@ -8,7 +8,7 @@
 //! log-mels of the clips that decoded (f32 LE, `[n_mels, frames]` per source channel, in header
 //! order), SHA-256 of everything before it.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -109,11 +109,25 @@ pub fn prepare(
     dir: &Path,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> std::io::Result<(FeatureCache, CacheOutcome)> {
+    prepare_subset(files, settings, mode, dir, progress, &|_| true)
+}
+
+/// [`prepare`], holding in memory only the features of the files `keep` accepts (the others'
+/// entries are `None`): training needs the training clips, evaluation the test clips, and the
+/// cache (keyed by all of them) is shared.
+pub fn prepare_subset(
+    files: &[PathBuf],
+    settings: &FeatureSettings,
+    mode: ChannelMode,
+    dir: &Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    keep: &dyn Fn(&Path) -> bool,
+) -> std::io::Result<(FeatureCache, CacheOutcome)> {
     let key = cache_key(files, settings, mode);
     let path = cache_file(dir, &key);
     let mut outcome = CacheOutcome::Built;
     if path.exists() {
-        match read_cache(&path, &key) {
+        match read_cache(&path, &key, keep) {
             Ok(cache) => return Ok((cache, CacheOutcome::Reused)),
             Err(reason) => outcome = CacheOutcome::Rebuilt { reason },
         }
@@ -146,6 +160,10 @@ pub fn prepare(
         .iter()
         .cloned()
         .zip(results.into_iter().map(Result::ok))
+        .map(|(p, f)| {
+            let f = f.filter(|_| keep(&p));
+            (p, f)
+        })
         .collect();
     Ok((
         FeatureCache {
@@ -230,55 +248,83 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Reads and verifies a cache file; any problem is returned as the reason to rebuild.
-fn read_cache(path: &Path, key: &str) -> Result<FeatureCache, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() < 8 + 4 + 8 + 32 || &bytes[..8] != MAGIC {
-        return Err("not an instrec feature cache (bad magic or too short)".into());
+struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
-    let (body, digest) = bytes.split_at(bytes.len() - 32);
-    if Sha256::digest(body).as_slice() != digest {
-        return Err("checksum mismatch (truncated or corrupt)".into());
+}
+
+/// Reads and verifies a cache file in one streaming pass (memory: the kept features only); any
+/// problem is returned as the reason to rebuild.
+fn read_cache(
+    path: &Path,
+    key: &str,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<FeatureCache, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut r = HashingReader {
+        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let short = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            "checksum mismatch (truncated: file ends early)".to_string()
+        }
+        _ => format!("cannot read: {e}"),
+    };
+    let mut fixed = [0u8; 20];
+    r.read_exact(&mut fixed)
+        .map_err(|_| "not an instrec feature cache (too short)".to_string())?;
+    if &fixed[..8] != MAGIC {
+        return Err("not an instrec feature cache (bad magic)".into());
     }
-    let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
     if version != VERSION {
         return Err(format!("cache format {version}, expected {VERSION}"));
     }
-    let hlen = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes")) as usize;
-    let header: Header = body
-        .get(20..20 + hlen)
-        .ok_or("header runs past the end")
-        .and_then(|h| serde_json::from_slice(h).map_err(|_| "header is not valid JSON"))
-        .map_err(str::to_string)?;
+    let hlen = u64::from_le_bytes(fixed[12..20].try_into().expect("8 bytes")) as usize;
+    if hlen > 1 << 30 {
+        return Err("header length is implausible (corrupt)".into());
+    }
+    let mut header = vec![0u8; hlen];
+    r.read_exact(&mut header).map_err(short)?;
+    let header: Header = serde_json::from_slice(&header)
+        .map_err(|_| "header is not valid JSON (corrupt)".to_string())?;
     if header.key != key {
         return Err("key mismatch (inputs changed)".into());
     }
     let n_src = header.mode.sources().len();
     let n_mels = header.settings.n_mels;
-    let mut data = &body[20 + hlen..];
     let mut clips = Vec::with_capacity(header.clips.len());
     let mut failures = Vec::new();
+    let mut bytes = Vec::new();
     for c in &header.clips {
         let features = match c.frames {
             Some(frames) => {
+                let wanted = keep(&c.path);
                 let mut mels = Vec::with_capacity(n_src);
                 for _ in 0..n_src {
-                    let n = n_mels * frames * 4;
-                    if data.len() < n {
-                        return Err("data shorter than the header says".into());
+                    bytes.resize(n_mels * frames * 4, 0);
+                    r.read_exact(&mut bytes).map_err(short)?;
+                    if wanted {
+                        mels.push(LogMel {
+                            n_mels,
+                            frames,
+                            data: bytes
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                                .collect(),
+                        });
                     }
-                    let (chunk, rest) = data.split_at(n);
-                    data = rest;
-                    mels.push(LogMel {
-                        n_mels,
-                        frames,
-                        data: chunk
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                            .collect(),
-                    });
                 }
-                Some(ClipFeatures {
+                wanted.then_some(ClipFeatures {
                     mode: header.mode,
                     mels,
                 })
@@ -293,7 +339,13 @@ fn read_cache(path: &Path, key: &str) -> Result<FeatureCache, String> {
         };
         clips.push((c.path.clone(), features));
     }
-    if !data.is_empty() {
+    let digest = r.hasher.finalize();
+    let mut stored = [0u8; 32];
+    r.inner.read_exact(&mut stored).map_err(short)?;
+    if digest.as_slice() != stored {
+        return Err("checksum mismatch (corrupt)".into());
+    }
+    if r.inner.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
         return Err("data longer than the header says".into());
     }
     Ok(FeatureCache {

@@ -119,12 +119,16 @@ pub fn evaluate(
     }
     // Use the same cache as training (its key covers training and test files).
     let files = set.all_files();
-    let (features, _) = cache::prepare(
+    // Only the test clips' features are held in memory.
+    let wanted: std::collections::HashSet<&Path> =
+        set.test.iter().map(|c| c.path.as_path()).collect();
+    let (features, _) = cache::prepare_subset(
         &files,
         &config.features,
         config.channels,
         &opts.cache_dir,
         &|_, _| {},
+        &|p| wanted.contains(p),
     )?;
     let windowing = Windowing {
         hop: opts.hop,

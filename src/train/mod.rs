@@ -216,12 +216,16 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         "features for {} clips (cached after the first run)",
         files.len()
     ));
-    let (features, _) = cache::prepare(
+    // Only the training clips' features are held in memory.
+    let wanted: std::collections::HashSet<&Path> =
+        set.train.iter().map(|c| c.path.as_path()).collect();
+    let (features, _) = cache::prepare_subset(
         &files,
         &FeatureSettings::default(),
         config.channels,
         &config.cache_dir,
         &|_, _| {},
+        &|p| wanted.contains(p),
     )
     .with_context(|| format!("feature cache in {}", config.cache_dir.display()))?;
     for f in &features.failures {
