@@ -702,6 +702,25 @@ impl instrec::train::Observer for TrainBars {
             b.set_message(format!("loss {loss:.4}"));
         }
     }
+    fn download(&self, done: u64, total: Option<u64>) {
+        let mut guard = self.bar.lock().expect("lock");
+        let bar = guard.get_or_insert_with(|| {
+            let pb = indicatif::ProgressBar::new(total.unwrap_or(0));
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "downloading ImageNet weights [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            pb
+        });
+        bar.set_position(done);
+        if total == Some(done) {
+            bar.finish_and_clear();
+            *guard = None;
+        }
+    }
     fn epoch_end(&self, l: &instrec::train::EpochLog) {
         if let Some(b) = self.bar.lock().expect("lock").take() {
             b.finish_and_clear();

@@ -179,6 +179,8 @@ pub trait Observer: Sync {
     fn epoch_start(&self, _epoch: usize, _batches: usize) {}
     fn batch(&self, _done: usize, _loss: f64) {}
     fn epoch_end(&self, _log: &EpochLog) {}
+    /// Bytes of a weight download so far, and the total when known.
+    fn download(&self, _done: u64, _total: Option<u64>) {}
 }
 
 /// An observer that reports nothing.
@@ -368,6 +370,45 @@ pub fn train(
     let n_classes = crate::CLASSES.len();
     let device = config.backend.device().map_err(anyhow::Error::msg)?;
     let train_device = device.clone().autodiff();
+    // Model, optimizer and state: fresh, or from the checkpoint (first, so a missing weight
+    // file fails before any feature extraction).
+    let ckpt = run_dir.join(CHECKPOINT_DIR);
+    // A crash between the two renames of `save_checkpoint` leaves only the previous one.
+    let old = ckpt.with_extension("old");
+    if !ckpt.exists() && old.join("state.json").is_file() {
+        std::fs::rename(&old, &ckpt)?;
+    }
+    let (mut model, mut optim, mut state) = if resume && ckpt.join("state.json").is_file() {
+        let state: CheckpointState =
+            serde_json::from_slice(&std::fs::read(ckpt.join("state.json"))?)?;
+        let mut model = Model::new(config.arch, n_classes, &train_device);
+        let mut store = BurnpackStore::from_file(ckpt.join("model.bpk"));
+        model
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join("model.bpk").display()))?;
+        let record = OptimizerRecord::load(ckpt.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", ckpt.join("optim.bpk").display()))?;
+        let optim = make_optimizer(&config).load_record(record);
+        obs.message(&format!("resuming after epoch {}", state.epochs_done));
+        (model, optim, state)
+    } else {
+        if resume {
+            obs.message("no checkpoint yet: starting from the beginning");
+        }
+        train_device.seed(config.seed);
+        let init: Init = config.init.parse().map_err(anyhow::Error::msg)?;
+        let model = build_model(config.arch, n_classes, &init, &train_device, &|d, t| {
+            obs.download(d, t)
+        })?;
+        let state = CheckpointState {
+            epochs_done: 0,
+            steps_done: 0,
+            early: EarlyStopping::new(config.patience),
+            log: Vec::new(),
+            stopped: false,
+        };
+        (model, make_optimizer(&config), state)
+    };
     let data = load_run_data(&config, obs)?;
     let silence = FeatureSettings::default().silence();
     let train_windows = windows_of(&data.train, Windowing::training());
@@ -389,37 +430,6 @@ pub fn train(
         data.valid.len()
     ));
 
-    // Model, optimizer and state: fresh, or from the checkpoint.
-    let ckpt = run_dir.join(CHECKPOINT_DIR);
-    let (mut model, mut optim, mut state) = if resume && ckpt.join("state.json").is_file() {
-        let state: CheckpointState =
-            serde_json::from_slice(&std::fs::read(ckpt.join("state.json"))?)?;
-        let mut model = Model::new(config.arch, n_classes, &train_device);
-        let mut store = BurnpackStore::from_file(ckpt.join("model.bpk"));
-        model
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join("model.bpk").display()))?;
-        let record = OptimizerRecord::load(ckpt.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: {e:?}", ckpt.join("optim.bpk").display()))?;
-        let optim = make_optimizer(&config).load_record(record);
-        obs.message(&format!("resuming after epoch {}", state.epochs_done));
-        (model, optim, state)
-    } else {
-        if resume {
-            obs.message("no checkpoint yet: starting from the beginning");
-        }
-        train_device.seed(config.seed);
-        let init: Init = config.init.parse().map_err(anyhow::Error::msg)?;
-        let model = build_model(config.arch, n_classes, &init, &train_device, &|_, _| {})?;
-        let state = CheckpointState {
-            epochs_done: 0,
-            steps_done: 0,
-            early: EarlyStopping::new(config.patience),
-            log: Vec::new(),
-            stopped: false,
-        };
-        (model, make_optimizer(&config), state)
-    };
     let mut scheduler = schedule.scheduler();
     for _ in 0..state.steps_done {
         scheduler.step();
