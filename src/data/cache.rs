@@ -8,6 +8,7 @@
 //! log-mels of the clips that decoded (f32 LE, `[n_mels, frames]` per source channel, in header
 //! order), SHA-256 of everything before it.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,18 +47,39 @@ pub struct FeatureCache {
     pub path: PathBuf,
     pub settings: FeatureSettings,
     pub mode: ChannelMode,
-    /// `None` for a file that failed to decode (see [`FeatureCache::failures`]).
+    /// `None` for a file that failed to decode (see [`FeatureCache::failures`]) or was not
+    /// asked for.
     pub clips: Vec<(PathBuf, Option<ClipFeatures>)>,
     pub failures: Vec<Issue>,
+    index: HashMap<PathBuf, usize>,
 }
 
 impl FeatureCache {
+    fn new(
+        path: PathBuf,
+        settings: FeatureSettings,
+        mode: ChannelMode,
+        clips: Vec<(PathBuf, Option<ClipFeatures>)>,
+        failures: Vec<Issue>,
+    ) -> Self {
+        let index = clips
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (p.clone(), i))
+            .collect();
+        Self {
+            path,
+            settings,
+            mode,
+            clips,
+            failures,
+            index,
+        }
+    }
+
     /// The features of `path`, if it is in the cache and decoded.
     pub fn get(&self, path: &Path) -> Option<&ClipFeatures> {
-        self.clips
-            .iter()
-            .find(|(p, _)| p == path)
-            .and_then(|(_, f)| f.as_ref())
+        self.index.get(path).and_then(|&i| self.clips[i].1.as_ref())
     }
 }
 
@@ -166,13 +188,7 @@ pub fn prepare_subset(
         })
         .collect();
     Ok((
-        FeatureCache {
-            path,
-            settings: settings.clone(),
-            mode,
-            clips,
-            failures,
-        },
+        FeatureCache::new(path, settings.clone(), mode, clips, failures),
         outcome,
     ))
 }
@@ -348,13 +364,13 @@ fn read_cache(
     if r.inner.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
         return Err("data longer than the header says".into());
     }
-    Ok(FeatureCache {
-        path: path.to_path_buf(),
-        settings: header.settings,
-        mode: header.mode,
+    Ok(FeatureCache::new(
+        path.to_path_buf(),
+        header.settings,
+        header.mode,
         clips,
         failures,
-    })
+    ))
 }
 
 /// `$INSTREC_CACHE`, else `$XDG_CACHE_HOME/instrec`, else `~/.cache/instrec`.
