@@ -86,6 +86,16 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Records one clip's decision for the class.
+    pub fn add(&mut self, predicted: bool, actual: bool) {
+        match (predicted, actual) {
+            (true, true) => self.tp += 1,
+            (true, false) => self.fp += 1,
+            (false, true) => self.fn_ += 1,
+            (false, false) => {}
+        }
+    }
+
     /// Clips labelled with the class.
     pub fn support(&self) -> usize {
         self.tp + self.fn_
@@ -109,14 +119,7 @@ pub fn count(scores: &[Vec<f32>], labels: &[Vec<usize>], thresholds: &[f32]) -> 
     let mut c = vec![Counts::default(); n];
     for (s, l) in scores.iter().zip(labels) {
         for k in 0..n {
-            let predicted = s[k] >= thresholds[k];
-            let actual = l.contains(&k);
-            match (predicted, actual) {
-                (true, true) => c[k].tp += 1,
-                (true, false) => c[k].fp += 1,
-                (false, true) => c[k].fn_ += 1,
-                (false, false) => {}
-            }
+            c[k].add(s[k] >= thresholds[k], l.contains(&k));
         }
     }
     c
@@ -198,12 +201,7 @@ pub fn best_per_class_thresholds(
             for t in threshold_grid() {
                 let mut c = Counts::default();
                 for (s, l) in scores.iter().zip(labels) {
-                    match (s[k] >= t, l.contains(&k)) {
-                        (true, true) => c.tp += 1,
-                        (true, false) => c.fp += 1,
-                        (false, true) => c.fn_ += 1,
-                        _ => {}
-                    }
+                    c.add(s[k] >= t, l.contains(&k));
                 }
                 let f1 = Prf::from_counts(c.tp, c.fp, c.fn_).f1;
                 if f1 > best.1 {
