@@ -894,16 +894,11 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
                             .map_or("timeline".into(), |s| s.to_string_lossy().into_owned());
                         t.with_file_name(format!("{base}-{stem}.png"))
                     };
-                    let windows: Vec<(f64, f64, Vec<f32>)> = r
-                        .timeline
-                        .iter()
-                        .map(|w| (w.start_s, w.end_s, w.scores.clone()))
-                        .collect();
                     let title = r
                         .path
                         .file_name()
                         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-                    if let Err(e) = instrec::report::plot_timeline(&path, &title, &windows) {
+                    if let Err(e) = instrec::report::plot_timeline(&path, &title, &r.timeline) {
                         eprintln!("warning: {}: timeline not written: {e}", path.display());
                     }
                 }
@@ -1035,12 +1030,9 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
     let clip = &report.clip_scores[0];
     let tagged = tagger.tag_file(&clip.0)?;
     let timeline = run.join("timeline.png");
-    let windows: Vec<(f64, f64, Vec<f32>)> = tagged
-        .timeline
-        .iter()
-        .map(|w| (w.start_s, w.end_s, w.scores.clone()))
-        .collect();
-    let _ = instrec::report::plot_timeline(&timeline, "demo clip", &windows);
+    if let Err(e) = instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline) {
+        eprintln!("warning: {}: timeline not written: {e}", timeline.display());
+    }
 
     println!();
     print!("{}", instrec::eval::markdown(&report));

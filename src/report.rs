@@ -173,12 +173,12 @@ pub fn plot_pr(path: &Path, points: &[(f64, f64)]) -> Result<(), String> {
 pub fn plot_timeline(
     path: &Path,
     title: &str,
-    windows: &[(f64, f64, Vec<f32>)],
+    windows: &[crate::tag::WindowScores],
 ) -> Result<(), String> {
     if windows.is_empty() {
         return Err("no windows".into());
     }
-    let end = windows.iter().map(|w| w.1).fold(0.0, f64::max);
+    let end = windows.iter().map(|w| w.end_s).fold(0.0, f64::max);
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, (1000, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
@@ -200,14 +200,16 @@ pub fn plot_timeline(
             .draw()
             .map_err(err)?;
         // Windows overlap: draw each over its hop only (from its start to the next start).
-        for (i, (start, stop, scores)) in windows.iter().enumerate() {
-            let until = windows.get(i + 1).map_or(*stop, |n| n.0.min(*stop));
+        for (i, w) in windows.iter().enumerate() {
+            let until = windows
+                .get(i + 1)
+                .map_or(w.end_s, |n| n.start_s.min(w.end_s));
             chart
-                .draw_series(scores.iter().enumerate().map(|(k, &s)| {
+                .draw_series(w.scores.iter().enumerate().map(|(k, &s)| {
                     let shade = (255.0 * (1.0 - s.clamp(0.0, 1.0))) as u8;
                     Rectangle::new(
                         [
-                            (*start, SegmentValue::Exact(k)),
+                            (w.start_s, SegmentValue::Exact(k)),
                             (until, SegmentValue::Exact(k + 1)),
                         ],
                         RGBColor(shade, shade, 255).filled(),
