@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::data::SplitMode;
-use crate::eval::metrics::Aggregation;
 use crate::eval::{EvalOptions, EvalReport};
 use crate::features::ChannelMode;
 use crate::model::Arch;
@@ -278,11 +277,8 @@ pub fn run_experiment(
                 &dir.join(crate::train::MODEL_DIR),
                 &tc.data,
                 &EvalOptions {
-                    aggregation: Aggregation::S1,
-                    fixed_threshold: 0.5,
-                    hop: 22,
                     batch_size: tc.batch_size,
-                    cache_dir: cache_dir.to_path_buf(),
+                    ..EvalOptions::paper(cache_dir.to_path_buf())
                 },
                 &device,
                 &|_, _| {},

@@ -1013,13 +1013,7 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
     let report = instrec::eval::evaluate(
         &model,
         &data,
-        &instrec::eval::EvalOptions {
-            aggregation: instrec::eval::metrics::Aggregation::S1,
-            fixed_threshold: 0.5,
-            hop: 22,
-            batch_size: 64,
-            cache_dir: config.cache_dir.clone(),
-        },
+        &instrec::eval::EvalOptions::paper(config.cache_dir.clone()),
         &device,
         &|_, _| {},
     )?;

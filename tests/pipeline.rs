@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor};
 use instrec::data::synth::{SynthOptions, find_soundfont, load_soundfont, render_corpus};
-use instrec::eval::metrics::Aggregation;
 use instrec::eval::{EvalOptions, evaluate};
 use instrec::features::ChannelMode;
 use instrec::model::Arch;
@@ -50,13 +49,7 @@ fn config(cache: &Path, epochs: usize) -> TrainConfig {
 }
 
 fn eval_opts(cache: &Path) -> EvalOptions {
-    EvalOptions {
-        aggregation: Aggregation::S1,
-        fixed_threshold: 0.5,
-        hop: 22,
-        batch_size: 64,
-        cache_dir: cache.to_path_buf(),
-    }
+    EvalOptions::paper(cache.to_path_buf())
 }
 
 #[test]

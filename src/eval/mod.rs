@@ -101,6 +101,19 @@ pub struct EvalOptions {
     pub cache_dir: PathBuf,
 }
 
+impl EvalOptions {
+    /// The paper's evaluation: s1, 50 %-overlap windows, 0.5 as the fixed threshold.
+    pub fn paper(cache_dir: PathBuf) -> Self {
+        Self {
+            aggregation: Aggregation::S1,
+            fixed_threshold: 0.5,
+            hop: Windowing::analysis().hop,
+            batch_size: 64,
+            cache_dir,
+        }
+    }
+}
+
 /// Scores every test clip of `data` with the bundle in `model_dir` and computes the metrics.
 pub fn evaluate(
     model_dir: &Path,
