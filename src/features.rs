@@ -400,6 +400,21 @@ impl ChannelMode {
         }
     }
 
+    /// Fills the three planes of a window (`out`, `3 × plane` values): `source(k, plane_k)` writes
+    /// source `k` of [`ChannelMode::sources`] into a plane, then `dup` copies the mono plane into
+    /// the other two and `zero` leaves them at 0 (`out` must start zeroed).
+    pub fn fill_planes(self, out: &mut [f32], mut source: impl FnMut(usize, &mut [f32])) {
+        let plane = out.len() / 3;
+        for (k, dst) in out.chunks_mut(plane).take(self.sources().len()).enumerate() {
+            source(k, dst);
+        }
+        if self == Self::Dup {
+            let (first, rest) = out.split_at_mut(plane);
+            rest[..plane].copy_from_slice(first);
+            rest[plane..].copy_from_slice(first);
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Dup => "dup",
@@ -447,25 +462,11 @@ impl ClipFeatures {
 
     /// The model input for the window starting at `start`: `[3, length, n_mels]`, row-major.
     pub fn input(&self, start: usize, length: usize, silence: f32) -> Vec<f32> {
-        let n_mels = self.mels[0].n_mels;
-        let plane = length * n_mels;
+        let plane = length * self.mels[0].n_mels;
         let mut out = vec![0f32; 3 * plane];
-        match self.mode {
-            ChannelMode::Dup => {
-                self.mels[0].window_into(start, length, silence, &mut out[..plane]);
-                let (first, rest) = out.split_at_mut(plane);
-                rest[..plane].copy_from_slice(first);
-                rest[plane..].copy_from_slice(first);
-            }
-            ChannelMode::Zero => {
-                self.mels[0].window_into(start, length, silence, &mut out[..plane]);
-            }
-            ChannelMode::Stereo => {
-                for (c, mel) in self.mels.iter().enumerate() {
-                    mel.window_into(start, length, silence, &mut out[c * plane..(c + 1) * plane]);
-                }
-            }
-        }
+        self.mode.fill_planes(&mut out, |k, dst| {
+            self.mels[k].window_into(start, length, silence, dst)
+        });
         out
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::audio::{AudioError, AudioStream, Channel, StreamResampler};
 use crate::eval::metrics::{Aggregation, aggregate};
 use crate::eval::sigmoid_scores;
-use crate::features::{ChannelMode, MelExtractor, StreamMel, Windowing};
+use crate::features::{MelExtractor, StreamMel, Windowing};
 use crate::model::Model;
 use crate::model::bundle::{BundleConfig, BundleError, load_bundle};
 
@@ -233,27 +233,17 @@ impl<'a> WindowScorer<'a> {
         let plane = len * n_mels;
         let base = self.batch.len();
         self.batch.resize(base + 3 * plane, 0.0);
-        let planes: &[usize] = match t.config.channels {
-            ChannelMode::Dup | ChannelMode::Zero => &[0],
-            ChannelMode::Stereo => &[0, 1, 2],
-        };
-        for &k in planes {
-            for i in 0..len {
-                let f = start + i;
-                let row = &mut self.batch
-                    [base + k * plane + i * n_mels..base + k * plane + (i + 1) * n_mels];
-                if f < self.frames {
-                    row.copy_from_slice(&self.columns[k][f - self.first]);
-                } else {
-                    row.fill(silence);
+        let (columns, first, frames) = (&self.columns, self.first, self.frames);
+        t.config
+            .channels
+            .fill_planes(&mut self.batch[base..], |k, dst| {
+                for (i, row) in dst.chunks_mut(n_mels).enumerate() {
+                    match start + i {
+                        f if f < frames => row.copy_from_slice(&columns[k][f - first]),
+                        _ => row.fill(silence),
+                    }
                 }
-            }
-        }
-        if t.config.channels == ChannelMode::Dup {
-            let (first, rest) = self.batch[base..].split_at_mut(plane);
-            rest[..plane].copy_from_slice(first);
-            rest[plane..].copy_from_slice(first);
-        }
+            });
         self.starts.push(start);
         self.batch_len += 1;
     }
