@@ -239,8 +239,8 @@ pub fn run_experiment(
     if let Some(s) = &config.synth
         && !config.data.join(crate::data::irmas::TRAIN_DIR).is_dir()
     {
-        let sf = crate::data::synth::load_soundfont(
-            &crate::data::synth::find_soundfont(None).map_err(anyhow::Error::msg)?,
+        let sf = crate::data::soundfont::load_soundfont(
+            &crate::data::soundfont::find_soundfont(None).map_err(anyhow::Error::msg)?,
         )
         .map_err(anyhow::Error::msg)?;
         obs.train_observer().message(&format!(

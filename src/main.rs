@@ -275,7 +275,7 @@ struct SynthArgs {
     /// Output folder (IRMAS-TrainingData/ and IRMAS-TestingData-Part{1,2,3}/ are made in it).
     #[arg(long)]
     out: PathBuf,
-    /// General-MIDI SoundFont (default: $INSTREC_SOUNDFONT, else Debian's fluid-soundfont-gm).
+    /// General-MIDI SoundFont (default: $INSTREC_SOUNDFONT, else the built-in FluidR3_GM subset).
     #[arg(long)]
     soundfont: Option<PathBuf>,
     /// Training clips (3 s) per instrument.
@@ -294,8 +294,8 @@ struct ForwardArgs {
     /// Architecture: resnet18, resnet50 or han.
     #[arg(long)]
     arch: Arch,
-    /// Weights: a torchvision .pth state dict (the head included), an instrec .safetensors file
-    /// or a model bundle directory.
+    /// Weights: a torchvision state dict as .pth or .safetensors (the head included), an instrec
+    /// .safetensors file or a model bundle directory.
     #[arg(long)]
     weights: PathBuf,
     /// Input batch, float32 .npy of shape [batch, 3, frames, mels].
@@ -644,9 +644,10 @@ fn prepare(args: PrepareArgs) -> Result<ExitCode> {
 }
 
 fn synth(args: SynthArgs) -> Result<ExitCode> {
-    let sf_path = synth::find_soundfont(args.soundfont.as_deref()).map_err(anyhow::Error::msg)?;
+    let sf_path = instrec::data::soundfont::find_soundfont(args.soundfont.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let start = std::time::Instant::now();
-    let sf = synth::load_soundfont(&sf_path).map_err(anyhow::Error::msg)?;
+    let sf = instrec::data::soundfont::load_soundfont(&sf_path).map_err(anyhow::Error::msg)?;
     let opts = synth::SynthOptions {
         out: args.out.clone(),
         train_per_class: args.train_per_class,
@@ -663,7 +664,7 @@ fn synth(args: SynthArgs) -> Result<ExitCode> {
         report.train_files,
         report.test_files,
         report.audio_seconds,
-        sf_path.display(),
+        sf_path,
         start.elapsed().as_secs_f64(),
         args.out.display()
     );

@@ -1,7 +1,6 @@
 //! PNG plots (plotters): loss curves, per-class F1, precision–recall, tag timelines. Text is drawn
-//! with a system TrueType font (DejaVu Sans or Liberation Sans, as Debian's `fonts-dejavu-core`
-//! installs it, or `$INSTREC_FONT`); without one, a plot is an error the caller reports and goes
-//! past.
+//! with DejaVu Sans, built into the binary (`assets/DejaVuSans.ttf`, with its licence), or with the
+//! TrueType font `$INSTREC_FONT` names; no system font is ever looked up.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -10,29 +9,27 @@ use plotters::prelude::*;
 
 use crate::CLASSES;
 
-const FONT_PATHS: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-];
+/// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans.LICENSE`), so plots need no system font.
+pub const EMBEDDED_FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Where the plot font comes from: `$INSTREC_FONT` when set, else the embedded one.
+pub fn font_source() -> Option<std::path::PathBuf> {
+    std::env::var_os("INSTREC_FONT").map(std::path::PathBuf::from)
+}
 
 fn ensure_font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
-        let candidates = std::env::var("INSTREC_FONT")
-            .ok()
-            .into_iter()
-            .chain(FONT_PATHS.iter().map(|s| s.to_string()));
-        for p in candidates {
-            if let Ok(bytes) = std::fs::read(&p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return Ok(());
-                }
+        let bytes: &'static [u8] = match font_source() {
+            Some(p) => {
+                let bytes = std::fs::read(&p)
+                    .map_err(|e| format!("{} (from INSTREC_FONT): {e}", p.display()))?;
+                Box::leak(bytes.into_boxed_slice())
             }
-        }
-        Err("no TrueType font found (install fonts-dejavu-core or set INSTREC_FONT)".into())
+            None => EMBEDDED_FONT,
+        };
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| "the plot font is not a readable TrueType font (INSTREC_FONT)".to_string())
     })
     .clone()
 }

@@ -9,7 +9,8 @@ use instrec::CLASSES;
 use instrec::audio::decode_file;
 use instrec::data::cache::{CacheOutcome, prepare};
 use instrec::data::irmas::class_index;
-use instrec::data::synth::{SynthOptions, find_soundfont, load_soundfont, render_corpus};
+use instrec::data::soundfont::{SoundFontSource, find_soundfont, load_soundfont};
+use instrec::data::synth::{SynthOptions, render_corpus};
 use instrec::data::{Irmas, SplitMode, split_validation};
 use instrec::features::{ChannelMode, FeatureSettings};
 
@@ -19,7 +20,10 @@ fn idx(code: &str) -> usize {
 
 #[test]
 fn reads_the_real_irmas_sample_exactly() {
-    let set = Irmas::read(&common::shared().join("irmas-sample")).unwrap();
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let set = Irmas::read(&shared.join("irmas-sample")).unwrap();
     assert!(set.issues.is_empty(), "{:?}", set.issues);
     assert_eq!(set.train.len(), 1);
     let t = &set.train[0];
@@ -207,14 +211,70 @@ fn synthetic_corpus_reads_back_as_irmas_and_is_reproducible() {
 }
 
 #[test]
-fn soundfont_errors_say_how_to_get_one() {
+fn soundfont_errors_name_the_file() {
     let e = find_soundfont(Some(Path::new("/nonexistent/gm.sf2"))).unwrap_err();
     assert!(e.contains("/nonexistent/gm.sf2"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.sf2");
     std::fs::write(&junk, b"RIFF0000notasoundfont").unwrap();
-    let e = load_soundfont(&junk).map(|_| ()).unwrap_err();
+    let e = load_soundfont(&SoundFontSource::File(junk))
+        .map(|_| ())
+        .unwrap_err();
     assert!(e.contains("junk.sf2"), "{e}");
+}
+
+/// Without --soundfont and $INSTREC_SOUNDFONT the built-in SoundFont renders the corpus, and a
+/// named file is used as it is (here the built-in one unpacked to a file: the same bytes out).
+#[test]
+fn the_built_in_soundfont_is_the_default_and_a_file_can_replace_it() {
+    assert!(
+        std::env::var_os("INSTREC_SOUNDFONT").is_none(),
+        "unset INSTREC_SOUNDFONT to run the tests"
+    );
+    assert_eq!(find_soundfont(None).unwrap(), SoundFontSource::Embedded);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gm.sf2");
+    std::fs::write(&file, instrec::data::soundfont::embedded_bytes().unwrap()).unwrap();
+    let from_file = find_soundfont(Some(&file)).unwrap();
+    assert_eq!(from_file, SoundFontSource::File(file.clone()));
+    let render_with = |source: &SoundFontSource, out: &Path| {
+        let opts = SynthOptions {
+            out: out.to_path_buf(),
+            train_per_class: 1,
+            test_clips: 1,
+            seed: 5,
+        };
+        render_corpus(&load_soundfont(source).unwrap(), &opts, &|_, _| {}).unwrap();
+        all_files(out)
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let a = render_with(&SoundFontSource::Embedded, &dir.path().join("a"));
+    let b = render_with(&from_file, &dir.path().join("b"));
+    assert_eq!(a.len(), 11 + 2);
+    assert!(
+        a == b,
+        "the same SoundFont from a file rendered other bytes"
+    );
+}
+
+/// No system SoundFont or font is looked up: the binary holds no such path.
+#[test]
+fn the_binary_names_no_system_soundfont_or_font() {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_instrec")).unwrap();
+    for needle in [
+        "/usr/share/sounds",
+        "/usr/share/fonts",
+        "/usr/local/share/fonts",
+        "/System/Library/Fonts",
+        "FluidR3_GM.sf2",
+    ] {
+        assert!(
+            !bin.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "the binary contains {needle}"
+        );
+    }
 }
 
 #[test]

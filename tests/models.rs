@@ -1,9 +1,10 @@
-//! ResNet18/50 against PyTorch (../shared/fixtures/resnet), the Han baseline, BatchNorm, weight
-//! import errors, and the model bundle.
+//! ResNet18/50 against PyTorch (weights from a generator that tests/fixtures/make_fixtures.py
+//! shares, and the full-size ../shared/fixtures/resnet when it is there), the Han baseline,
+//! BatchNorm, weight import errors, and the model bundle.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -13,9 +14,12 @@ use instrec::model::{Arch, Model, ResNet, ResNetDepth};
 use instrec::npy::NpyArray;
 
 fn resnet_fixtures() -> PathBuf {
-    let p = common::shared().join("fixtures/resnet");
-    assert!(p.is_dir(), "{} is missing", p.display());
-    p
+    common::fixtures().join("resnet")
+}
+
+/// The full-size torchvision files in ../shared, when it is there.
+fn shared_resnet_fixtures() -> Option<PathBuf> {
+    common::shared().map(|s| s.join("fixtures/resnet"))
 }
 
 fn tensor4(a: &NpyArray, device: &Device) -> Tensor<4> {
@@ -33,50 +37,223 @@ fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
     max / scale
 }
 
-fn check_fixture(arch: &str, depth: ResNetDepth, device: &Device) {
-    let dir = resnet_fixtures();
-    let model = ResNet::new(depth, 1000, device);
-    let model = load_resnet_pth(
-        model,
-        &dir.join(format!("{arch}-random-seed11.pth")),
-        Head::Load,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let input = NpyArray::read(&dir.join(format!("{arch}-seed11.input.npy"))).unwrap();
+// The generator of tests/fixtures/make_fixtures.py: splitmix64(fnv1a64(name) + i) >> 40, / 2^24.
+fn fnv1a64(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn uniform(name: &str, n: usize) -> Vec<f64> {
+    let seed = fnv1a64(name);
+    (0..n as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add(i).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 40) as f64 / (1u64 << 24) as f64
+        })
+        .collect()
+}
+
+/// One state-dict tensor as the generator makes it (make_fixtures.py: `value`).
+fn prng_tensor(name: &str, shape: &[usize]) -> Vec<f32> {
+    let n = shape.iter().product();
+    let u = uniform(name, n);
+    let f = |g: &dyn Fn(f64) -> f64| u.iter().map(|&u| g(u) as f32).collect();
+    if name.ends_with("running_var") {
+        f(&|u| 0.5 + u)
+    } else if name.ends_with("running_mean") {
+        f(&|u| 0.2 * (2.0 * u - 1.0))
+    } else if name.ends_with("bias") {
+        f(&|u| 0.1 * (2.0 * u - 1.0))
+    } else if shape.len() == 1 {
+        f(&|u| 1.0 + 0.2 * (2.0 * u - 1.0))
+    } else {
+        let fan_in = shape[1..].iter().product::<usize>() as f64;
+        let a = (3.0 / fan_in).sqrt();
+        f(&|u| (2.0 * u - 1.0) * a)
+    }
+}
+
+/// The state dict PyTorch had (names, shapes, dtypes in order), from `ARCH.keys.json`.
+fn torchvision_keys(arch: &str) -> Vec<(String, Vec<usize>, String)> {
+    let path = resnet_fixtures().join(format!("{arch}.keys.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Writes the generator's weights as a torchvision-layout safetensors file, as
+/// `safetensors.torch.save_file(model.state_dict(), path)` would.
+fn write_prng_safetensors(arch: &str, path: &Path) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (name, shape, dtype) in torchvision_keys(arch) {
+        let bytes: Vec<u8> = match dtype.as_str() {
+            "float32" => prng_tensor(&name, &shape)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            "int64" => 0i64.to_le_bytes().to_vec(),
+            other => panic!("{name}: dtype {other}"),
+        };
+        let st_dtype = if dtype == "int64" { "I64" } else { "F32" };
+        header.insert(
+            name,
+            serde_json::json!({"dtype": st_dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
+        );
+        data.extend(bytes);
+    }
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    std::fs::write(path, out).unwrap();
+}
+
+fn load_resnet_safetensors(model: ResNet, path: &Path, head: Head) -> Result<ResNet, String> {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(instrec::model::import::is_torchvision_safetensors(&bytes));
+    instrec::model::import::load_resnet_safetensors(model, bytes, &path.display().to_string(), head)
+        .map_err(|e| e.to_string())
+}
+
+fn prng_resnet(arch: &str, device: &Device) -> ResNet {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{arch}.safetensors"));
+    write_prng_safetensors(arch, &path);
+    let arch_enum = if arch == "resnet18" {
+        Arch::ResNet18
+    } else {
+        Arch::ResNet50
+    };
+    match instrec::model::load_into(Model::new(arch_enum, 11, device), &path, Head::Load) {
+        Ok(Model::ResNet(r)) => r,
+        Ok(_) => panic!("not a ResNet"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn compare(model: &ResNet, dir: &Path, input: &str, logits: &str, pooled: &str, device: &Device) {
+    let input = NpyArray::read(&dir.join(input)).unwrap();
     let x = tensor4(&input, device);
-    let pooled = model
+    let ours_pooled = model
         .features(x.clone())
         .into_data()
         .try_to_vec::<f32>()
         .unwrap();
-    let logits = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
-    let exp_logits = NpyArray::read(&dir.join(format!("{arch}-seed11.logits.npy"))).unwrap();
-    let exp_pooled = NpyArray::read(&dir.join(format!("{arch}-seed11.pooled.npy"))).unwrap();
+    let ours_logits = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
+    let exp_logits = NpyArray::read(&dir.join(logits)).unwrap();
+    let exp_pooled = NpyArray::read(&dir.join(pooled)).unwrap();
     let (el, ep) = (
-        rel_err(&logits, &exp_logits.data),
-        rel_err(&pooled, &exp_pooled.data),
+        rel_err(&ours_logits, &exp_logits.data),
+        rel_err(&ours_pooled, &exp_pooled.data),
     );
-    eprintln!("{arch}: logits max|Δ|/max|y| {el:.2e}, pooled {ep:.2e}");
-    assert!(el <= 1e-4, "{arch} logits relative error {el:.2e}");
-    assert!(ep <= 1e-4, "{arch} pooled relative error {ep:.2e}");
+    eprintln!("{logits}: logits max|Δ|/max|y| {el:.2e}, pooled {ep:.2e}");
+    assert!(el <= 1e-4, "{logits}: logits relative error {el:.2e}");
+    assert!(ep <= 1e-4, "{pooled}: pooled relative error {ep:.2e}");
+}
+
+fn check_prng(arch: &str, device: &Device) {
+    let model = prng_resnet(arch, device);
+    compare(
+        &model,
+        &resnet_fixtures(),
+        "input.npy",
+        &format!("{arch}.logits.npy"),
+        &format!("{arch}.pooled.npy"),
+        device,
+    );
+}
+
+/// The full-size torchvision `.pth` files in ../shared (1000-class head).
+fn check_shared(arch: &str, depth: ResNetDepth, device: &Device) {
+    let Some(dir) = shared_resnet_fixtures() else {
+        return;
+    };
+    let model = load_resnet_pth(
+        ResNet::new(depth, 1000, device),
+        &dir.join(format!("{arch}-random-seed11.pth")),
+        Head::Load,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    compare(
+        &model,
+        &dir,
+        &format!("{arch}-seed11.input.npy"),
+        &format!("{arch}-seed11.logits.npy"),
+        &format!("{arch}-seed11.pooled.npy"),
+        device,
+    );
 }
 
 #[test]
 fn resnet18_reproduces_pytorch_logits() {
-    check_fixture("resnet18", ResNetDepth::ResNet18, &Device::flex());
+    check_prng("resnet18", &Device::flex());
 }
 
 #[test]
 fn resnet50_reproduces_pytorch_logits() {
-    check_fixture("resnet50", ResNetDepth::ResNet50, &Device::flex());
+    check_prng("resnet50", &Device::flex());
+}
+
+#[test]
+fn shared_resnets_reproduce_pytorch_logits_from_torch_save_files() {
+    check_shared("resnet18", ResNetDepth::ResNet18, &Device::flex());
+    check_shared("resnet50", ResNetDepth::ResNet50, &Device::flex());
 }
 
 #[cfg(feature = "tch")]
 #[test]
 #[allow(deprecated)]
 fn resnets_reproduce_pytorch_logits_on_libtorch() {
-    check_fixture("resnet18", ResNetDepth::ResNet18, &Device::libtorch());
-    check_fixture("resnet50", ResNetDepth::ResNet50, &Device::libtorch());
+    check_prng("resnet18", &Device::libtorch());
+    check_prng("resnet50", &Device::libtorch());
+    check_shared("resnet18", ResNetDepth::ResNet18, &Device::libtorch());
+    check_shared("resnet50", ResNetDepth::ResNet50, &Device::libtorch());
+}
+
+/// burn's `.pth` reader on a file `torch.save` wrote: float32 and int64 tensors, and a view with
+/// transposed strides, each with the generator's exact values.
+#[test]
+fn pth_reader_reads_what_torch_save_wrote() {
+    use burn::store::pytorch_reader::{DType, PytorchReader};
+    let path = resnet_fixtures().join("tiny.pth");
+    let reader = PytorchReader::new(&path).unwrap();
+    let mut keys = reader.keys();
+    keys.sort();
+    assert_eq!(keys.len(), 8, "{keys:?}");
+    for name in keys {
+        let t = reader.get(&name).unwrap();
+        let bytes = t.read().unwrap();
+        if name.ends_with("num_batches_tracked") {
+            assert_eq!(t.dtype(), DType::I64);
+            assert_eq!(t.shape(), &[] as &[usize]);
+            continue;
+        }
+        assert_eq!(t.dtype(), DType::F32, "{name}");
+        let ours: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(ours, prng_tensor(&name, t.shape()), "{name}");
+    }
+    assert_eq!(reader.get("fc.weight").unwrap().shape(), &[11, 512]);
+    // The same file through instrec's loader: the missing keys are named, no partial model.
+    let e = load_resnet_pth(
+        ResNet::new(ResNetDepth::ResNet18, 11, &Device::flex()),
+        &path,
+        Head::Load,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("tiny.pth") && e.contains("layer1.0.conv1.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -157,37 +334,59 @@ fn batchnorm_training_step_moves_running_stats_like_pytorch() {
 
 #[test]
 fn import_errors_name_the_key() {
-    let dir = resnet_fixtures();
+    let tmp = tempfile::tempdir().unwrap();
     let device = Device::flex();
+    let r50 = tmp.path().join("resnet50.safetensors");
+    let r18 = tmp.path().join("resnet18.safetensors");
+    write_prng_safetensors("resnet50", &r50);
+    write_prng_safetensors("resnet18", &r18);
     // ResNet50 weights into a ResNet18: missing / unexpected / shape errors, each naming a key.
-    let e = load_resnet_pth(
-        ResNet::new(ResNetDepth::ResNet18, 1000, &device),
-        &dir.join("resnet50-random-seed11.pth"),
-        Head::Load,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("resnet50-random-seed11.pth"), "{e}");
+    let e = instrec::model::load_into(Model::new(Arch::ResNet18, 11, &device), &r50, Head::Load)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("resnet50.safetensors"), "{e}");
     assert!(e.contains("layer"), "{e}");
-    // The 1000-class head does not fit an 11-class model unless it is left fresh.
-    let e = load_resnet_pth(
-        ResNet::new(ResNetDepth::ResNet18, 11, &device),
-        &dir.join("resnet18-random-seed11.pth"),
+    // An 11-class head does not fit a 1000-class model unless it is left fresh.
+    let e = load_resnet_safetensors(
+        ResNet::new(ResNetDepth::ResNet18, 1000, &device),
+        &r18,
         Head::Load,
     )
     .unwrap_err()
     .to_string();
     assert!(e.contains("fc.weight") || e.contains("fc.bias"), "{e}");
-    load_resnet_pth(
-        ResNet::new(ResNetDepth::ResNet18, 11, &device),
-        &dir.join("resnet18-random-seed11.pth"),
+    load_resnet_safetensors(
+        ResNet::new(ResNetDepth::ResNet18, 1000, &device),
+        &r18,
         Head::Fresh,
     )
     .unwrap();
+    // The full-size torchvision .pth files, when ../shared is there.
+    if let Some(dir) = shared_resnet_fixtures() {
+        let e = load_resnet_pth(
+            ResNet::new(ResNetDepth::ResNet18, 1000, &device),
+            &dir.join("resnet50-random-seed11.pth"),
+            Head::Load,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("resnet50-random-seed11.pth") && e.contains("layer"),
+            "{e}"
+        );
+        let e = load_resnet_pth(
+            ResNet::new(ResNetDepth::ResNet18, 11, &device),
+            &dir.join("resnet18-random-seed11.pth"),
+            Head::Load,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fc.weight") || e.contains("fc.bias"), "{e}");
+    }
     // A missing file and a file that is not a state dict.
     let e = load_resnet_pth(
         ResNet::new(ResNetDepth::ResNet18, 11, &device),
-        &dir.join("nope.pth"),
+        &tmp.path().join("nope.pth"),
         Head::Fresh,
     )
     .unwrap_err()
@@ -232,44 +431,47 @@ fn imagenet_offline_error_names_file_url_and_folder() {
         e.contains(&home.path().join("hub/checkpoints").display().to_string()),
         "{e}"
     );
-    // Put a file in the cache and it is used: here torchvision-format random weights.
-    let cache = home.path().join("hub/checkpoints");
-    std::fs::create_dir_all(&cache).unwrap();
-    std::fs::copy(
-        resnet_fixtures().join("resnet18-random-seed11.pth"),
-        cache.join("resnet18-f37072fd.pth"),
-    )
-    .unwrap();
-    let m = instrec::model::build_model(
-        Arch::ResNet18,
-        11,
-        &instrec::model::Init::ImageNet { v2: false },
-        &Device::flex(),
-        &|_, _| {},
-    )
-    .unwrap();
-    // The backbone is the file's, the head is new with 11 outputs.
-    let reference = load_resnet_pth(
-        ResNet::new(ResNetDepth::ResNet18, 11, &Device::flex()),
-        &resnet_fixtures().join("resnet18-random-seed11.pth"),
-        Head::Fresh,
-    )
-    .unwrap();
-    let x = Tensor::<4>::ones([1, 3, 43, 128], &Device::flex());
-    let Model::ResNet(r) = m else {
-        panic!("not a resnet")
-    };
-    let a = r
-        .features(x.clone())
-        .into_data()
-        .try_to_vec::<f32>()
+    // Put a file in the cache and it is used: here torchvision-format random weights (a full-size
+    // .pth, so only where ../shared is there).
+    if let Some(dir) = shared_resnet_fixtures() {
+        let cache = home.path().join("hub/checkpoints");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::copy(
+            dir.join("resnet18-random-seed11.pth"),
+            cache.join("resnet18-f37072fd.pth"),
+        )
         .unwrap();
-    let b = reference
-        .features(x)
-        .into_data()
-        .try_to_vec::<f32>()
+        let m = instrec::model::build_model(
+            Arch::ResNet18,
+            11,
+            &instrec::model::Init::ImageNet { v2: false },
+            &Device::flex(),
+            &|_, _| {},
+        )
         .unwrap();
-    assert_eq!(a, b);
+        // The backbone is the file's, the head is new with 11 outputs.
+        let reference = load_resnet_pth(
+            ResNet::new(ResNetDepth::ResNet18, 11, &Device::flex()),
+            &dir.join("resnet18-random-seed11.pth"),
+            Head::Fresh,
+        )
+        .unwrap();
+        let x = Tensor::<4>::ones([1, 3, 43, 128], &Device::flex());
+        let Model::ResNet(r) = m else {
+            panic!("not a resnet")
+        };
+        let a = r
+            .features(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = reference
+            .features(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+    }
     assert!(
         instrec::model::build_model(
             Arch::Han,
@@ -343,22 +545,31 @@ fn bundle_round_trip_keeps_every_tensor_and_the_config() {
 fn forward_cli_writes_logits_and_pooled_features() {
     let dir = resnet_fixtures();
     let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("resnet18.safetensors");
+    write_prng_safetensors("resnet18", &weights);
     for (flag, expected) in [("", "logits"), ("--pooled", "pooled")] {
         let out = tmp.path().join(format!("{expected}.npy"));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"));
-        cmd.args(["forward", "--arch", "resnet18", "--weights"])
-            .arg(dir.join("resnet18-random-seed11.pth"))
-            .arg("--input")
-            .arg(dir.join("resnet18-seed11.input.npy"))
-            .arg("--out")
-            .arg(&out);
+        cmd.args([
+            "forward",
+            "--arch",
+            "resnet18",
+            "--num-classes",
+            "11",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--input")
+        .arg(dir.join("input.npy"))
+        .arg("--out")
+        .arg(&out);
         if !flag.is_empty() {
             cmd.arg(flag);
         }
         let o = cmd.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let ours = NpyArray::read(&out).unwrap();
-        let exp = NpyArray::read(&dir.join(format!("resnet18-seed11.{expected}.npy"))).unwrap();
+        let exp = NpyArray::read(&dir.join(format!("resnet18.{expected}.npy"))).unwrap();
         assert_eq!(ours.shape, exp.shape);
         assert!(rel_err(&ours.data, &exp.data) <= 1e-4);
     }

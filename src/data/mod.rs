@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod irmas;
+pub mod soundfont;
 pub mod split;
 pub mod synth;
 

@@ -12,7 +12,7 @@
 //! Every file is rendered from its own seed derived from the corpus seed: the same seed gives
 //! byte-identical files, whatever the number of threads.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,12 +23,6 @@ use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
 use crate::CLASSES;
 use crate::audio::write_wav_i16;
 use crate::util::{Rng, write_atomic};
-
-/// Where Debian's `fluid-soundfont-gm` installs its SoundFont.
-pub const DEBIAN_SOUNDFONTS: [&str; 2] = [
-    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-    "/usr/share/sounds/sf2/default-GM.sf2",
-];
 
 const RATE: u32 = 44_100;
 
@@ -65,45 +59,72 @@ const RANGES: [(u8, u8); 11] = [
 /// Accompaniment (chords) and bass programs.
 const CHORD_PROGRAMS: [u8; 6] = [4, 46, 89, 0, 16, 24];
 const BASS_PROGRAMS: [u8; 4] = [32, 33, 34, 38];
-const GENRES: [&str; 5] = ["cla", "pop_roc", "jaz_blu", "cou_fol", "lat_sou"];
+/// Velocities (inclusive) of the melody, chord, bass and drum notes; keys of chords and bass.
+const MELODY_VEL: (u8, u8) = (95, 120);
+const CHORD_KEYS: (u8, u8) = (60, 71);
+const CHORD_VEL: (u8, u8) = (40, 55);
+const BASS_KEYS: (u8, u8) = (36, 47);
+const BASS_VEL: (u8, u8) = (60, 75);
+/// The drum kit (bank 128, preset 0, channel 9): key and velocities of hi-hat, kick and snare.
+const DRUM_BANK: u16 = 128;
+const HI_HAT: (u8, (u8, u8)) = (42, (45, 65));
+const KICK: (u8, (u8, u8)) = (36, (70, 90));
+const SNARE: (u8, (u8, u8)) = (38, (60, 80));
 
-/// Finds a SoundFont: the explicit path, then `$INSTREC_SOUNDFONT`, then Debian's location.
-pub fn find_soundfont(explicit: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(format!("{}: no such SoundFont file", p.display()))
-        };
+/// A random velocity in an inclusive range.
+fn velocity(rng: &mut Rng, (lo, hi): (u8, u8)) -> i32 {
+    rng.range(lo as usize, hi as usize + 1) as i32
+}
+
+/// Keys and velocities (both inclusive) a preset is played with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoteRange {
+    pub keys: (u8, u8),
+    pub velocities: (u8, u8),
+}
+
+/// A preset the corpus plays: its bank, program and the notes it is played with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetUse {
+    pub bank: u16,
+    pub program: u16,
+    pub notes: Vec<NoteRange>,
+}
+
+/// Every preset [`render_corpus`] can play and every note it can play on it, sorted by bank and
+/// program: what an embedded SoundFont must hold.
+pub fn presets_used() -> Vec<PresetUse> {
+    let mut used: std::collections::BTreeMap<(u16, u16), Vec<NoteRange>> = Default::default();
+    let mut add = |bank: u16, program: u8, keys: (u8, u8), velocities: (u8, u8)| {
+        let notes = used.entry((bank, program as u16)).or_default();
+        let n = NoteRange { keys, velocities };
+        if !notes.contains(&n) {
+            notes.push(n);
+        }
+    };
+    for (class, programs) in PROGRAMS.iter().enumerate() {
+        for &p in *programs {
+            add(0, p, RANGES[class], MELODY_VEL);
+        }
     }
-    if let Some(p) = std::env::var_os("INSTREC_SOUNDFONT") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "{} (from INSTREC_SOUNDFONT): no such SoundFont file",
-                p.display()
-            ))
-        };
+    for p in CHORD_PROGRAMS {
+        add(0, p, CHORD_KEYS, CHORD_VEL);
     }
-    DEBIAN_SOUNDFONTS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "no General-MIDI SoundFont found: install one with `sudo apt-get install fluid-soundfont-gm` \
-             (it puts FluidR3_GM.sf2 in /usr/share/sounds/sf2/), or pass --soundfont FILE.sf2, or set INSTREC_SOUNDFONT"
-                .to_string()
+    for p in BASS_PROGRAMS {
+        add(0, p, BASS_KEYS, BASS_VEL);
+    }
+    for (key, vel) in [HI_HAT, KICK, SNARE] {
+        add(DRUM_BANK, 0, (key, key), vel);
+    }
+    used.into_iter()
+        .map(|((bank, program), notes)| PresetUse {
+            bank,
+            program,
+            notes,
         })
+        .collect()
 }
-
-pub fn load_soundfont(path: &Path) -> Result<Arc<SoundFont>, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    SoundFont::new(&mut f)
-        .map(Arc::new)
-        .map_err(|e| format!("{}: not a readable SoundFont ({e:?})", path.display()))
-}
+const GENRES: [&str; 5] = ["cla", "pop_roc", "jaz_blu", "cou_fol", "lat_sou"];
 
 #[derive(Debug, Clone)]
 pub struct SynthOptions {
@@ -248,7 +269,7 @@ fn melody(
         if rng.f64() >= rests {
             let step = rng.range(0, 5) as isize - 2;
             i = (i as isize + step).clamp(0, keys.len() as isize - 1) as usize;
-            let vel = rng.range(95, 121) as i32;
+            let vel = velocity(rng, MELODY_VEL);
             note(
                 events,
                 channel,
@@ -286,10 +307,17 @@ fn accompaniment(events: &mut Vec<Event>, rng: &mut Rng, song: &Song, length: f6
         let end = (t + chord_len).min(length);
         for k in [d, d + 2, d + 4] {
             let pc = (song.root + scale[k % 7]) % 12;
-            note(events, 3, 60 + pc, rng.range(40, 56) as i32, t, end);
+            note(
+                events,
+                3,
+                CHORD_KEYS.0 + pc,
+                velocity(rng, CHORD_VEL),
+                t,
+                end,
+            );
         }
-        let bass = 36 + (song.root + scale[d]) % 12;
-        note(events, 4, bass, rng.range(60, 76) as i32, t, end);
+        let bass = BASS_KEYS.0 + (song.root + scale[d]) % 12;
+        note(events, 4, bass, velocity(rng, BASS_VEL), t, end);
         t += chord_len;
     }
     if song.drums {
@@ -297,12 +325,12 @@ fn accompaniment(events: &mut Vec<Event>, rng: &mut Rng, song: &Song, length: f6
         let mut n = 0;
         let mut t = 0.0;
         while t < length {
-            note(events, 9, 42, rng.range(45, 66) as i32, t, t + 0.05);
+            note(events, 9, HI_HAT.0, velocity(rng, HI_HAT.1), t, t + 0.05);
             if n % 4 == 0 {
-                note(events, 9, 36, rng.range(70, 91) as i32, t, t + 0.1);
+                note(events, 9, KICK.0, velocity(rng, KICK.1), t, t + 0.1);
             }
             if n % 4 == 2 {
-                note(events, 9, 38, rng.range(60, 81) as i32, t, t + 0.1);
+                note(events, 9, SNARE.0, velocity(rng, SNARE.1), t, t + 0.1);
             }
             n += 1;
             t += eighth;

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 use sha2::{Digest, Sha256};
 
 use super::resnet::{ResNet, ResNetDepth};
@@ -68,6 +68,56 @@ pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet,
     let result = model
         .load_from(&mut store)
         .map_err(|e| fail(format!("not a readable PyTorch state dict: {e}")))?;
+    verify(&result, head).map_err(fail)?;
+    Ok(model)
+}
+
+/// Whether safetensors bytes hold a torchvision-layout state dict (`conv1.weight` at the top, as
+/// `safetensors.torch.save_file(model.state_dict(), ...)` writes it) rather than an instrec bundle.
+pub fn is_torchvision_safetensors(bytes: &[u8]) -> bool {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    else {
+        return false;
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(header)
+        .map(|h| h.contains_key("conv1.weight"))
+        .unwrap_or(false)
+}
+
+/// Loads a torchvision-layout ResNet state dict stored as safetensors (names, `[out, in]` linear
+/// weights and all) into `model`, with the same key checks as [`load_resnet_pth`].
+pub fn load_resnet_safetensors(
+    model: ResNet,
+    bytes: Vec<u8>,
+    name: &str,
+    head: Head,
+) -> Result<ResNet, ImportError> {
+    let fail = |reason: String| ImportError::File {
+        path: name.to_string(),
+        reason,
+    };
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .skip_enum_variants(true)
+        .with_key_remapping(r"downsample\.0\.", "downsample.conv.")
+        .with_key_remapping(r"downsample\.1\.", "downsample.bn.")
+        .validate(false)
+        .allow_partial(true);
+    if head == Head::Fresh {
+        store = store.with_predicate(not_fc);
+    }
+    let mut model = model;
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| fail(format!("not a readable safetensors state dict: {e}")))?;
     verify(&result, head).map_err(fail)?;
     Ok(model)
 }

@@ -190,7 +190,17 @@ pub fn load_into(model: Model, path: &Path, head: Head) -> Result<Model, ImportE
     match weights.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => {
             let bytes = std::fs::read(&weights).map_err(|e| fail(e.to_string()))?;
-            bundle::model_from_safetensors(model, bytes).map_err(fail)
+            match model {
+                Model::ResNet(r) if import::is_torchvision_safetensors(&bytes) => {
+                    Ok(Model::ResNet(import::load_resnet_safetensors(
+                        r,
+                        bytes,
+                        &weights.display().to_string(),
+                        head,
+                    )?))
+                }
+                model => bundle::model_from_safetensors(model, bytes).map_err(fail),
+            }
         }
         Some("pth") | Some("pt") => match model {
             Model::ResNet(r) => Ok(Model::ResNet(load_resnet_pth(r, &weights, head)?)),
