@@ -18,6 +18,11 @@ use symphonia::core::probe::Hint;
 
 /// The sample rate of every feature computed by instrec (the paper's 22,050 Hz).
 pub const TARGET_RATE: u32 = 22_050;
+/// Sample rates outside these are refused: the resampler's tables grow with the rate.
+pub const MIN_RATE: u32 = 1_000;
+pub const MAX_RATE: u32 = 384_000;
+/// More channels than this is no music recording (and would only multiply memory).
+pub const MAX_CHANNELS: usize = 64;
 
 /// A clear, one-line reason why a file could not be used, naming the file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,24 +90,28 @@ impl Audio {
 
     /// The requested signal at the file's own rate.
     pub fn channel(&self, which: Channel) -> Vec<f32> {
-        match which {
-            Channel::Mono => {
-                if self.channels.len() == 1 {
-                    return self.channels[0].clone();
-                }
-                let n = self.channels.len() as f32;
-                (0..self.len())
-                    .map(|i| self.channels.iter().map(|c| c[i]).sum::<f32>() / n)
-                    .collect()
-            }
-            Channel::Left => self.channels[0].clone(),
-            Channel::Right => self.channels[1.min(self.channels.len() - 1)].clone(),
-        }
+        select_channel(&self.channels, which)
     }
 
     /// The requested signal resampled to `rate`.
     pub fn channel_at(&self, which: Channel, rate: u32) -> Vec<f32> {
         resample(&self.channel(which), self.sample_rate, rate)
+    }
+}
+
+/// One signal of planar channels (all of one length): their mean, the first, or the second (a
+/// mono recording repeats its one channel).
+pub fn select_channel(channels: &[Vec<f32>], which: Channel) -> Vec<f32> {
+    match which {
+        Channel::Mono if channels.len() == 1 => channels[0].clone(),
+        Channel::Mono => {
+            let n = channels.len() as f32;
+            (0..channels[0].len())
+                .map(|i| channels.iter().map(|c| c[i]).sum::<f32>() / n)
+                .collect()
+        }
+        Channel::Left => channels[0].clone(),
+        Channel::Right => channels[1.min(channels.len() - 1)].clone(),
     }
 }
 
@@ -113,10 +122,7 @@ pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
 
 /// Decodes an in-memory file; `ext` is a format hint such as `"wav"`, `name` names it in errors.
 pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Audio, AudioError> {
-    if bytes.is_empty() {
-        return Err(AudioError::new(name, "empty file (0 bytes)"));
-    }
-    decode_source(Box::new(Cursor::new(bytes)), ext, name)
+    AudioStream::from_bytes(bytes, ext, name)?.collect()
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -134,14 +140,6 @@ fn frame_count_is_exact(codec: CodecType) -> bool {
         || symphonia::default::get_codecs()
             .get_codec(codec)
             .is_some_and(|d| d.short_name.starts_with("pcm"))
-}
-
-fn decode_source(
-    source: Box<dyn MediaSource>,
-    ext: Option<&str>,
-    name: &str,
-) -> Result<Audio, AudioError> {
-    AudioStream::from_source(source, ext, name)?.collect()
 }
 
 /// A decoder that hands out the audio block by block (planar, one `Vec` per channel), so a long
@@ -176,11 +174,27 @@ impl AudioStream {
         Self::from_source(Box::new(file), ext, &name)
     }
 
+    /// A stream over an in-memory file; `ext` is a format hint, `name` names it in errors.
+    pub fn from_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Self, AudioError> {
+        if bytes.is_empty() {
+            return Err(AudioError::new(name, "empty file (0 bytes)"));
+        }
+        Self::from_source(Box::new(Cursor::new(bytes)), ext, name)
+    }
+
     fn err(&self, reason: impl Into<String>) -> AudioError {
         AudioError::new(&self.name, reason)
     }
 
     fn from_source(
+        source: Box<dyn MediaSource>,
+        ext: Option<&str>,
+        name: &str,
+    ) -> Result<Self, AudioError> {
+        contain_panics(name, || Self::open_source(source, ext, name))?
+    }
+
+    fn open_source(
         source: Box<dyn MediaSource>,
         ext: Option<&str>,
         name: &str,
@@ -219,8 +233,20 @@ impl AudioStream {
         {
             return Err(err("has zero channels".into()));
         }
-        if params.sample_rate == Some(0) {
-            return Err(err("declares a sample rate of 0 Hz".into()));
+        if let Some(rate) = params.sample_rate
+            && !(MIN_RATE..=MAX_RATE).contains(&rate)
+        {
+            return Err(err(format!(
+                "declares a sample rate of {rate} Hz, outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads"
+            )));
+        }
+        if let Some(ch) = params.channels
+            && ch.count() > MAX_CHANNELS
+        {
+            return Err(err(format!(
+                "has {} channels, more than {MAX_CHANNELS}",
+                ch.count()
+            )));
         }
         let decoder = symphonia::default::get_codecs()
             .make(&params, &DecoderOptions::default())
@@ -256,8 +282,11 @@ impl AudioStream {
                 }));
             }
         }
-        if stream.sample_rate == 0 {
-            return Err(stream.err("sample rate unknown"));
+        if !(MIN_RATE..=MAX_RATE).contains(&stream.sample_rate) {
+            return Err(stream.err(format!(
+                "sample rate {} Hz is outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads",
+                stream.sample_rate
+            )));
         }
         Ok(stream)
     }
@@ -284,7 +313,37 @@ impl AudioStream {
         self.decode_next()
     }
 
+    /// The next decoded block: a decoder panic becomes an error naming the file, and a block
+    /// with NaN or infinite samples is rejected, so nothing non-finite reaches the features.
     fn decode_next(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
+        let name = self.name.clone();
+        let block = match contain_panics(&name, || self.decode_raw()) {
+            Ok(r) => r?,
+            Err(e) => {
+                self.finished = true;
+                return Err(e);
+            }
+        };
+        if let Some(b) = &block {
+            let bad = b.iter().flatten().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                self.finished = true;
+                let first = b
+                    .iter()
+                    .filter_map(|c| c.iter().position(|v| !v.is_finite()))
+                    .min()
+                    .unwrap_or(0);
+                let at = (self.decoded - b[0].len() as u64 + first as u64) as f64
+                    / self.sample_rate.max(1) as f64;
+                return Err(self.err(format!(
+                    "{bad} non-finite samples (NaN/Inf) at t = {at:.3} s"
+                )));
+            }
+        }
+        Ok(block)
+    }
+
+    fn decode_raw(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
         while !self.finished {
             let packet = match self.format.next_packet() {
                 Ok(p) => p,
@@ -358,6 +417,32 @@ impl AudioStream {
         }
         Ok(None)
     }
+}
+
+thread_local! {
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside a decoder call whose panic instrec turns into an error (a panic
+/// hook can stay quiet then).
+pub fn panic_is_contained() -> bool {
+    CONTAINING.with(|c| c.get())
+}
+
+/// Runs a decoder call; a panic in it (a decoder bug on a hostile file) becomes an error that
+/// names the file instead of ending the process.
+fn contain_panics<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, AudioError> {
+    let before = CONTAINING.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(before));
+    r.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        AudioError::new(name, format!("the decoder failed on this file ({msg})"))
+    })
 }
 
 /// torchaudio's resampler over a stream: push blocks, then `finish`; the output equals

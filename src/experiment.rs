@@ -77,6 +77,20 @@ impl ExperimentConfig {
         if c.out.is_relative() {
             c.out = base.join(&c.out);
         }
+        // The same rules as the flags, before any run starts.
+        let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+        if let Some((_, run)) = c.runs(Backend::Flex, Path::new(".")).first() {
+            run.check().map_err(|e| bad(format!("[train] {e}")))?;
+        }
+        if let Some(s) = &c.synth {
+            crate::check::count("[synth] train_per_class", s.train_per_class).map_err(bad)?;
+            crate::check::count("[synth] test_clips", s.test_clips).map_err(bad)?;
+        }
+        if c.runs(Backend::Flex, Path::new(".")).is_empty() {
+            return Err(bad(
+                "the grid has no runs (archs, inits, channels and seeds must each list one)".into(),
+            ));
+        }
         Ok(c)
     }
 
@@ -236,28 +250,26 @@ pub fn run_experiment(
     obs: &dyn ExperimentObserver,
 ) -> Result<Vec<Row>> {
     std::fs::create_dir_all(&config.out)?;
-    if let Some(s) = &config.synth
-        && !config.data.join(crate::data::irmas::TRAIN_DIR).is_dir()
-    {
+    if let Some(s) = &config.synth {
         let sf = crate::data::soundfont::load_soundfont(
             &crate::data::soundfont::find_soundfont(None).map_err(anyhow::Error::msg)?,
         )
         .map_err(anyhow::Error::msg)?;
-        obs.train_observer().message(&format!(
-            "rendering the synthetic corpus into {}",
-            config.data.display()
-        ));
-        crate::data::synth::render_corpus(
-            &sf,
-            &crate::data::synth::SynthOptions {
-                out: config.data.clone(),
-                train_per_class: s.train_per_class,
-                test_clips: s.test_clips,
-                seed: s.seed,
-            },
-            &|_, _| {},
-        )
-        .map_err(anyhow::Error::msg)?;
+        let opts = crate::data::synth::SynthOptions {
+            out: config.data.clone(),
+            train_per_class: s.train_per_class,
+            test_clips: s.test_clips,
+            seed: s.seed,
+        };
+        // Rendered unless a complete corpus of these settings is there (a killed render is redone).
+        if !crate::data::synth::corpus_is_complete(&config.data, &sf, &opts) {
+            obs.train_observer().message(&format!(
+                "rendering the synthetic corpus into {}",
+                config.data.display()
+            ));
+            crate::data::synth::render_corpus(&sf, &opts, &|_, _| {})
+                .map_err(anyhow::Error::msg)?;
+        }
     }
     let runs = config.runs(backend, cache_dir);
     let device = backend.device().map_err(anyhow::Error::msg)?;

@@ -11,10 +11,32 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
-use crate::audio::{Audio, Channel, TARGET_RATE};
+use crate::audio::{
+    Audio, AudioError, AudioStream, Channel, StreamResampler, TARGET_RATE, select_channel,
+};
 
 /// Frames per analysis window: 43 hops of 512 samples at 22,050 Hz ≈ 1 s.
 pub const WINDOW_FRAMES: usize = 43;
+
+/// The fewest frames a clip must have to be scored (half a window, ≈ 0.51 s): below it most of
+/// every window would be padding, and a score would reflect the padding more than the audio.
+pub const MIN_CLIP_FRAMES: usize = WINDOW_FRAMES / 2 + 1;
+
+/// The policy for short clips, one message for every command: shorter than half a window is an
+/// error (training, evaluation and tagging skip and report the file).
+pub fn check_clip_frames(
+    frames: usize,
+    duration_s: f64,
+    settings: &FeatureSettings,
+) -> Result<(), String> {
+    if frames >= MIN_CLIP_FRAMES {
+        return Ok(());
+    }
+    let min_s = MIN_CLIP_FRAMES as f64 * settings.hop_length as f64 / settings.sample_rate as f64;
+    Err(format!(
+        "too short to score: {duration_s:.2} s of audio, at least {min_s:.2} s (half an analysis window) is needed"
+    ))
+}
 
 /// Every setting that changes the numbers a feature holds. Stored in model bundles and used as
 /// part of the feature-cache key.
@@ -258,6 +280,78 @@ fn reflect(i: isize, n: usize) -> usize {
         j = period - j;
     }
     j as usize
+}
+
+/// Log-mels of one or more channels of an audio stream, computed block by block as it decodes:
+/// memory does not grow with the file's length. The frames equal the whole-signal ones exactly.
+pub struct MelStream<'a> {
+    audio: AudioStream,
+    sources: Vec<Channel>,
+    resamplers: Vec<StreamResampler>,
+    mels: Vec<StreamMel<'a>>,
+    samples: usize,
+    finished: bool,
+}
+
+impl<'a> MelStream<'a> {
+    pub fn new(audio: AudioStream, sources: &[Channel], ex: &'a MelExtractor) -> Self {
+        let rate = audio.sample_rate;
+        Self {
+            resamplers: sources
+                .iter()
+                .map(|_| StreamResampler::new(rate, ex.settings.sample_rate))
+                .collect(),
+            mels: sources.iter().map(|_| StreamMel::new(ex)).collect(),
+            sources: sources.to_vec(),
+            audio,
+            samples: 0,
+            finished: false,
+        }
+    }
+
+    /// The next frame columns (`n_mels` values each) of every source, or `None` after the last.
+    pub fn next_columns(&mut self) -> Result<Option<Vec<Vec<Vec<f32>>>>, AudioError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let block = self.audio.next_block()?;
+        let mut out = vec![Vec::new(); self.sources.len()];
+        let mut resampled = Vec::new();
+        for (k, &src) in self.sources.iter().enumerate() {
+            resampled.clear();
+            match &block {
+                Some(b) => self.resamplers[k].push(&select_channel(b, src), &mut resampled),
+                None => self.resamplers[k].finish(&mut resampled),
+            }
+            self.mels[k].push(&resampled, &mut out[k]);
+            if block.is_none() {
+                self.mels[k].finish(&mut out[k]);
+            }
+        }
+        match &block {
+            Some(b) => self.samples += b[0].len(),
+            None => self.finished = true,
+        }
+        Ok(Some(out))
+    }
+
+    /// Frames produced so far (the same for every source).
+    pub fn frames(&self) -> usize {
+        self.mels[0].frames()
+    }
+
+    /// Samples per channel decoded so far, at the file's own rate.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.audio.sample_rate
+    }
+
+    pub fn channels(&self) -> usize {
+        self.audio.channels
+    }
 }
 
 /// The log-mel of a signal that arrives in blocks: push samples, collect finished frame columns

@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod backend;
 pub mod bench;
+pub mod check;
 pub mod data;
 pub mod eval;
 pub mod experiment;

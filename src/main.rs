@@ -19,6 +19,16 @@ use instrec::npy::NpyArray;
 /// Predominant instrument recognition in polyphonic music (IRMAS's 11 instruments), after Zhong,
 /// Saito & Minematsu, "Fine-tuning ImageNet pre-trained models to be transferred for predominant
 /// instrument recognition in polyphonic music".
+/// `println!` that returns an error naming stdout instead of panicking when the write fails
+/// (a full disk, `> /dev/full`).
+macro_rules! out {
+    () => { out!("") };
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*).map_err(|e| anyhow::anyhow!("stdout: {e}"))?
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "instrec", version, about, long_about = None)]
 struct Cli {
@@ -118,28 +128,28 @@ struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
     /// Windows per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = instrec::check::flag::batch, long, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (reached at the end of the warm-up).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(value_parser = instrec::check::flag::lr, long, default_value_t = 5e-4)]
     lr: f64,
     /// Weight decay.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(value_parser = instrec::check::flag::weight_decay, long, default_value_t = 5e-4)]
     weight_decay: f64,
     /// adam (L2 weight decay, as the paper's PyTorch code) or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: instrec::train::OptimizerKind,
     /// Epochs of linear warm-up (then cosine annealing to 0 at the last epoch).
-    #[arg(long, default_value_t = 5)]
+    #[arg(value_parser = instrec::check::flag::count0, long, default_value_t = 5)]
     warmup_epochs: usize,
     /// Maximum epochs.
-    #[arg(long, default_value_t = 300)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 300)]
     max_epochs: usize,
     /// Early-stopping patience (epochs without a lower validation loss).
-    #[arg(long, default_value_t = 25)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 25)]
     patience: usize,
     /// Fraction of each class's training clips held out for validation.
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(value_parser = instrec::check::flag::fraction, long, default_value_t = 0.15)]
     val_fraction: f64,
     /// song (no song on both sides) or random.
     #[arg(long, default_value = "song")]
@@ -151,7 +161,7 @@ struct TrainArgs {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// Stop (as if interrupted) after this many epochs in total; resume later with --resume.
-    #[arg(long, hide = true)]
+    #[arg(value_parser = instrec::check::flag::count, long, hide = true)]
     stop_after: Option<usize>,
 }
 
@@ -167,10 +177,10 @@ struct EvaluateArgs {
     #[arg(long, default_value = "s1")]
     aggregation: instrec::eval::metrics::Aggregation,
     /// The fixed threshold reported beside the tuned ones.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(value_parser = instrec::check::flag::threshold, long, default_value_t = 0.5)]
     threshold: f32,
     /// Hop between analysis windows in frames (22 = 50 % overlap of 43).
-    #[arg(long, default_value_t = 22)]
+    #[arg(value_parser = instrec::check::flag::hop, long, default_value_t = 22)]
     hop: usize,
     /// Where report.json, report.md, per_class_f1.png and pr_curve.png go (default: MODEL/eval).
     #[arg(long)]
@@ -205,10 +215,10 @@ struct TagArgs {
     #[arg(long)]
     timeline: Option<PathBuf>,
     /// One threshold for every class instead of the bundle's tuned ones.
-    #[arg(long)]
+    #[arg(value_parser = instrec::check::flag::threshold, long)]
     threshold: Option<f32>,
     /// Hop between analysis windows in frames.
-    #[arg(long, default_value_t = 22)]
+    #[arg(value_parser = instrec::check::flag::hop, long, default_value_t = 22)]
     hop: usize,
     /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
@@ -233,13 +243,13 @@ struct DemoArgs {
     #[arg(long, default_value = "instrec-demo")]
     dir: PathBuf,
     /// Training clips per instrument in the synthetic corpus.
-    #[arg(long, default_value_t = 24)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 24)]
     train_per_class: usize,
     /// Test clips in the synthetic corpus.
-    #[arg(long, default_value_t = 40)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 40)]
     test_clips: usize,
     /// Training epochs.
-    #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 8)]
     epochs: usize,
     /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
@@ -279,10 +289,10 @@ struct SynthArgs {
     #[arg(long)]
     soundfont: Option<PathBuf>,
     /// Training clips (3 s) per instrument.
-    #[arg(long, default_value_t = 30)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 30)]
     train_per_class: usize,
     /// Test clips (5–20 s, 1–3 predominant instruments).
-    #[arg(long, default_value_t = 60)]
+    #[arg(value_parser = instrec::check::flag::count0, long, default_value_t = 60)]
     test_clips: usize,
     /// Seed: the same seed gives byte-identical files.
     #[arg(long, default_value_t = 0)]
@@ -305,7 +315,7 @@ struct ForwardArgs {
     #[arg(long)]
     out: PathBuf,
     /// Outputs of the head in the weights file (1000 for torchvision's ImageNet files).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 1000)]
     num_classes: usize,
     /// Write the globally average-pooled features before the head instead of the logits.
     #[arg(long)]
@@ -338,10 +348,10 @@ enum BenchCommand {
         #[arg(long)]
         audio: Option<PathBuf>,
         /// How many times to process the clip per measurement.
-        #[arg(long, default_value_t = 64)]
+        #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 64)]
         clips: usize,
         /// Threads for the parallel measurement (default: all cores).
-        #[arg(long)]
+        #[arg(value_parser = instrec::check::flag::count, long)]
         threads: Option<usize>,
     },
     /// Training (forward + BCE + backward + Adam step) and inference samples/s of a model on
@@ -354,10 +364,10 @@ enum BenchCommand {
         #[arg(long, default_value = "flex")]
         backend: Backend,
         /// Batch size (the paper's 64).
-        #[arg(long, default_value_t = 64)]
+        #[arg(value_parser = instrec::check::flag::batch, long, default_value_t = 64)]
         batch: usize,
         /// Timed steps (after one warm-up step).
-        #[arg(long, default_value_t = 5)]
+        #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 5)]
         steps: usize,
     },
 }
@@ -368,6 +378,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A decoder panic on a hostile file is turned into an error naming the file: no backtrace.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !instrec::audio::panic_is_contained() {
+            default_hook(info)
+        }
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("INSTREC_LOG")
@@ -401,13 +418,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 steps,
             } => {
                 let device = backend.device().map_err(anyhow::Error::msg)?;
-                println!(
+                out!(
                     "{arch} on {}, batch {batch}, {steps} timed steps",
                     backend.name()
                 );
                 let r = bench::bench_model(arch, &device, batch, steps);
-                println!("train: {:>8.1} samples/s", r.train_samples_per_s);
-                println!("infer: {:>8.1} samples/s", r.infer_samples_per_s);
+                out!("train: {:>8.1} samples/s", r.train_samples_per_s);
+                out!("infer: {:>8.1} samples/s", r.infer_samples_per_s);
                 Ok(ExitCode::SUCCESS)
             }
         },
@@ -424,7 +441,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo_cmd(args),
         Command::Backends => {
             for b in Backend::available() {
-                println!("{}", b.name());
+                out!("{}", b.name());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -432,26 +449,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn features(args: FeaturesArgs) -> Result<ExitCode> {
-    let (decoded, name) = match &args.audio {
-        Some(p) => (audio::decode_file(p)?, p.display().to_string()),
+    // Streamed: memory holds the output array and one decoder block, whatever the file's length.
+    let (stream, name) = match &args.audio {
+        Some(p) => (audio::AudioStream::open(p)?, p.display().to_string()),
         None => (
-            audio::decode_bytes(instrec::EXAMPLE_CLIP.to_vec(), Some("flac"), "example clip")?,
+            audio::AudioStream::from_bytes(
+                instrec::EXAMPLE_CLIP.to_vec(),
+                Some("flac"),
+                "example clip",
+            )?,
             "bundled example clip".to_string(),
         ),
     };
     let extractor = MelExtractor::new(FeatureSettings::default());
-    let mel = extractor.log_mel_of(&decoded, args.channel);
-    NpyArray::new(vec![mel.n_mels, mel.frames], mel.data)
-        .write(&args.out)
-        .with_context(|| "writing the features")?;
+    let mut stream = instrec::features::MelStream::new(stream, &[args.channel], &extractor);
+    let mut columns = Vec::new();
+    while let Some(c) = stream.next_columns()? {
+        columns.extend(c.into_iter().flatten());
+    }
+    let n_mels = extractor.settings().n_mels;
+    NpyArray::write_columns(&args.out, n_mels, &columns)?;
     eprintln!(
         "{name}: {:.3} s, {} Hz, {} channel(s) → {} [{} mels × {} frames, {:?}]",
-        decoded.duration_s(),
-        decoded.sample_rate,
-        decoded.channels.len(),
+        stream.samples() as f64 / stream.sample_rate() as f64,
+        stream.sample_rate(),
+        stream.channels(),
         args.out.display(),
-        mel.n_mels,
-        mel.frames,
+        n_mels,
+        columns.len(),
         args.channel
     );
     Ok(ExitCode::SUCCESS)
@@ -476,14 +501,14 @@ fn bench_features(
     };
     let all =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    println!("decode + resample to 22,050 Hz + log-mel of {name}, {clips} clips per run");
+    out!("decode + resample to 22,050 Hz + log-mel of {name}, {clips} clips per run");
     let mut counts = vec![1];
     if all > 1 {
         counts.push(all);
     }
     for t in counts {
         let r = bench::bench_features(&bytes, ext.as_deref(), clips, t)?;
-        println!(
+        out!(
             "threads {:>2}: {:>9.1} audio-s/s  ({:.1} s of audio in {:.3} s)",
             r.threads,
             r.realtime_factor(),
@@ -551,47 +576,47 @@ fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
 
 fn dataset_check(dir: &std::path::Path) -> Result<ExitCode> {
     let set = Irmas::read(dir).map_err(anyhow::Error::msg)?;
-    println!("IRMAS-layout data set at {}", dir.display());
+    out!("IRMAS-layout data set at {}", dir.display());
     let train = set.train_counts();
     let test = set.test_label_counts();
-    println!("\n{:<6} {:>10} {:>12}", "class", "training", "test labels");
+    out!("\n{:<6} {:>10} {:>12}", "class", "training", "test labels");
     for (i, c) in CLASSES.iter().enumerate() {
-        println!("{c:<6} {:>10} {:>12}", train[i], test[i]);
+        out!("{c:<6} {:>10} {:>12}", train[i], test[i]);
     }
-    println!(
+    out!(
         "{:<6} {:>10} {:>12}",
         "total",
         set.train.len(),
         test.iter().sum::<usize>()
     );
-    println!("\ntest clips: {}", set.test.len());
+    out!("\ntest clips: {}", set.test.len());
     for (n, count) in set.labels_per_test_clip() {
-        println!("  with {n} label(s): {count}");
+        out!("  with {n} label(s): {count}");
     }
-    println!("\ngenre tags (training):");
+    out!("\ngenre tags (training):");
     for (g, n) in set.genre_counts() {
-        println!("  {g:<8} {n}");
+        out!("  {g:<8} {n}");
     }
     let (dru, nod, none) = set.drum_counts();
-    println!("drum tags (training): [dru] {dru}, [nod] {nod}, none {none}");
+    out!("drum tags (training): [dru] {dru}, [nod] {nod}, none {none}");
     let diffs = set.compare_with_official();
     if diffs.is_empty() {
-        println!(
+        out!(
             "\nmatches the official IRMAS counts (6,705 training clips; 2,874 test clips, 4,917 labels)"
         );
     } else {
-        println!(
+        out!(
             "\ndifferences from the official IRMAS counts ({}):",
             diffs.len()
         );
         for d in &diffs {
-            println!("  {d}");
+            out!("  {d}");
         }
     }
     if !set.issues.is_empty() {
-        println!("\n{} file(s) could not be used:", set.issues.len());
+        out!("\n{} file(s) could not be used:", set.issues.len());
         for i in &set.issues {
-            println!("  {i}");
+            out!("  {i}");
         }
     }
     Ok(if set.issues.is_empty() {
@@ -623,7 +648,7 @@ fn prepare(args: PrepareArgs) -> Result<ExitCode> {
         cache::CacheOutcome::Built => "built".to_string(),
         cache::CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
     };
-    println!(
+    out!(
         "{} clips ({} training, {} test), channels {}: cache {} in {:.1} s → {}",
         files.len(),
         set.train.len(),
@@ -659,7 +684,7 @@ fn synth(args: SynthArgs) -> Result<ExitCode> {
     let report = synth::render_corpus(&sf, &opts, &|done, _| pb.set_position(done as u64))
         .map_err(anyhow::Error::msg)?;
     pb.finish_and_clear();
-    println!(
+    out!(
         "{} training and {} test clips ({:.0} s of audio) rendered from {} in {:.1} s → {}",
         report.train_files,
         report.test_files,
@@ -772,7 +797,7 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
     let bars = TrainBars::new(config.max_epochs);
     match instrec::train::train(&config, &dir, resume, a.stop_after, &bars)? {
         Some(s) => {
-            println!(
+            out!(
                 "trained {} epochs in {:.0} s; best validation loss {:.4} at epoch {}{}",
                 s.epochs,
                 s.seconds,
@@ -780,13 +805,13 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                 s.best_epoch,
                 if s.early_stopped { " (early stop)" } else { "" }
             );
-            println!(
+            out!(
                 "validation-tuned threshold {:.2}; model bundle: {}",
                 s.thresholds.global,
                 dir.join(instrec::train::MODEL_DIR).display()
             );
         }
-        None => println!(
+        None => out!(
             "stopped; continue with: instrec train --resume {}",
             dir.display()
         ),
@@ -822,10 +847,9 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<ExitCode> {
     pb.finish_and_clear();
     let out = a.out.unwrap_or_else(|| model.join("eval"));
     let written = instrec::eval::write_report(&report, &out)?;
-    print!("{}", instrec::eval::markdown(&report));
-    println!();
+    out!("{}", instrec::eval::markdown(&report));
     for w in written {
-        println!("wrote {}", w.display());
+        out!("wrote {}", w.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -844,7 +868,7 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
     let mut failures = Vec::new();
     let mut results = Vec::new();
     if matches!(a.format, TagFormat::Csv) {
-        println!("file,start_s,end_s,{}", tagger.config.classes.join(","));
+        out!("file,start_s,end_s,{}", tagger.config.classes.join(","));
     }
     for f in &files {
         match tagger.tag_file(f) {
@@ -856,7 +880,7 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
                             .iter()
                             .map(|(c, s)| format!("{c} ({s:.2})"))
                             .collect();
-                        println!(
+                        out!(
                             "{}  [{:.1} s, {} windows]: {}",
                             r.path.display(),
                             r.duration_s,
@@ -872,7 +896,7 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
                         for w in &r.timeline {
                             let s: Vec<String> =
                                 w.scores.iter().map(|v| format!("{v:.4}")).collect();
-                            println!(
+                            out!(
                                 "\"{}\",{:.3},{:.3},{}",
                                 r.path.display(),
                                 w.start_s,
@@ -899,8 +923,11 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
                         .path
                         .file_name()
                         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+                    // A requested output that cannot be written is a failure, not a warning.
                     if let Err(e) = instrec::report::plot_timeline(&path, &title, &r.timeline) {
-                        eprintln!("warning: {}: timeline not written: {e}", path.display());
+                        let e = format!("timeline not written: {e}");
+                        eprintln!("error: {e}");
+                        failures.push(e);
                     }
                 }
                 results.push(r);
@@ -918,7 +945,7 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
             "files": results,
             "failures": failures,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
     }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -958,8 +985,11 @@ fn experiment_cmd(a: ExperimentArgs) -> Result<ExitCode> {
         train: TrainBars::new(config.train.max_epochs.unwrap_or(300)),
     };
     let rows = instrec::experiment::run_experiment(&config, a.backend, &cache_dir, &obs)?;
-    print!("{}", instrec::experiment::markdown(&config.name, &rows));
-    println!("\nwrote {}", config.out.join("results.md").display());
+    out!(
+        "{}",
+        instrec::experiment::markdown(&config.name, &rows).trim_end()
+    );
+    out!("\nwrote {}", config.out.join("results.md").display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -968,18 +998,28 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
     let data = a.dir.join("data");
     let run = a.dir.join("run");
     eprintln!("instrec demo: everything goes into {}", a.dir.display());
-    // 1. Corpus.
-    if !data.join(instrec::data::irmas::TRAIN_DIR).is_dir() {
+    // 1. Corpus (rendered unless a complete one of these settings is there).
+    let sf = instrec::data::soundfont::load_soundfont(
+        &instrec::data::soundfont::find_soundfont(None).map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let corpus = synth::SynthOptions {
+        out: data.clone(),
+        train_per_class: a.train_per_class,
+        test_clips: a.test_clips,
+        seed: 2024,
+    };
+    if !synth::corpus_is_complete(&data, &sf, &corpus) {
         eprintln!(
             "[1/4] rendering a synthetic IRMAS-format corpus ({} training clips per instrument, {} test clips)",
             a.train_per_class, a.test_clips
         );
         synth(SynthArgs {
-            out: data.clone(),
+            out: corpus.out.clone(),
             soundfont: None,
-            train_per_class: a.train_per_class,
-            test_clips: a.test_clips,
-            seed: 2024,
+            train_per_class: corpus.train_per_class,
+            test_clips: corpus.test_clips,
+            seed: corpus.seed,
         })?;
     } else {
         eprintln!("[1/4] corpus already rendered in {}", data.display());
@@ -1022,23 +1062,24 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
     // 4. Tagging one test clip.
     eprintln!("[4/4] tagging one test clip");
     let tagger = instrec::tag::Tagger::load(&model, &device)?;
-    let clip = &report.clip_scores[0];
+    let clip = report
+        .clip_scores
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no test clip could be scored"))?;
     let tagged = tagger.tag_file(&clip.0)?;
     let timeline = run.join("timeline.png");
-    if let Err(e) = instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline) {
-        eprintln!("warning: {}: timeline not written: {e}", timeline.display());
-    }
+    instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline)
+        .map_err(|e| anyhow::anyhow!("timeline not written: {e}"))?;
 
-    println!();
-    print!("{}", instrec::eval::markdown(&report));
-    println!();
+    out!();
+    out!("{}", instrec::eval::markdown(&report));
     let truth: Vec<&str> = clip.1.iter().map(|&k| CLASSES[k]).collect();
     let found: Vec<String> = tagged
         .predominant
         .iter()
         .map(|(c, s)| format!("{c} ({s:.2})"))
         .collect();
-    println!(
+    out!(
         "tagged {}: {} (labelled: {})",
         clip.0.display(),
         if found.is_empty() {
@@ -1049,13 +1090,13 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
         truth.join(", ")
     );
     for w in written {
-        println!("wrote {}", w.display());
+        out!("wrote {}", w.display());
     }
-    println!(
+    out!(
         "wrote {} and {}",
         run.join("loss.png").display(),
         timeline.display()
     );
-    println!("demo finished in {:.0} s", start.elapsed().as_secs_f64());
+    out!("demo finished in {:.0} s", start.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }

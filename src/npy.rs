@@ -17,12 +17,33 @@ pub struct NpyArray {
 pub enum NpyError {
     #[error("{path}: {reason}")]
     Format { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O error is part of the message, not a separate source: printed once.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
+
+/// The `.npy` version 1.0 header of a little-endian float32 array in C order.
+fn header(shape: &[usize]) -> Vec<u8> {
+    let shape = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + header length (2) + header + '\n' must be a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out
 }
 
 impl NpyArray {
@@ -38,26 +59,8 @@ impl NpyArray {
 
     /// Serialises the array as `.npy` version 1.0 bytes (`<f4`, C order).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let shape = match self.shape.len() {
-            1 => format!("({},)", self.shape[0]),
-            _ => format!(
-                "({})",
-                self.shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-        // Magic (6) + version (2) + header length (2) + header + '\n' must be a multiple of 64.
-        let unpadded = 10 + header.len() + 1;
-        header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-        header.push('\n');
-        let mut out = Vec::with_capacity(10 + header.len() + 4 * self.data.len());
-        out.extend_from_slice(b"\x93NUMPY\x01\x00");
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
+        let mut out = header(&self.shape);
+        out.reserve(4 * self.data.len());
         for v in &self.data {
             out.write_all(&v.to_le_bytes())
                 .expect("writing to a Vec cannot fail");
@@ -65,19 +68,37 @@ impl NpyArray {
         out
     }
 
+    /// Writes a `[rows, columns.len()]` array given column by column (each `rows` long), in C
+    /// order, atomically, without a second copy of the data in memory.
+    pub fn write_columns(path: &Path, rows: usize, columns: &[Vec<f32>]) -> Result<(), NpyError> {
+        crate::util::write_atomic_with(path, |w| {
+            w.write_all(&header(&[rows, columns.len()]))?;
+            for r in 0..rows {
+                for c in columns {
+                    w.write_all(&c[r].to_le_bytes())?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|error| NpyError::Io {
+            path: path.display().to_string(),
+            error,
+        })
+    }
+
     /// Writes the array atomically (temporary file + rename).
     pub fn write(&self, path: &Path) -> Result<(), NpyError> {
-        write_atomic(path, &self.to_bytes()).map_err(|source| NpyError::Io {
+        write_atomic(path, &self.to_bytes()).map_err(|error| NpyError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })
     }
 
     /// Reads a `.npy` file of little-endian float32 or float64 values in C order.
     pub fn read(path: &Path) -> Result<Self, NpyError> {
-        let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+        let bytes = std::fs::read(path).map_err(|error| NpyError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_bytes(&bytes).map_err(|reason| NpyError::Format {
             path: path.display().to_string(),

@@ -41,12 +41,14 @@ fn err(e: impl std::fmt::Display) -> String {
 /// Writes the PNG through a temporary file, so a failure leaves no half-written plot.
 fn atomic_png(path: &Path, draw: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), String> {
     ensure_font()?;
-    let tmp = crate::util::temp_sibling(path).with_extension("png");
+    let tmp = crate::util::prepare_target(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .with_extension("png");
     let r = draw(&tmp).and_then(|_| std::fs::rename(&tmp, path).map_err(err));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    r
+    r.map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Training and validation loss per epoch.

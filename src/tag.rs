@@ -9,10 +9,10 @@ use std::collections::VecDeque;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::audio::{AudioError, AudioStream, Channel, StreamResampler};
+use crate::audio::{AudioError, AudioStream};
 use crate::eval::metrics::{Aggregation, aggregate};
 use crate::eval::sigmoid_scores;
-use crate::features::{MelExtractor, StreamMel, Windowing};
+use crate::features::{MelExtractor, MelStream, Windowing};
 use crate::model::Model;
 use crate::model::bundle::{BundleConfig, BundleError, load_bundle};
 
@@ -56,7 +56,6 @@ impl Tagger {
             .thresholds
             .per_class
             .clone()
-            .filter(|p| p.len() == n)
             .unwrap_or_else(|| vec![config.thresholds.global; n]);
         Ok(Self {
             extractor: MelExtractor::new(config.features.clone()),
@@ -81,59 +80,32 @@ impl Tagger {
     /// of the file (only the timeline, 11 scores per window, does). The scores equal those of
     /// scoring the whole clip at once.
     pub fn tag_file(&self, path: &Path) -> Result<TagResult, AudioError> {
-        let mut stream = AudioStream::open(path)?;
-        let rate = stream.sample_rate;
-        let n_ch = stream.channels;
+        // The CLI checks these too; a library caller gets an error, not a panic or a hang.
+        crate::check::hop("hop", self.windowing.hop)
+            .and_then(|_| crate::check::batch("batch_size", self.batch_size))
+            .map_err(|e| AudioError::new(path.display().to_string(), e))?;
         let settings = &self.config.features;
         let sources = self.config.channels.sources();
-        let mut resamplers: Vec<StreamResampler> = sources
-            .iter()
-            .map(|_| StreamResampler::new(rate, settings.sample_rate))
-            .collect();
-        let mut mels: Vec<StreamMel> = sources
-            .iter()
-            .map(|_| StreamMel::new(&self.extractor))
-            .collect();
+        let mut stream = MelStream::new(AudioStream::open(path)?, sources, &self.extractor);
+        let rate = stream.sample_rate();
         let mut scorer = WindowScorer::new(self, sources.len());
-        let mut samples = 0usize;
-        let mut resampled = Vec::new();
-        let mut new_columns = Vec::new();
-        while let Some(block) = stream.next_block()? {
-            samples += block[0].len();
-            for (k, &src) in sources.iter().enumerate() {
-                let signal: Vec<f32> = match src {
-                    Channel::Mono if n_ch == 1 => block[0].clone(),
-                    Channel::Mono => (0..block[0].len())
-                        .map(|i| block.iter().map(|c| c[i]).sum::<f32>() / n_ch as f32)
-                        .collect(),
-                    Channel::Left => block[0].clone(),
-                    Channel::Right => block[1.min(n_ch - 1)].clone(),
-                };
-                resampled.clear();
-                resamplers[k].push(&signal, &mut resampled);
-                new_columns.clear();
-                mels[k].push(&resampled, &mut new_columns);
-                scorer.columns[k].extend(new_columns.drain(..));
+        while let Some(columns) = stream.next_columns()? {
+            for (k, c) in columns.into_iter().enumerate() {
+                scorer.columns[k].extend(c);
             }
-            scorer.frames = mels[0].frames();
+            scorer.frames = stream.frames();
             scorer.score_ready(false);
         }
-        for k in 0..sources.len() {
-            resampled.clear();
-            resamplers[k].finish(&mut resampled);
-            new_columns.clear();
-            mels[k].push(&resampled, &mut new_columns);
-            mels[k].finish(&mut new_columns);
-            scorer.columns[k].extend(new_columns.drain(..));
-        }
-        scorer.frames = mels[0].frames();
+        let samples = stream.samples();
+        let duration_s = samples as f64 / rate as f64;
+        crate::features::check_clip_frames(scorer.frames, duration_s, settings)
+            .map_err(|reason| AudioError::new(path.display().to_string(), reason))?;
         scorer.score_ready(true);
 
         let windows = scorer.scores;
         let starts = scorer.starts;
         let scores = aggregate(&windows, self.aggregation);
         let frame_s = settings.hop_length as f64 / settings.sample_rate as f64;
-        let duration_s = samples as f64 / rate as f64;
         let timeline = starts
             .into_iter()
             .zip(windows)

@@ -4,12 +4,22 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: into a temporary file in the same directory, flushed to
-/// disk, then renamed over the target, so a crash never leaves a half-written file.
+/// disk, then renamed over the target, so a crash never leaves a half-written file. A target that
+/// is not a regular file (a directory, a device, a symbolic link) is refused, never replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_sibling(path);
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for content produced piece by piece (`write` fills a buffered writer).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = prepare_target(path)?;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -19,13 +29,80 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Before an atomic write to `path`: refuses a target that is not a regular file, removes the
+/// temporary files that dead processes left beside it, and returns this process's temporary path.
+pub fn prepare_target(path: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => {
+            let what = if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else if m.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, pipe or socket)"
+            };
+            return Err(std::io::Error::other(format!(
+                "is {what}: refusing to replace it (write to a regular file's path)"
+            )));
+        }
+        _ => {}
+    }
+    remove_stale_temps(path);
+    Ok(temp_sibling(path))
+}
+
+/// Maps an I/O error to one whose message starts with the path it happened at.
+pub fn io_at(path: &Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 /// A temporary path next to `path` (same directory, so a rename is atomic), unique per process.
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
+    path.with_file_name(format!(".{}.{}.tmp", file_name(path), std::process::id()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+        .unwrap_or_else(|| "out".into())
+}
+
+/// Removes `.NAME.PID.tmp` (or `.NAME.PID.EXT`) siblings of `path` whose process is gone (a crash or `kill -9`
+/// mid-write); a live writer's file is left alone.
+pub fn remove_stale_temps(path: &Path) {
+    let prefix = format!(".{}.", file_name(path));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `.NAME.PID.tmp`, or `.NAME.PID.EXT` where a writer needs the extension (PNG plots).
+        let pid = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.split_once('.'))
+            .filter(|(_, ext)| {
+                *ext == "tmp" || Some(*ext) == path.extension().and_then(|e| e.to_str())
+            })
+            .and_then(|(p, _)| p.parse::<i32>().ok());
+        if let Some(pid) = pid
+            && pid as u32 != std::process::id()
+            && !process_alive(pid)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether a process with this id exists (signal 0 checks without sending anything).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for the process; it has no effect on it.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 #[cfg(test)]
@@ -40,6 +117,41 @@ mod tests {
         write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_refuses_what_is_not_a_regular_file_and_clears_dead_temps() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(
+            write_atomic(&sub, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("directory")
+        );
+        let target = dir.path().join("t.bin");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("link.bin");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(
+            write_atomic(&link, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(write_atomic(Path::new("/dev/null"), b"x").is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        // A dead writer's temporary file goes; a live one's (this process's parent) stays.
+        let dead = dir.path().join(".t.bin.999999999.tmp");
+        let live = dir.path().join(format!(
+            ".t.bin.{}.tmp",
+            std::os::unix::process::parent_id()
+        ));
+        std::fs::write(&dead, b"x").unwrap();
+        std::fs::write(&live, b"x").unwrap();
+        write_atomic(&target, b"new").unwrap();
+        assert!(!dead.exists() && live.exists());
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn synthetic_corpus_reads_back_as_irmas_and_is_reproducible() {
     // Same seed: byte-identical files. Another seed: different audio.
     let fa = all_files(a.path());
     let fb = all_files(b.path());
-    assert_eq!(fa.len(), 4 * 11 + 2 * 6);
+    assert_eq!(fa.len(), 4 * 11 + 2 * 6 + 1); // and instrec-synth.json
     for (x, y) in fa.iter().zip(&fb) {
         assert_eq!(
             x.strip_prefix(a.path()).unwrap(),
@@ -252,7 +252,7 @@ fn the_built_in_soundfont_is_the_default_and_a_file_can_replace_it() {
     };
     let a = render_with(&SoundFontSource::Embedded, &dir.path().join("a"));
     let b = render_with(&from_file, &dir.path().join("b"));
-    assert_eq!(a.len(), 11 + 2);
+    assert_eq!(a.len(), 11 + 2 + 1); // and instrec-synth.json
     assert!(
         a == b,
         "the same SoundFont from a file rendered other bytes"

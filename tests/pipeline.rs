@@ -344,7 +344,7 @@ fn streaming_tagging_equals_scoring_the_whole_clip() {
     let device = Device::flex();
     let ex = MelExtractor::new(FeatureSettings::default());
     let tmp = tempfile::tempdir().unwrap();
-    // A clip shorter than one window too.
+    // A clip shorter than one window (0.68 s, padded to one) too.
     let short = tmp.path().join("short.wav");
     let audio =
         instrec::audio::decode_file(&common::frontend_fixtures().join("chord_stereo_44k.wav"))
@@ -352,7 +352,7 @@ fn streaming_tagging_equals_scoring_the_whole_clip() {
     let cut: Vec<Vec<f32>> = audio
         .channels
         .iter()
-        .map(|c| c[..13_000].to_vec())
+        .map(|c| c[..30_000].to_vec())
         .collect();
     instrec::audio::write_wav_i16(&short, 44_100, &cut).unwrap();
     // 20 s of 44.1 kHz stereo: many decoder blocks, the resampler's state carried across them.

@@ -159,15 +159,18 @@ pub fn prepare_subset(
     let results: Vec<Result<ClipFeatures, String>> = files
         .par_iter()
         .map(|f| {
-            let r = decode_file(f)
-                .map(|audio| ClipFeatures::extract(&extractor, &audio, mode))
-                .map_err(|e| e.reason);
+            let r = decode_file(f).map_err(|e| e.reason).and_then(|audio| {
+                let c = ClipFeatures::extract(&extractor, &audio, mode);
+                crate::features::check_clip_frames(c.frames(), audio.duration_s(), settings)
+                    .map(|_| c)
+            });
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, files.len());
             r
         })
         .collect();
-    std::fs::create_dir_all(dir)?;
-    write_cache(&path, &key, settings, mode, files, &results)?;
+    // I/O errors name the path they happened at.
+    std::fs::create_dir_all(dir).map_err(crate::util::io_at(dir))?;
+    write_cache(&path, &key, settings, mode, files, &results).map_err(crate::util::io_at(&path))?;
     let failures = files
         .iter()
         .zip(&results)
@@ -216,7 +219,7 @@ fn write_cache(
             .collect(),
     };
     let header = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
-    let tmp = crate::util::temp_sibling(path);
+    let tmp = crate::util::prepare_target(path)?;
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = HashingWriter {

@@ -12,7 +12,7 @@
 //! Every file is rendered from its own seed derived from the corpus seed: the same seed gives
 //! byte-identical files, whatever the number of threads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -418,6 +418,12 @@ pub fn render_corpus(
         }
     }
     jobs.extend((0..opts.test_clips).map(|index| Job::Test { index }));
+    // The folder becomes exactly what these settings make: a previous corpus is cleared (never
+    // mixed in), a folder holding anything else is refused. The manifest says "incomplete" until
+    // the last file is written.
+    let mut manifest = Manifest::new(sf, opts);
+    clear_for(&opts.out)?;
+    write_manifest(&opts.out, &manifest)?;
     let train_root = opts.out.join(TRAIN_DIR);
     for c in CLASSES {
         std::fs::create_dir_all(train_root.join(c))
@@ -440,6 +446,8 @@ pub fn render_corpus(
         })
         .collect();
     let seconds = seconds?;
+    manifest.complete = true;
+    write_manifest(&opts.out, &manifest)?;
     Ok(SynthReport {
         train_files: jobs
             .iter()
@@ -448,6 +456,88 @@ pub fn render_corpus(
         test_files: opts.test_clips,
         audio_seconds: seconds.iter().sum(),
     })
+}
+
+/// `instrec synth`'s record in a corpus folder: the settings it was rendered with.
+pub const MANIFEST: &str = "instrec-synth.json";
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    seed: u64,
+    train_per_class: usize,
+    test_clips: usize,
+    /// The SoundFont's name and size (a different SoundFont renders a different corpus).
+    soundfont: String,
+    instrec_version: String,
+    complete: bool,
+}
+
+impl Manifest {
+    fn new(sf: &SoundFont, opts: &SynthOptions) -> Self {
+        Self {
+            seed: opts.seed,
+            train_per_class: opts.train_per_class,
+            test_clips: opts.test_clips,
+            soundfont: format!(
+                "{} ({} samples, {} presets)",
+                sf.get_info().get_bank_name(),
+                sf.get_wave_data().len(),
+                sf.get_presets().len()
+            ),
+            instrec_version: env!("CARGO_PKG_VERSION").into(),
+            complete: false,
+        }
+    }
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(MANIFEST);
+    let json = serde_json::to_vec_pretty(m).map_err(|e| e.to_string())?;
+    write_atomic(&path, &json).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_manifest(dir: &Path) -> Option<Manifest> {
+    serde_json::from_slice(&std::fs::read(dir.join(MANIFEST)).ok()?).ok()
+}
+
+/// Whether `dir` holds a complete corpus rendered with exactly these settings and SoundFont.
+pub fn corpus_is_complete(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bool {
+    let mut want = Manifest::new(sf, opts);
+    want.complete = true;
+    read_manifest(dir).is_some_and(|m| {
+        Manifest {
+            instrec_version: want.instrec_version.clone(),
+            ..m
+        } == want
+    })
+}
+
+/// Empties a folder that a previous `instrec synth` made (its manifest and IRMAS folders); a
+/// folder with anything else in it is refused, so a corpus never mixes with other files.
+fn clear_for(dir: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let ours = |n: &str| n == MANIFEST || n == TRAIN_DIR || n.starts_with(TEST_DIR_PREFIX);
+    if read_manifest(dir).is_none() || !names.iter().all(|n| ours(n)) {
+        return Err(format!(
+            "{}: not empty and not a corpus made by instrec synth; choose an empty or new folder",
+            dir.display()
+        ));
+    }
+    for n in names.iter().filter(|n| *n != MANIFEST) {
+        let p = dir.join(n);
+        std::fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64, String> {

@@ -122,6 +122,9 @@ pub fn evaluate(
     device: &Device,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<EvalReport> {
+    crate::check::hop("hop", opts.hop).map_err(anyhow::Error::msg)?;
+    crate::check::batch("batch_size", opts.batch_size).map_err(anyhow::Error::msg)?;
+    crate::check::threshold("fixed threshold", opts.fixed_threshold).map_err(anyhow::Error::msg)?;
     let (model, config) = load_bundle(model_dir, device)?;
     let set = Irmas::read(data).map_err(anyhow::Error::msg)?;
     if set.test.is_empty() {
@@ -159,9 +162,27 @@ pub fn evaluate(
                     metrics::aggregate(&w, opts.aggregation),
                 ));
             }
-            None => skipped.push(format!("{}: could not be decoded", clip.path.display())),
+            None => skipped.push(
+                features
+                    .failures
+                    .iter()
+                    .find(|f| f.path == clip.path)
+                    .map_or_else(
+                        || format!("{}: could not be decoded", clip.path.display()),
+                        |f| f.to_string(),
+                    ),
+            ),
         }
         progress(i + 1, set.test.len());
+    }
+    // A report over no clip would be all zeros: an error, not a result.
+    if clip_scores.is_empty() {
+        bail!(
+            "{}: none of the {} test clips could be scored ({})",
+            data.display(),
+            set.test.len(),
+            skipped.first().map_or("", String::as_str)
+        );
     }
     let report = score_report(model_dir, data, &config, opts, clip_scores, skipped);
     Ok(report)

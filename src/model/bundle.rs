@@ -2,6 +2,7 @@
 //! statistics included) and `config.json` (architecture, classes in order, feature settings,
 //! channel mode, thresholds, provenance), so `tag` and `evaluate` need nothing else.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::store::{ModuleSnapshot, SafetensorsStore};
@@ -61,9 +62,40 @@ pub struct BundleConfig {
     pub channels: ChannelMode,
     pub thresholds: Thresholds,
     pub provenance: Provenance,
+    /// SHA-256 of `model.safetensors`, written by [`save_bundle`] and checked on load (absent in
+    /// bundles written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 impl BundleConfig {
+    /// The classes are distinct and named, the thresholds finite in [0, 1], one per class.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.classes.len();
+        let mut sorted = self.classes.clone();
+        sorted.sort();
+        sorted.dedup();
+        if n == 0 || sorted.len() != n || self.classes.iter().any(|c| c.is_empty()) {
+            return Err(format!(
+                "classes must be distinct names, got {:?}",
+                self.classes
+            ));
+        }
+        crate::check::threshold("thresholds.global", self.thresholds.global)?;
+        if let Some(p) = &self.thresholds.per_class {
+            if p.len() != n {
+                return Err(format!(
+                    "thresholds.per_class has {} values for {n} classes",
+                    p.len()
+                ));
+            }
+            for (c, &t) in self.classes.iter().zip(p) {
+                crate::check::threshold(&format!("thresholds.per_class[{c}]"), t)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn new(arch: Arch, channels: ChannelMode) -> Self {
         Self {
             format_version: FORMAT_VERSION,
@@ -76,6 +108,7 @@ impl BundleConfig {
                 instrec_version: env!("CARGO_PKG_VERSION").into(),
                 ..Default::default()
             },
+            weights_sha256: None,
         }
     }
 }
@@ -94,16 +127,95 @@ fn err(path: &Path, reason: impl Into<String>) -> BundleError {
     }
 }
 
-/// Serialises a model's tensors as safetensors bytes.
-pub fn model_to_safetensors(model: &Model) -> Result<Vec<u8>, String> {
+/// Metadata key in `model.safetensors` that records the classes the weights were trained with.
+const CLASSES_KEY: &str = "instrec_classes";
+
+/// A safetensors file's header (tensor name → entry, and `__metadata__`) and where its data
+/// starts; the header is bounded by the file's own length.
+fn st_header(bytes: &[u8]) -> Result<(BTreeMap<String, serde_json::Value>, usize), String> {
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .ok_or("not a safetensors file (shorter than its header length)")?;
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&e| e <= bytes.len())
+        .ok_or("not a safetensors file (header longer than the file)")?;
+    let header = serde_json::from_slice(&bytes[8..end])
+        .map_err(|e| format!("not a safetensors file (header: {e})"))?;
+    Ok((header, end))
+}
+
+/// The same file with a sorted header and `meta` as its metadata: identical models give
+/// identical bytes (burn writes its metadata from a hash map, in a random order).
+fn st_canonical(bytes: &[u8], meta: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let (mut header, start) = st_header(bytes)?;
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    let mut h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend_from_slice(&bytes[start..]);
+    Ok(out)
+}
+
+/// The first float tensor holding a NaN or an infinity, if any.
+fn st_non_finite(bytes: &[u8]) -> Result<Option<String>, String> {
+    let (header, start) = st_header(bytes)?;
+    for (name, entry) in &header {
+        if entry["dtype"] != "F32" {
+            continue;
+        }
+        let off = |i: usize| entry["data_offsets"][i].as_u64().map(|v| v as usize);
+        let (Some(a), Some(b)) = (off(0), off(1)) else {
+            return Err(format!("{name}: no data offsets"));
+        };
+        let data = start
+            .checked_add(a)
+            .zip(start.checked_add(b))
+            .and_then(|(a, b)| bytes.get(a..b))
+            .ok_or_else(|| format!("{name}: data outside the file"))?;
+        if data
+            .chunks_exact(4)
+            .any(|c| !f32::from_le_bytes(c.try_into().unwrap()).is_finite())
+        {
+            return Ok(Some(name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// SHA-256 in lowercase hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Serialises a model's tensors as safetensors bytes, deterministically, recording `classes`.
+pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>, String> {
     let mut store = SafetensorsStore::from_bytes(None);
     model.save_into(&mut store).map_err(|e| e.to_string())?;
-    store.get_bytes().map_err(|e| e.to_string())
+    let bytes = store.get_bytes().map_err(|e| e.to_string())?;
+    let mut meta: BTreeMap<String, String> =
+        SafetensorsStore::default_metadata().into_iter().collect();
+    meta.insert(CLASSES_KEY.into(), classes.join(","));
+    st_canonical(&bytes, meta)
 }
 
 /// Loads safetensors bytes into `model`; every tensor of the model must be present, with its
-/// shape.
+/// shape, and finite.
 pub fn model_from_safetensors(model: Model, bytes: Vec<u8>) -> Result<Model, String> {
+    if let Some(name) = st_non_finite(&bytes)? {
+        return Err(format!(
+            "tensor {name} holds NaN or infinite values (damaged weights)"
+        ));
+    }
     let mut model = model;
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .validate(false)
@@ -125,11 +237,15 @@ pub fn model_from_safetensors(model: Model, bytes: Vec<u8>) -> Result<Model, Str
 /// last, so a bundle with a config is complete.
 pub fn save_bundle(dir: &Path, model: &Model, config: &BundleConfig) -> Result<(), BundleError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
-    let weights = model_to_safetensors(model).map_err(|e| err(dir, e))?;
+    let weights = model_to_safetensors(model, &config.classes).map_err(|e| err(dir, e))?;
     let wpath = dir.join(WEIGHTS_FILE);
     write_atomic(&wpath, &weights).map_err(|e| err(&wpath, e.to_string()))?;
     let cpath = dir.join(CONFIG_FILE);
-    let json = serde_json::to_vec_pretty(config).map_err(|e| err(&cpath, e.to_string()))?;
+    let config = BundleConfig {
+        weights_sha256: Some(sha256_hex(&weights)),
+        ..config.clone()
+    };
+    let json = serde_json::to_vec_pretty(&config).map_err(|e| err(&cpath, e.to_string()))?;
     write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))
 }
 
@@ -154,6 +270,7 @@ pub fn read_config(dir: &Path) -> Result<BundleConfig, BundleError> {
             format!("bundle format {} is not supported", config.format_version),
         ));
     }
+    config.check().map_err(|e| err(&cpath, e))?;
     Ok(config)
 }
 
@@ -162,6 +279,29 @@ pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig),
     let config = read_config(dir)?;
     let wpath = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
+    if let Some(expected) = &config.weights_sha256
+        && sha256_hex(&bytes) != *expected
+    {
+        return Err(err(
+            &wpath,
+            format!("does not match the weights_sha256 in {CONFIG_FILE} (changed or damaged)"),
+        ));
+    }
+    let (header, _) = st_header(&bytes).map_err(|e| err(&wpath, e))?;
+    if let Some(trained) = header
+        .get("__metadata__")
+        .and_then(|m| m.get(CLASSES_KEY))
+        .and_then(|v| v.as_str())
+        && trained != config.classes.join(",")
+    {
+        return Err(err(
+            &dir.join(CONFIG_FILE),
+            format!(
+                "lists the classes {} but the weights were trained with {trained}",
+                config.classes.join(",")
+            ),
+        ));
+    }
     let model = Model::new(config.arch, config.classes.len(), device);
     let model = model_from_safetensors(model, bytes).map_err(|e| err(&wpath, e))?;
     Ok((model, config))

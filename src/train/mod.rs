@@ -72,6 +72,20 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Refuses settings that would panic or poison training, wherever they were read from (flags,
+    /// an experiment TOML, a run's train.json); the message names the setting.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::check as c;
+        c::batch("batch_size", self.batch_size)?;
+        c::real("lr", self.lr, 0.0, 10.0, false)?;
+        c::real("weight_decay", self.weight_decay, 0.0, 1.0, true)?;
+        c::count("max_epochs", self.max_epochs)?;
+        c::count0("warmup_epochs", self.warmup_epochs)?;
+        c::count("patience", self.patience)?;
+        c::real("val_fraction", self.val_fraction, 0.0, 0.9, false)?;
+        Ok(())
+    }
+
     /// The paper's settings for a data set, architecture, initialisation and channel mode.
     pub fn paper(data: PathBuf, arch: Arch, init: &str, channels: ChannelMode, seed: u64) -> Self {
         Self {
@@ -202,6 +216,8 @@ pub struct RunData {
     /// Clip features and label sets of the training and validation clips.
     pub train: Vec<(ClipFeatures, Vec<usize>)>,
     pub valid: Vec<(ClipFeatures, Vec<usize>)>,
+    /// The files of `train`, in the same order (to name them in errors).
+    pub train_paths: Vec<PathBuf>,
 }
 
 /// Reads the data set, splits it and loads (or builds) the feature cache.
@@ -228,24 +244,23 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         &config.cache_dir,
         &|_, _| {},
         &|p| wanted.contains(p),
-    )
-    .with_context(|| format!("feature cache in {}", config.cache_dir.display()))?;
+    )?;
     for f in &features.failures {
         obs.message(&format!("warning: skipped {f}"));
     }
     let split = split_validation(&set.train, config.val_fraction, config.seed, config.split);
-    let pick = |idx: &[usize]| -> Vec<(ClipFeatures, Vec<usize>)> {
+    let pick = |idx: &[usize]| -> (Vec<(ClipFeatures, Vec<usize>)>, Vec<PathBuf>) {
         idx.iter()
             .filter_map(|&i| {
                 let clip = &set.train[i];
                 features
                     .get(&clip.path)
-                    .map(|f| (f.clone(), vec![clip.label]))
+                    .map(|f| ((f.clone(), vec![clip.label]), clip.path.clone()))
             })
-            .collect()
+            .unzip()
     };
-    let train = pick(&split.train);
-    let valid = pick(&split.valid);
+    let (train, train_paths) = pick(&split.train);
+    let (valid, _) = pick(&split.valid);
     if train.is_empty() || valid.is_empty() {
         bail!(
             "{}: too few training clips for a validation split ({} train, {} validation)",
@@ -258,6 +273,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         features,
         train,
         valid,
+        train_paths,
     })
 }
 
@@ -358,9 +374,13 @@ pub fn train(
         let p = run_dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&p)
             .with_context(|| format!("{}: cannot resume, no run here", p.display()))?;
-        serde_json::from_str::<TrainConfig>(&text)
-            .with_context(|| format!("{}: invalid run config", p.display()))?
+        let c = serde_json::from_str::<TrainConfig>(&text)
+            .with_context(|| format!("{}: invalid run config", p.display()))?;
+        c.check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        c
     } else {
+        config.check().map_err(anyhow::Error::msg)?;
         write_atomic(
             &run_dir.join(CONFIG_FILE),
             &serde_json::to_vec_pretty(config)?,
@@ -454,12 +474,32 @@ pub fn train(
             lr = lr_now.base();
             model = optim.step(lr_now, model, grads);
             let l = scalar(loss);
+            if !l.is_finite() {
+                // Fail fast: a non-finite loss poisons every later step and every checkpoint.
+                let mut clips: Vec<String> = batch
+                    .iter()
+                    .map(|&(c, _)| data.train_paths[c].display().to_string())
+                    .collect();
+                clips.sort();
+                clips.dedup();
+                bail!(
+                    "epoch {epoch}, batch {}: the training loss is {l}; training stops (the last \
+                     checkpoint and best model are kept). Try a lower --lr; the batch's clips: {}",
+                    b + 1,
+                    clips.join(", ")
+                );
+            }
             loss_sum += l * batch.len() as f64;
             state.steps_done += 1;
             obs.batch(b + 1, l);
         }
         let train_secs = t0.elapsed().as_secs_f64();
         let (val_loss, val_f1) = validate(&model, &data.valid, silence, &device, config.batch_size);
+        if !val_loss.is_finite() {
+            bail!(
+                "epoch {epoch}: the validation loss is {val_loss}; training stops (the last checkpoint and best model are kept)"
+            );
+        }
         let log = EpochLog {
             epoch,
             lr,

@@ -1,0 +1,122 @@
+//! Range checks for the numeric settings, one rule each, shared by the CLI's flags, experiment
+//! TOMLs, run configs and bundles' `config.json`: a bad value is refused before any work starts,
+//! with a message that names the setting, instead of a panic or an unbounded allocation later.
+
+use std::fmt::Display;
+
+/// The analysis window, in frames: a hop above it would skip audio.
+pub const MAX_HOP: usize = 43;
+/// Batches above this would only exhaust memory.
+pub const MAX_BATCH: usize = 4096;
+/// Epochs, patience, clip counts, steps: far above any real use, small enough to allocate.
+pub const MAX_COUNT: usize = 1_000_000;
+
+/// `v` within `lo..=hi`.
+pub fn within<T: PartialOrd + Display + Copy>(what: &str, v: T, lo: T, hi: T) -> Result<T, String> {
+    if v < lo || v > hi {
+        Err(format!("{what} must be between {lo} and {hi}, got {v}"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A finite `v` with `lo < v <= hi` (`lo` itself allowed when `lo_ok`).
+pub fn real(what: &str, v: f64, lo: f64, hi: f64, lo_ok: bool) -> Result<f64, String> {
+    let low = if lo_ok { v >= lo } else { v > lo };
+    if !v.is_finite() || !low || v > hi {
+        let open = if lo_ok { "[" } else { "(" };
+        Err(format!(
+            "{what} must be a finite number in {open}{lo}, {hi}], got {v}"
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A decision threshold: finite, 0 ≤ t ≤ 1.
+pub fn threshold(what: &str, t: f32) -> Result<f32, String> {
+    real(what, t as f64, 0.0, 1.0, true).map(|_| t)
+}
+
+/// Analysis windows overlap when the hop is below the window: 1 ≤ hop ≤ 43.
+pub fn hop(what: &str, v: usize) -> Result<usize, String> {
+    within(what, v, 1, MAX_HOP)
+}
+
+pub fn batch(what: &str, v: usize) -> Result<usize, String> {
+    within(what, v, 1, MAX_BATCH)
+}
+
+/// Epochs, patience, steps, clip counts: at least 1.
+pub fn count(what: &str, v: usize) -> Result<usize, String> {
+    within(what, v, 1, MAX_COUNT)
+}
+
+/// A count that may be 0.
+pub fn count0(what: &str, v: usize) -> Result<usize, String> {
+    within(what, v, 0, MAX_COUNT)
+}
+
+/// Clap value parsers: the flag's text through the rule (clap names the flag in its error).
+pub mod flag {
+    fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+        s.trim()
+            .parse::<T>()
+            .map_err(|_| format!("'{s}' is not a number"))
+    }
+    fn rule<T: std::fmt::Display>(r: Result<T, String>) -> Result<T, String> {
+        // clap already names the flag: drop the setting's own name from the message.
+        r.map_err(|e| {
+            e.split_once(" must ")
+                .map_or(e.clone(), |(_, m)| format!("must {m}"))
+        })
+    }
+    pub fn hop(s: &str) -> Result<usize, String> {
+        rule(super::hop("hop", num(s)?))
+    }
+    pub fn batch(s: &str) -> Result<usize, String> {
+        rule(super::batch("batch", num(s)?))
+    }
+    pub fn count(s: &str) -> Result<usize, String> {
+        rule(super::count("count", num(s)?))
+    }
+    pub fn count0(s: &str) -> Result<usize, String> {
+        rule(super::count0("count", num(s)?))
+    }
+    pub fn threshold(s: &str) -> Result<f32, String> {
+        rule(super::threshold("threshold", num(s)?))
+    }
+    /// Learning rates: 0 < lr ≤ 10.
+    pub fn lr(s: &str) -> Result<f64, String> {
+        rule(super::real("lr", num(s)?, 0.0, 10.0, false))
+    }
+    /// Weight decay: 0 ≤ wd ≤ 1.
+    pub fn weight_decay(s: &str) -> Result<f64, String> {
+        rule(super::real("wd", num(s)?, 0.0, 1.0, true))
+    }
+    /// The validation share of each class: 0 < f ≤ 0.9 (training keeps at least a tenth).
+    pub fn fraction(s: &str) -> Result<f64, String> {
+        rule(super::real("fraction", num(s)?, 0.0, 0.9, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_refuse_what_would_panic_or_poison() {
+        assert!(hop("hop", 0).is_err() && hop("hop", 44).is_err() && hop("hop", 22).is_ok());
+        assert!(batch("b", 0).is_err() && batch("b", 64).is_ok());
+        assert!(threshold("t", f32::NAN).is_err() && threshold("t", 1.5).is_err());
+        assert!(threshold("t", 0.0).is_ok() && threshold("t", 1.0).is_ok());
+        assert!(flag::lr("-1").is_err() && flag::lr("0").is_err() && flag::lr("inf").is_err());
+        assert!(flag::lr("5e-4").is_ok() && flag::weight_decay("0").is_ok());
+        assert!(flag::fraction("1.5").is_err() && flag::fraction("0.15").is_ok());
+        assert_eq!(
+            flag::hop("0").unwrap_err(),
+            "must be between 1 and 43, got 0"
+        );
+        assert_eq!(flag::batch("x").unwrap_err(), "'x' is not a number");
+    }
+}
