@@ -223,6 +223,43 @@ struct TagArgs {
     /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
     backend: Backend,
+    /// For a whole library: write one JSON line per file to this file as each is done (path,
+    /// size, mtime, duration, scores, predominant instruments, timeline), with a progress bar.
+    #[arg(long, value_name = "FILE.jsonl")]
+    out: Option<PathBuf>,
+    /// With --out: go on with an existing output, skipping files already in it with the same
+    /// size and modification time (a last line cut off by a crash is repaired).
+    #[arg(long, requires = "out")]
+    resume: bool,
+    /// With --out: tag only part K of N of the file list (a stable split by path hash), so N
+    /// processes tag one library together; their outputs concatenate to one.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard, requires = "out")]
+    shard: Option<(usize, usize)>,
+    /// With --out: leave the per-window timeline out of each line.
+    #[arg(long, requires = "out")]
+    no_timeline: bool,
+    /// File extensions searched for in directories (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "wav,flac,ogg,mp3,m4a,aac,aif,aiff,oga"
+    )]
+    extensions: Vec<String>,
+}
+
+/// `K/N` with 1 ≤ K ≤ N.
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/8")?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{v}' is not a number"))
+    };
+    let (k, n) = (num(k)?, num(n)?);
+    if n == 0 || k == 0 || k > n || n > instrec::check::MAX_COUNT {
+        return Err(format!("must be K/N with 1 ≤ K ≤ N, got {k}/{n}"));
+    }
+    Ok((k, n))
 }
 
 #[derive(Args, Debug)]
@@ -861,9 +898,17 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
     if let Some(t) = a.threshold {
         tagger = tagger.with_threshold(t);
     }
-    let files = instrec::tag::collect_audio_files(&a.inputs);
+    let extensions: Vec<String> = a
+        .extensions
+        .iter()
+        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+        .collect();
+    let files = instrec::tag::collect_files_with(&a.inputs, &extensions);
     if files.is_empty() {
         anyhow::bail!("no audio files found in the given paths");
+    }
+    if let Some(out) = &a.out {
+        return tag_library(&tagger, files, out, &a);
     }
     let mut failures = Vec::new();
     let mut results = Vec::new();
@@ -956,6 +1001,79 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::from(2))
     }
+}
+
+/// `tag --out`: one flushed JSON line per file, resumable and shardable, with a progress bar.
+fn tag_library(
+    tagger: &instrec::tag::Tagger,
+    files: Vec<PathBuf>,
+    out: &std::path::Path,
+    a: &TagArgs,
+) -> Result<ExitCode> {
+    use instrec::tag::{FileStamp, TagLine, TagLog};
+    let files = match a.shard {
+        Some((k, n)) => instrec::tag::shard(files, k, n),
+        None => files,
+    };
+    let (mut log, done) = TagLog::open(out, a.resume)?;
+    let todo: Vec<(PathBuf, Option<FileStamp>)> = files
+        .into_iter()
+        .map(|f| {
+            let stamp = FileStamp::of(&f);
+            (f, stamp)
+        })
+        .filter(|(f, stamp)| !stamp.is_some_and(|s| done.contains(&(f.clone(), s))))
+        .collect();
+    let skipped = done.len();
+    let pb = indicatif::ProgressBar::new(todo.len() as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = std::time::Instant::now();
+    let (mut audio_s, mut failures) = (0.0f64, Vec::new());
+    for (f, stamp) in &todo {
+        let stamp = stamp.unwrap_or(FileStamp {
+            size: 0,
+            mtime_ns: 0,
+        });
+        let line = match tagger.tag_file(f) {
+            Ok(r) => {
+                audio_s += r.duration_s;
+                TagLine::result(&r, &tagger.config.classes, stamp, !a.no_timeline)
+            }
+            Err(e) => {
+                pb.suspend(|| eprintln!("error: {e}"));
+                failures.push(e.to_string());
+                TagLine::failure(f, stamp, e.reason)
+            }
+        };
+        log.write(&line)?;
+        pb.inc(1);
+        pb.set_message(format!(
+            "{:.2} h of audio, {:.0} audio-s/s",
+            audio_s / 3600.0,
+            audio_s / start.elapsed().as_secs_f64().max(1e-9)
+        ));
+    }
+    pb.finish_and_clear();
+    out!(
+        "{} files tagged into {} ({} already there), {:.2} h of audio at {:.0} audio-s/s, {} failed",
+        todo.len() - failures.len(),
+        out.display(),
+        skipped,
+        audio_s / 3600.0,
+        audio_s / start.elapsed().as_secs_f64().max(1e-9),
+        failures.len()
+    );
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} of {} file(s) failed:", failures.len(), todo.len());
+    for f in &failures {
+        eprintln!("  {f}");
+    }
+    Ok(ExitCode::from(2))
 }
 
 struct ExperimentBars {

@@ -17,7 +17,7 @@ use crate::model::Model;
 use crate::model::bundle::{BundleConfig, BundleError, load_bundle};
 
 /// One analysis window's scores.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WindowScores {
     pub start_s: f64,
     pub end_s: f64,
@@ -248,6 +248,12 @@ pub const AUDIO_EXTENSIONS: [&str; 9] = [
 /// Expands files and directories (recursively, audio extensions only) into a sorted file list.
 /// Explicitly named files are kept whatever their extension, so a bad one is reported.
 pub fn collect_audio_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let exts: Vec<String> = AUDIO_EXTENSIONS.iter().map(|e| e.to_string()).collect();
+    collect_files_with(inputs, &exts)
+}
+
+/// [`collect_audio_files`] with another list of extensions (lowercase, without the dot).
+pub fn collect_files_with(inputs: &[PathBuf], extensions: &[String]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -259,9 +265,11 @@ pub fn collect_audio_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
                         let path = e.path();
                         if path.is_dir() {
                             stack.push(path);
-                        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                            AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                        }) {
+                        } else if path
+                            .extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase()))
+                        {
                             found.push(path);
                         }
                     }
@@ -274,4 +282,171 @@ pub fn collect_audio_files(inputs: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The part `k` of `n` (1-based) of a file list: the files whose path hashes to it (FNV-1a of the
+/// path as listed), so N processes given the same inputs tag disjoint parts that together are
+/// the whole list, whatever order each one sees.
+pub fn shard(files: Vec<PathBuf>, k: usize, n: usize) -> Vec<PathBuf> {
+    let hash = |p: &Path| {
+        p.to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+    };
+    files
+        .into_iter()
+        .filter(|p| (hash(p) % n as u64) as usize == k - 1)
+        .collect()
+}
+
+/// What identifies a file's version: its size and modification time (ns since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        let mtime_ns = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Some(Self {
+            size: m.len(),
+            mtime_ns,
+        })
+    }
+}
+
+/// One line of a JSON-lines tag file: a file's result, or why it failed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TagLine {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub stamp: FileStamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Aggregated score per class, by class code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<std::collections::BTreeMap<String, f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predominant: Option<Vec<(String, f32)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<WindowScores>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TagLine {
+    pub fn result(r: &TagResult, classes: &[String], stamp: FileStamp, timeline: bool) -> Self {
+        Self {
+            path: r.path.clone(),
+            stamp,
+            duration_s: Some(r.duration_s),
+            scores: Some(
+                classes
+                    .iter()
+                    .cloned()
+                    .zip(r.scores.iter().copied())
+                    .collect(),
+            ),
+            predominant: Some(r.predominant.clone()),
+            timeline: timeline.then(|| r.timeline.clone()),
+            error: None,
+        }
+    }
+
+    pub fn failure(path: &Path, stamp: FileStamp, error: String) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            stamp,
+            duration_s: None,
+            scores: None,
+            predominant: None,
+            timeline: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A JSON-lines tag file that grows one flushed line per file, so a run that dies loses at most
+/// the line it was writing; reopened with `resume`, it says which files are done.
+pub struct TagLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl TagLog {
+    /// Opens `path` for a new run (it must not exist) or, with `resume`, to go on: a last line cut
+    /// off by a crash is removed, and the (path, stamp) pairs already there are returned.
+    pub fn open(
+        path: &Path,
+        resume: bool,
+    ) -> std::io::Result<(Self, std::collections::HashSet<(PathBuf, FileStamp)>)> {
+        use std::io::Write as _;
+        let at = crate::util::io_at(path);
+        let mut done = std::collections::HashSet::new();
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !m.file_type().is_file() {
+                return Err(at(std::io::Error::other("is not a regular file")));
+            }
+            if !resume {
+                return Err(at(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already exists (add --resume to go on with it, or remove it)",
+                )));
+            }
+            let bytes = std::fs::read(path).map_err(&at)?;
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for line in bytes[..complete]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                let l: TagLine = serde_json::from_slice(line).map_err(|e| {
+                    at(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not an instrec tag file ({e})"),
+                    ))
+                })?;
+                done.insert((l.path, l.stamp));
+            }
+            if complete < bytes.len() {
+                // The line a crash cut off: dropped, its file is tagged again.
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(&at)?;
+                f.set_len(complete as u64).map_err(&at)?;
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(&at)?;
+        file.flush().map_err(&at)?;
+        Ok((
+            Self {
+                file,
+                path: path.to_path_buf(),
+            },
+            done,
+        ))
+    }
+
+    /// Appends one line and flushes it to the file.
+    pub fn write(&mut self, line: &TagLine) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut bytes = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        self.file
+            .write_all(&bytes)
+            .and_then(|_| self.file.flush())
+            .map_err(crate::util::io_at(&self.path))
+    }
 }

@@ -390,3 +390,148 @@ fn streaming_tagging_equals_scoring_the_whole_clip() {
         }
     }
 }
+
+/// A folder of `n` short clips (copies of the fixtures under distinct names) and one bad file.
+fn library(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let srcs = [
+        "chord_stereo_44k.wav",
+        "voice_22k.wav",
+        "noise_mono_16k.wav",
+    ];
+    for i in 0..n {
+        let sub = dir.path().join(format!("album{}", i % 4));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(
+            common::frontend_fixtures().join(srcs[i % 3]),
+            sub.join(format!("track{i:02}.wav")),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("broken.flac"), b"not audio").unwrap();
+    dir
+}
+
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn paths_once(lines: &[serde_json::Value]) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for l in lines {
+        *seen
+            .entry(l["path"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn library_tagging_survives_a_kill_and_resumes_each_file_once() {
+    let bundle = random_bundle();
+    let lib = library(40);
+    let out = lib.path().join("tags.jsonl");
+    let args = |resume: bool| {
+        let mut v = vec![
+            "tag".to_string(),
+            lib.path().to_str().unwrap().to_string(),
+            "--model".into(),
+            bundle.path().to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ];
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(args(false))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it for real once a few files are written.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&out).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "no output");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = jsonl(&out).len();
+    assert!(
+        before < 41,
+        "the run finished before the kill ({before} lines)"
+    );
+    // And a line cut off mid-write, as a crash during a write leaves it.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"path\":\"/cut/off").unwrap();
+    drop(f);
+    // Without --resume an existing output is refused.
+    let o = instrec(&args(false).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let o = instrec(&args(true).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines = jsonl(&out);
+    let seen = paths_once(&lines);
+    assert_eq!(lines.len(), 41, "each file exactly once");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    // The bad file is listed with its reason; the others have scores and a timeline.
+    let bad: Vec<_> = lines.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0]["path"].as_str().unwrap().ends_with("broken.flac"));
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.get("error").is_none())
+            .all(|l| l["scores"].as_object().unwrap().len() == 11 && l["timeline"].is_array())
+    );
+    // A finished output resumed again tags nothing more.
+    let o = instrec(&args(true).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 files tagged"));
+    assert_eq!(jsonl(&out).len(), 41);
+}
+
+#[test]
+fn shards_cover_the_library_exactly_once() {
+    let bundle = random_bundle();
+    let lib = library(12);
+    let mut all = Vec::new();
+    for k in 1..=3 {
+        let out = lib.path().join(format!("part{k}.jsonl"));
+        let shard = format!("{k}/3");
+        instrec(&[
+            "tag",
+            lib.path().to_str().unwrap(),
+            "--model",
+            bundle.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--shard",
+            &shard,
+            "--no-timeline",
+        ]);
+        let lines = jsonl(&out);
+        assert!(lines.iter().all(|l| l.get("timeline").is_none()));
+        all.extend(lines);
+    }
+    let seen = paths_once(&all);
+    assert_eq!(seen.len(), 13);
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    for bad in ["0/3", "4/3", "1/0", "x"] {
+        let o = instrec(&[
+            "tag", "x.wav", "--model", "m", "--out", "o.jsonl", "--shard", bad,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+}
