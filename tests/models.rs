@@ -582,3 +582,96 @@ fn forward_cli_writes_logits_and_pooled_features() {
         assert!(rel_err(&ours.data, &exp.data) <= 1e-4);
     }
 }
+
+/// A ResNet bundle's weights are torchvision's `state_dict()`: the names, shapes and dtypes
+/// PyTorch listed (ARCH.keys.json), `fc.weight` as [11, 512], and every value unchanged.
+#[test]
+fn bundle_weights_are_a_torchvision_state_dict() {
+    use instrec::features::ChannelMode;
+    use instrec::model::bundle::{BundleConfig, load_bundle, save_bundle};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::ResNet(prng_resnet("resnet18", &device));
+    save_bundle(
+        dir.path(),
+        &model,
+        &BundleConfig::new(Arch::ResNet18, ChannelMode::Dup),
+    )
+    .unwrap();
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let keys = torchvision_keys("resnet18");
+    assert_eq!(
+        header.len() - 1,
+        keys.len(),
+        "tensor count (plus __metadata__)"
+    );
+    for (name, shape, dtype) in keys {
+        let e = header
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let got: Vec<usize> = serde_json::from_value(e["shape"].clone()).unwrap();
+        assert_eq!(got, shape, "{name}");
+        let (a, b) = (
+            e["data_offsets"][0].as_u64().unwrap() as usize,
+            e["data_offsets"][1].as_u64().unwrap() as usize,
+        );
+        if dtype == "int64" {
+            assert_eq!(e["dtype"], "I64", "{name}");
+            continue;
+        }
+        assert_eq!(e["dtype"], "F32", "{name}");
+        let values: Vec<f32> = data[a..b]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(values, prng_tensor(&name, &shape), "{name}");
+    }
+    // It loads back to the same logits.
+    let (loaded, _) = load_bundle(dir.path(), &device).unwrap();
+    let x = Tensor::<4>::ones([1, 3, 43, 128], &device);
+    assert_eq!(
+        loaded
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        model.forward(x).into_data().try_to_vec::<f32>().unwrap()
+    );
+}
+
+/// Bundles written before the torchvision layout (burn's names, `fc.weight` transposed) load.
+#[test]
+fn old_burn_layout_bundles_still_load() {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+    use instrec::features::ChannelMode;
+    use instrec::model::bundle::{BundleConfig, load_bundle};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::ResNet(prng_resnet("resnet18", &device));
+    let mut store = SafetensorsStore::from_bytes(None);
+    model.save_into(&mut store).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        store.get_bytes().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&BundleConfig::new(Arch::ResNet18, ChannelMode::Dup)).unwrap(),
+    )
+    .unwrap();
+    let (loaded, _) = load_bundle(dir.path(), &device).unwrap();
+    let x = Tensor::<4>::ones([1, 3, 43, 128], &device);
+    assert_eq!(
+        loaded
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        model.forward(x).into_data().try_to_vec::<f32>().unwrap()
+    );
+}

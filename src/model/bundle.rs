@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +162,15 @@ fn st_canonical(bytes: &[u8], meta: BTreeMap<String, String>) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// Whether safetensors bytes are an instrec bundle's weights (they record their classes).
+pub fn is_bundle_weights(bytes: &[u8]) -> bool {
+    st_header(bytes).is_ok_and(|(h, _)| {
+        h.get("__metadata__")
+            .and_then(|m| m.get(CLASSES_KEY))
+            .is_some()
+    })
+}
+
 /// The first float tensor holding a NaN or an infinity, if any.
 fn st_non_finite(bytes: &[u8]) -> Result<Option<String>, String> {
     let (header, start) = st_header(bytes)?;
@@ -198,14 +207,55 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Serialises a model's tensors as safetensors bytes, deterministically, recording `classes`.
+/// A ResNet is written exactly as torchvision's `state_dict()` (names, `[out, in]` linear
+/// weights, `num_batches_tracked`), so `torchvision.models.resnet18(num_classes=11)
+/// .load_state_dict(safetensors.torch.load_file(...))` takes it as it is; the Han CNN, which has
+/// no PyTorch original, keeps burn's names.
 pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>, String> {
     let mut store = SafetensorsStore::from_bytes(None);
+    if let Model::ResNet(_) = model {
+        store = store
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .skip_enum_variants(true)
+            .with_key_remapping(r"downsample\.conv\.", "downsample.0.")
+            .with_key_remapping(r"downsample\.bn\.", "downsample.1.");
+    }
     model.save_into(&mut store).map_err(|e| e.to_string())?;
-    let bytes = store.get_bytes().map_err(|e| e.to_string())?;
+    let mut bytes = store.get_bytes().map_err(|e| e.to_string())?;
+    if let Model::ResNet(_) = model {
+        bytes = st_with_batch_counters(&bytes)?;
+    }
     let mut meta: BTreeMap<String, String> =
         SafetensorsStore::default_metadata().into_iter().collect();
     meta.insert(CLASSES_KEY.into(), classes.join(","));
     st_canonical(&bytes, meta)
+}
+
+/// Adds torchvision's `num_batches_tracked` (int64, shape []) beside every BatchNorm's running
+/// mean: instrec does not use it (momentum 0.1), PyTorch's strict loading wants it.
+fn st_with_batch_counters(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut header, start) = st_header(bytes)?;
+    let mut data = bytes[start..].to_vec();
+    let prefixes: Vec<String> = header
+        .keys()
+        .filter_map(|k| k.strip_suffix("running_mean").map(str::to_string))
+        .collect();
+    for p in prefixes {
+        let (a, b) = (data.len(), data.len() + 8);
+        data.extend(0i64.to_le_bytes());
+        header.insert(
+            format!("{p}num_batches_tracked"),
+            serde_json::json!({"dtype": "I64", "shape": [], "data_offsets": [a, b]}),
+        );
+    }
+    let mut h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    Ok(out)
 }
 
 /// Loads safetensors bytes into `model`; every tensor of the model must be present, with its
@@ -216,6 +266,22 @@ pub fn model_from_safetensors(model: Model, bytes: Vec<u8>) -> Result<Model, Str
             "tensor {name} holds NaN or infinite values (damaged weights)"
         ));
     }
+    // Bundles hold torchvision-layout ResNets; older ones, and the Han CNN, burn's names.
+    match model {
+        Model::ResNet(r) if super::import::is_torchvision_safetensors(&bytes) => {
+            super::import::load_resnet_safetensors(r, bytes, "weights", super::import::Head::Load)
+                .map(Model::ResNet)
+                .map_err(|e| match e {
+                    super::import::ImportError::File { reason, .. } => reason,
+                    other => other.to_string(),
+                })
+        }
+        model => burn_layout(model, bytes),
+    }
+}
+
+/// Loads safetensors with burn's own names, every tensor present with its shape.
+fn burn_layout(model: Model, bytes: Vec<u8>) -> Result<Model, String> {
     let mut model = model;
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .validate(false)

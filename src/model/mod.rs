@@ -191,7 +191,11 @@ pub fn load_into(model: Model, path: &Path, head: Head) -> Result<Model, ImportE
         Some("safetensors") => {
             let bytes = std::fs::read(&weights).map_err(|e| fail(e.to_string()))?;
             match model {
-                Model::ResNet(r) if import::is_torchvision_safetensors(&bytes) => {
+                // A plain torchvision state dict; a bundle's weights load whole (head included).
+                Model::ResNet(r)
+                    if import::is_torchvision_safetensors(&bytes)
+                        && !bundle::is_bundle_weights(&bytes) =>
+                {
                     Ok(Model::ResNet(import::load_resnet_safetensors(
                         r,
                         bytes,
