@@ -126,3 +126,13 @@ pub fn bench_model(
         infer_samples_per_s: (batch * steps) as f64 / infer,
     }
 }
+
+/// This process's peak resident memory so far, in MB (getrusage).
+pub fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    u.ru_maxrss as f64 / 1024.0
+}

@@ -238,6 +238,10 @@ struct TagArgs {
     /// With --out: leave the per-window timeline out of each line.
     #[arg(long, requires = "out")]
     no_timeline: bool,
+    /// With --out: threads that decode and make windows while the model scores (default: all
+    /// cores).
+    #[arg(long, value_parser = instrec::check::flag::count, requires = "out")]
+    threads: Option<usize>,
     /// File extensions searched for in directories (comma-separated).
     #[arg(
         long,
@@ -407,6 +411,25 @@ enum BenchCommand {
         #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 5)]
         steps: usize,
     },
+    /// End-to-end tagging throughput (decode → log-mel → windows → model → scores), in seconds
+    /// of audio per second, with the library pipeline and file by file.
+    Tag {
+        /// Folder of audio files (default: CLIPS synthetic test clips of 5–20 s, rendered once
+        /// into the system's temporary folder).
+        dir: Option<PathBuf>,
+        /// Model bundle (default: a randomly initialised ResNet18).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Synthetic clips to render when no folder is given.
+        #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 100)]
+        clips: usize,
+        /// Decoding threads of the pipeline (default: all cores).
+        #[arg(value_parser = instrec::check::flag::count, long)]
+        threads: Option<usize>,
+        /// Compute backend: flex (pure Rust, default), tch (LibTorch) or cuda.
+        #[arg(long, default_value = "flex")]
+        backend: Backend,
+    },
 }
 
 fn main() -> ExitCode {
@@ -448,6 +471,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 clips,
                 threads,
             } => bench_features(audio, clips, threads),
+            BenchCommand::Tag {
+                dir,
+                model,
+                clips,
+                threads,
+                backend,
+            } => bench_tag(dir, model, clips, threads, backend),
             BenchCommand::Model {
                 arch,
                 backend,
@@ -516,6 +546,93 @@ fn features(args: FeaturesArgs) -> Result<ExitCode> {
         columns.len(),
         args.channel
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_tag(
+    dir: Option<PathBuf>,
+    model: Option<PathBuf>,
+    clips: usize,
+    threads: Option<usize>,
+    backend: Backend,
+) -> Result<ExitCode> {
+    let device = backend.device().map_err(anyhow::Error::msg)?;
+    let tmp = std::env::temp_dir();
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            // Test clips only: 1 training clip per class is the least synth renders.
+            let opts = synth::SynthOptions {
+                out: tmp.join(format!("instrec-bench-tag-{clips}")),
+                train_per_class: 1,
+                test_clips: clips,
+                seed: 5,
+            };
+            let sf = instrec::data::soundfont::load_soundfont(
+                &instrec::data::soundfont::SoundFontSource::Embedded,
+            )
+            .map_err(anyhow::Error::msg)?;
+            if !synth::corpus_is_complete(&opts.out, &sf, &opts) {
+                eprintln!(
+                    "rendering {clips} synthetic test clips into {}",
+                    opts.out.display()
+                );
+                synth::render_corpus(&sf, &opts, &|_, _| {}).map_err(anyhow::Error::msg)?;
+            }
+            opts.out
+        }
+    };
+    let model_dir = match model {
+        Some(m) => bundle_dir(&m),
+        None => {
+            let m = tmp.join(format!("instrec-bench-tag-model-{}", std::process::id()));
+            instrec::model::bundle::save_bundle(
+                &m,
+                &Model::new(Arch::ResNet18, CLASSES.len(), &device),
+                &instrec::model::bundle::BundleConfig::new(Arch::ResNet18, ChannelMode::Dup),
+            )?;
+            m
+        }
+    };
+    let tagger = instrec::tag::Tagger::load(&model_dir, &device)?;
+    let files: Vec<PathBuf> = instrec::tag::collect_audio_files(&[dir.clone()])
+        .into_iter()
+        .filter(|p| {
+            !p.components()
+                .any(|c| c.as_os_str() == instrec::data::irmas::TRAIN_DIR)
+        })
+        .collect();
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    out!(
+        "tagging {} files of {} with {} on {}",
+        files.len(),
+        dir.display(),
+        tagger.config.arch,
+        backend.name()
+    );
+    let t0 = std::time::Instant::now();
+    let stats = tagger.tag_many(&files, threads, &mut |_, _| {});
+    let wall = t0.elapsed().as_secs_f64();
+    out!(
+        "pipeline ({threads} decoding threads): {:.1} s of audio in {wall:.2} s = {:.1} audio-s/s ({} failed, at most {} windows waiting)",
+        stats.audio_s,
+        stats.audio_s / wall,
+        stats.failed,
+        stats.max_waiting
+    );
+    let t0 = std::time::Instant::now();
+    let audio_s: f64 = files
+        .iter()
+        .filter_map(|f| tagger.tag_file(f).ok())
+        .map(|r| r.duration_s)
+        .sum();
+    let wall = t0.elapsed().as_secs_f64();
+    out!(
+        "file by file: {audio_s:.1} s of audio in {wall:.2} s = {:.1} audio-s/s",
+        audio_s / wall
+    );
+    out!("peak memory (RSS): {:.0} MB", bench::peak_rss_mb());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1032,12 +1149,26 @@ fn tag_library(
     );
     let start = std::time::Instant::now();
     let (mut audio_s, mut failures) = (0.0f64, Vec::new());
-    for (f, stamp) in &todo {
-        let stamp = stamp.unwrap_or(FileStamp {
-            size: 0,
-            mtime_ns: 0,
-        });
-        let line = match tagger.tag_file(f) {
+    let stamps: std::collections::HashMap<PathBuf, FileStamp> = todo
+        .iter()
+        .map(|(f, s)| {
+            (
+                f.clone(),
+                s.unwrap_or(FileStamp {
+                    size: 0,
+                    mtime_ns: 0,
+                }),
+            )
+        })
+        .collect();
+    let todo: Vec<PathBuf> = todo.into_iter().map(|(f, _)| f).collect();
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut write_error = None;
+    tagger.tag_many(&todo, threads, &mut |f, r| {
+        let stamp = stamps[f];
+        let line = match r {
             Ok(r) => {
                 audio_s += r.duration_s;
                 TagLine::result(&r, &tagger.config.classes, stamp, !a.no_timeline)
@@ -1048,13 +1179,18 @@ fn tag_library(
                 TagLine::failure(f, stamp, e.reason)
             }
         };
-        log.write(&line)?;
+        if let Err(e) = log.write(&line) {
+            write_error.get_or_insert(e);
+        }
         pb.inc(1);
         pb.set_message(format!(
             "{:.2} h of audio, {:.0} audio-s/s",
             audio_s / 3600.0,
             audio_s / start.elapsed().as_secs_f64().max(1e-9)
         ));
+    });
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
     pb.finish_and_clear();
     out!(

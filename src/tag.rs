@@ -80,6 +80,26 @@ impl Tagger {
     /// of the file (only the timeline, 11 scores per window, does). The scores equal those of
     /// scoring the whole clip at once.
     pub fn tag_file(&self, path: &Path) -> Result<TagResult, AudioError> {
+        let mut windows: Vec<(usize, Vec<f32>)> = Vec::new();
+        let mut scores = Vec::new();
+        let end = self.windows_of(path, &mut |w| {
+            windows.extend(w);
+            if windows.len() >= self.batch_size {
+                scores.extend(self.score(windows.drain(..).map(|(_, x)| x)));
+            }
+        })?;
+        scores.extend(self.score(windows.into_iter().map(|(_, x)| x)));
+        Ok(self.result(path, &end, scores))
+    }
+
+    /// Decodes a file and makes its analysis windows as their frames arrive, handing them to
+    /// `emit` in order as (start frame, 3 × length × n_mels input); only the frames of windows
+    /// still to come are held. Returns what the file's result needs besides the scores.
+    fn windows_of(
+        &self,
+        path: &Path,
+        emit: &mut dyn FnMut(Vec<(usize, Vec<f32>)>),
+    ) -> Result<FileEnd, AudioError> {
         // The CLI checks these too; a library caller gets an error, not a panic or a hang.
         crate::check::hop("hop", self.windowing.hop)
             .and_then(|_| crate::check::batch("batch_size", self.batch_size))
@@ -87,31 +107,53 @@ impl Tagger {
         let settings = &self.config.features;
         let sources = self.config.channels.sources();
         let mut stream = MelStream::new(AudioStream::open(path)?, sources, &self.extractor);
-        let rate = stream.sample_rate();
-        let mut scorer = WindowScorer::new(self, sources.len());
+        let mut maker = WindowMaker::new(self, sources.len());
         while let Some(columns) = stream.next_columns()? {
             for (k, c) in columns.into_iter().enumerate() {
-                scorer.columns[k].extend(c);
+                maker.columns[k].extend(c);
             }
-            scorer.frames = stream.frames();
-            scorer.score_ready(false);
+            maker.frames = stream.frames();
+            emit(maker.ready(false));
         }
-        let samples = stream.samples();
-        let duration_s = samples as f64 / rate as f64;
-        crate::features::check_clip_frames(scorer.frames, duration_s, settings)
+        let duration_s = stream.samples() as f64 / stream.sample_rate() as f64;
+        crate::features::check_clip_frames(maker.frames, duration_s, settings)
             .map_err(|reason| AudioError::new(path.display().to_string(), reason))?;
-        scorer.score_ready(true);
+        emit(maker.ready(true));
+        Ok(FileEnd {
+            duration_s,
+            starts: maker.starts,
+        })
+    }
 
-        let windows = scorer.scores;
-        let starts = scorer.starts;
+    /// Sigmoid scores of window inputs, one forward pass.
+    fn score(&self, windows: impl Iterator<Item = Vec<f32>>) -> Vec<Vec<f32>> {
+        let x: Vec<f32> = windows.flatten().collect();
+        let plane = 3 * self.windowing.length * self.config.features.n_mels;
+        if x.is_empty() {
+            return Vec::new();
+        }
+        let shape = [
+            x.len() / plane,
+            3,
+            self.windowing.length,
+            self.config.features.n_mels,
+        ];
+        let t = Tensor::<4>::from_data(TensorData::new(x, shape), &self.device);
+        sigmoid_scores(self.model.forward(t))
+    }
+
+    /// A file's result from its window scores.
+    fn result(&self, path: &Path, end: &FileEnd, windows: Vec<Vec<f32>>) -> TagResult {
+        let settings = &self.config.features;
         let scores = aggregate(&windows, self.aggregation);
         let frame_s = settings.hop_length as f64 / settings.sample_rate as f64;
-        let timeline = starts
-            .into_iter()
+        let timeline = end
+            .starts
+            .iter()
             .zip(windows)
-            .map(|(start, scores)| WindowScores {
+            .map(|(&start, scores)| WindowScores {
                 start_s: start as f64 * frame_s,
-                end_s: ((start + self.windowing.length) as f64 * frame_s).min(duration_s),
+                end_s: ((start + self.windowing.length) as f64 * frame_s).min(end.duration_s),
                 scores,
             })
             .collect();
@@ -122,18 +164,165 @@ impl Tagger {
             .map(|(k, &s)| (self.config.classes[k].clone(), s))
             .collect();
         predominant.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Ok(TagResult {
+        TagResult {
             path: path.to_path_buf(),
-            duration_s,
+            duration_s: end.duration_s,
             scores,
             predominant,
             timeline,
-        })
+        }
+    }
+
+    /// Tags many files at once: `threads` workers decode and make windows while this thread
+    /// scores full batches drawn from several files, so the cores and the batch stay busy. At
+    /// most `max_windows` windows wait at any time, however many or long the files. `done` gets
+    /// each file's result as soon as its last window is scored (in completion order).
+    pub fn tag_many(
+        &self,
+        files: &[PathBuf],
+        threads: usize,
+        done: &mut dyn FnMut(&Path, Result<TagResult, AudioError>),
+    ) -> TagStats
+    where
+        Self: Sync,
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc::sync_channel;
+        enum Msg {
+            Windows(usize, Vec<(usize, Vec<f32>)>),
+            End(usize, Result<FileEnd, AudioError>),
+        }
+        let threads = threads.max(1);
+        // Each message holds at most one decoder block's windows; a few per worker may wait.
+        let (tx, rx) = sync_channel::<Msg>(2 * threads);
+        let next = AtomicUsize::new(0);
+        let waiting = AtomicUsize::new(0);
+        let mut stats = TagStats::default();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (tx, next, waiting) = (tx.clone(), &next, &waiting);
+                scope.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(i) else { break };
+                        let end = self.windows_of(path, &mut |w| {
+                            if !w.is_empty() {
+                                waiting.fetch_add(w.len(), Ordering::Relaxed);
+                                let _ = tx.send(Msg::Windows(i, w));
+                            }
+                        });
+                        if tx.send(Msg::End(i, end)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut p = Pending::default();
+            for msg in rx.iter() {
+                stats.max_waiting = stats.max_waiting.max(waiting.load(Ordering::Relaxed));
+                match msg {
+                    Msg::Windows(i, w) => {
+                        p.batch.extend(w.into_iter().map(|(_, x)| (i, x)));
+                        while p.batch.len() >= self.batch_size {
+                            let owners = p.score(self, self.batch_size, &waiting);
+                            p.finish(self, &owners, files, done);
+                        }
+                    }
+                    Msg::End(i, Ok(end)) => {
+                        // Its last windows may wait for a full batch; it is handed over then.
+                        stats.audio_s += end.duration_s;
+                        p.ends.insert(i, end);
+                        p.finish(self, &[i], files, done);
+                    }
+                    Msg::End(i, Err(e)) => {
+                        let before = p.batch.len();
+                        p.batch.retain(|(j, _)| *j != i);
+                        waiting.fetch_sub(before - p.batch.len(), Ordering::Relaxed);
+                        p.scores.remove(&i);
+                        stats.failed += 1;
+                        done(&files[i], Err(e));
+                    }
+                }
+            }
+            while !p.batch.is_empty() {
+                let owners = p.score(self, self.batch_size, &waiting);
+                p.finish(self, &owners, files, done);
+            }
+        });
+        stats
     }
 }
 
-/// Scores windows as their frames arrive, keeping only the frames still needed.
-struct WindowScorer<'a> {
+/// The consumer's side of [`Tagger::tag_many`]: windows waiting for a batch, scores and ends of
+/// the files in flight.
+#[derive(Default)]
+struct Pending {
+    batch: Vec<(usize, Vec<f32>)>,
+    scores: std::collections::HashMap<usize, Vec<Vec<f32>>>,
+    ends: std::collections::HashMap<usize, FileEnd>,
+}
+
+impl Pending {
+    /// Scores the first `n` waiting windows; returns the files they belong to.
+    fn score(
+        &mut self,
+        t: &Tagger,
+        n: usize,
+        waiting: &std::sync::atomic::AtomicUsize,
+    ) -> Vec<usize> {
+        let rest = self.batch.split_off(n.min(self.batch.len()));
+        let batch = std::mem::replace(&mut self.batch, rest);
+        let owners: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+        let out = t.score(batch.into_iter().map(|(_, x)| x));
+        waiting.fetch_sub(owners.len(), std::sync::atomic::Ordering::Relaxed);
+        for (&i, s) in owners.iter().zip(out) {
+            self.scores.entry(i).or_default().push(s);
+        }
+        let mut files = owners;
+        files.dedup();
+        files
+    }
+
+    /// Hands over every file among `files` whose end is known and whose windows are all scored.
+    fn finish(
+        &mut self,
+        t: &Tagger,
+        files: &[usize],
+        paths: &[PathBuf],
+        done: &mut dyn FnMut(&Path, Result<TagResult, AudioError>),
+    ) {
+        for &i in files {
+            let complete = self
+                .ends
+                .get(&i)
+                .is_some_and(|e| self.scores.get(&i).map_or(0, Vec::len) == e.starts.len());
+            if complete {
+                let end = self.ends.remove(&i).unwrap();
+                let scores = self.scores.remove(&i).unwrap_or_default();
+                done(&paths[i], Ok(t.result(&paths[i], &end, scores)));
+            }
+        }
+    }
+}
+
+/// What a file's result needs besides its window scores.
+struct FileEnd {
+    duration_s: f64,
+    starts: Vec<usize>,
+}
+
+/// Counts from [`Tagger::tag_many`].
+#[derive(Debug, Clone, Default)]
+pub struct TagStats {
+    pub audio_s: f64,
+    pub failed: usize,
+    /// The most windows that waited at once (made, not yet scored).
+    pub max_waiting: usize,
+}
+
+/// Makes analysis windows as their frames arrive, keeping only the frames still needed.
+struct WindowMaker<'a> {
     tagger: &'a Tagger,
     /// Frame columns per source, from absolute frame `first` on.
     columns: Vec<VecDeque<Vec<f32>>>,
@@ -141,12 +330,9 @@ struct WindowScorer<'a> {
     /// Frames known so far.
     frames: usize,
     starts: Vec<usize>,
-    scores: Vec<Vec<f32>>,
-    batch: Vec<f32>,
-    batch_len: usize,
 }
 
-impl<'a> WindowScorer<'a> {
+impl<'a> WindowMaker<'a> {
     fn new(tagger: &'a Tagger, sources: usize) -> Self {
         Self {
             tagger,
@@ -154,15 +340,12 @@ impl<'a> WindowScorer<'a> {
             first: 0,
             frames: 0,
             starts: Vec::new(),
-            scores: Vec::new(),
-            batch: Vec::new(),
-            batch_len: 0,
         }
     }
 
-    /// Queues every window whose frames are all known (at the end: every remaining window of
-    /// [`Windowing::starts`]) and scores full batches (at the end: everything).
-    fn score_ready(&mut self, at_end: bool) {
+    /// Every window whose frames are all known (at the end: every remaining window of
+    /// [`Windowing::starts`]), as (start, input).
+    fn ready(&mut self, at_end: bool) -> Vec<(usize, Vec<f32>)> {
         let w = self.tagger.windowing;
         let ready: Vec<usize> = if at_end {
             w.starts(self.frames)
@@ -178,15 +361,8 @@ impl<'a> WindowScorer<'a> {
             }
             v
         };
-        for s in ready {
-            self.queue(s);
-            if self.batch_len == self.tagger.batch_size {
-                self.flush();
-            }
-        }
-        if at_end {
-            self.flush();
-        }
+        let out: Vec<(usize, Vec<f32>)> = ready.into_iter().map(|s| (s, self.input(s))).collect();
+        self.starts.extend(out.iter().map(|(s, _)| *s));
         // Keep the frames of the next regular window and of a final window at the end.
         let keep_from = (self.starts.len() * w.hop).min(self.frames.saturating_sub(w.length));
         while self.first < keep_from {
@@ -195,48 +371,26 @@ impl<'a> WindowScorer<'a> {
             }
             self.first += 1;
         }
+        out
     }
 
-    fn queue(&mut self, start: usize) {
+    /// The window starting at frame `start`, padded with silence past the last frame.
+    fn input(&self, start: usize) -> Vec<f32> {
         let t = self.tagger;
         let len = t.windowing.length;
         let n_mels = t.config.features.n_mels;
         let silence = t.config.features.silence();
-        let plane = len * n_mels;
-        let base = self.batch.len();
-        self.batch.resize(base + 3 * plane, 0.0);
+        let mut x = vec![0.0; 3 * len * n_mels];
         let (columns, first, frames) = (&self.columns, self.first, self.frames);
-        t.config
-            .channels
-            .fill_planes(&mut self.batch[base..], |k, dst| {
-                for (i, row) in dst.chunks_mut(n_mels).enumerate() {
-                    match start + i {
-                        f if f < frames => row.copy_from_slice(&columns[k][f - first]),
-                        _ => row.fill(silence),
-                    }
+        t.config.channels.fill_planes(&mut x, |k, dst| {
+            for (i, row) in dst.chunks_mut(n_mels).enumerate() {
+                match start + i {
+                    f if f < frames => row.copy_from_slice(&columns[k][f - first]),
+                    _ => row.fill(silence),
                 }
-            });
-        self.starts.push(start);
-        self.batch_len += 1;
-    }
-
-    fn flush(&mut self) {
-        if self.batch_len == 0 {
-            return;
-        }
-        let t = self.tagger;
-        let shape = [
-            self.batch_len,
-            3,
-            t.windowing.length,
-            t.config.features.n_mels,
-        ];
-        let x = Tensor::<4>::from_data(
-            TensorData::new(std::mem::take(&mut self.batch), shape),
-            &t.device,
-        );
-        self.scores.extend(sigmoid_scores(t.model.forward(x)));
-        self.batch_len = 0;
+            }
+        });
+        x
     }
 }
 

@@ -535,3 +535,50 @@ fn shards_cover_the_library_exactly_once() {
         assert_eq!(o.status.code(), Some(2), "{bad}");
     }
 }
+
+/// Many files at once (decoding in parallel, batches drawn from several files) give each file
+/// the result it gets alone; the windows waiting at any time stay bounded by the batch and the
+/// queue, not by the number or length of the files.
+#[test]
+fn tagging_many_files_equals_tagging_each_and_stays_bounded() {
+    let device = Device::flex();
+    let bundle = random_bundle();
+    let tagger = instrec::tag::Tagger::load(bundle.path(), &device).unwrap();
+    let lib = library(9);
+    let long = lib.path().join("long.wav");
+    common::long_chord(&long, 60.0);
+    let mut files = instrec::tag::collect_audio_files(&[lib.path().to_path_buf()]);
+    files.sort();
+    let mut got = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    let stats = tagger.tag_many(&files, 2, &mut |p, r| match r {
+        Ok(r) => {
+            got.insert(p.to_path_buf(), r);
+        }
+        Err(e) => failed.push(e.to_string()),
+    });
+    assert_eq!(got.len() + failed.len(), files.len());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("broken.flac"));
+    for f in &files {
+        let Ok(alone) = tagger.tag_file(f) else {
+            continue;
+        };
+        let many = &got[f];
+        assert_eq!(alone.timeline.len(), many.timeline.len(), "{}", f.display());
+        for (a, b) in alone.timeline.iter().zip(&many.timeline) {
+            assert_eq!(a.start_s, b.start_s);
+            for (x, y) in a.scores.iter().zip(&b.scores) {
+                assert!((x - y).abs() < 1e-5, "{}: {x} vs {y}", f.display());
+            }
+        }
+    }
+    // 60 s of audio is 118 windows; waiting: one batch plus what 2 workers and the queue hold.
+    assert!(got[&long].timeline.len() > 100);
+    eprintln!("most windows waiting at once: {}", stats.max_waiting);
+    assert!(
+        stats.max_waiting > 0 && stats.max_waiting <= 64 + 6 * 64,
+        "{}",
+        stats.max_waiting
+    );
+}
