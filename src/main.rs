@@ -595,7 +595,7 @@ fn bench_tag(
         }
     };
     let tagger = instrec::tag::Tagger::load(&model_dir, &device)?;
-    let files: Vec<PathBuf> = instrec::tag::collect_audio_files(&[dir.clone()])
+    let files: Vec<PathBuf> = instrec::tag::collect_audio_files(std::slice::from_ref(&dir))
         .into_iter()
         .filter(|p| {
             !p.components()
