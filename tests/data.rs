@@ -97,23 +97,6 @@ fn malformed_files_each_get_their_message_and_the_rest_loads() {
     );
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn render(dir: &Path, seed: u64, per_class: usize, test: usize) {
     let sf = load_soundfont(&find_soundfont(None).unwrap()).unwrap();
     let opts = SynthOptions {
@@ -170,8 +153,8 @@ fn synthetic_corpus_reads_back_as_irmas_and_is_reproducible() {
     }
 
     // Same seed: byte-identical files. Another seed: different audio.
-    let fa = all_files(a.path());
-    let fb = all_files(b.path());
+    let fa = common::all_files(a.path());
+    let fb = common::all_files(b.path());
     assert_eq!(fa.len(), 4 * 11 + 2 * 6 + 1); // and instrec-synth.json
     for (x, y) in fa.iter().zip(&fb) {
         assert_eq!(
@@ -184,7 +167,7 @@ fn synthetic_corpus_reads_back_as_irmas_and_is_reproducible() {
             x.display()
         );
     }
-    let fc = all_files(c.path());
+    let fc = common::all_files(c.path());
     let same = fa
         .iter()
         .zip(&fc)
@@ -245,7 +228,7 @@ fn the_built_in_soundfont_is_the_default_and_a_file_can_replace_it() {
             seed: 5,
         };
         render_corpus(&load_soundfont(source).unwrap(), &opts, &|_, _| {}).unwrap();
-        all_files(out)
+        common::all_files(out)
             .iter()
             .map(|p| std::fs::read(p).unwrap())
             .collect::<Vec<_>>()

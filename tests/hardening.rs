@@ -202,10 +202,12 @@ fn bundles_are_checked_for_damage_class_order_and_thresholds() {
         v.as_object_mut().unwrap().remove("weights_sha256");
     });
     let mut w = std::fs::read(d.join("model.safetensors")).unwrap();
-    let n = w.len();
-    w[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    let n = u64::from_le_bytes(w[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&w[8..8 + n]).unwrap();
+    let at = 8 + n + header["fc.bias"]["data_offsets"][0].as_u64().unwrap() as usize;
+    w[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(d.join("model.safetensors"), &w).unwrap();
-    assert_fails_naming(&tag(&d), "model.safetensors", "NaN or infinite");
+    assert_fails_naming(&tag(&d), "model.safetensors", "fc.bias holds NaN or infinite");
     // A reordered class list would mislabel every prediction.
     let d = fresh();
     edit_config(&d, &|v| v["classes"].as_array_mut().unwrap().swap(0, 1));
@@ -362,21 +364,7 @@ fn temporary_files_of_killed_writers_are_removed() {
 fn synth_never_mixes_corpora() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("corpus");
-    let files = |d: &Path| {
-        let mut v = Vec::new();
-        let mut stack = vec![d.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    v.push(p);
-                }
-            }
-        }
-        v.len()
-    };
+    let files = |d: &Path| common::all_files(d).len();
     let synth = |n: &str, seed: &str| {
         instrec(&[
             "synth",
@@ -508,4 +496,24 @@ fn fuzzed_files_decode_or_fail_cleanly() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(cases, 4000);
+}
+
+#[test]
+fn a_nan_clip_in_a_training_set_is_skipped_and_named_not_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pia = data.join("IRMAS-TrainingData/pia");
+    std::fs::create_dir_all(&pia).unwrap();
+    std::fs::write(pia.join("[pia][nod][cla]0001__1.wav"), tone_with(f32::NAN)).unwrap();
+    std::fs::write(pia.join("[pia][nod][cla]0002__1.wav"), tone_with(0.0)).unwrap();
+    let o = instrec(&[
+        "prepare",
+        "--data",
+        s(&data),
+        "--cache-dir",
+        s(&dir.path().join("cache")),
+    ]);
+    let e = stderr(&o);
+    assert!(e.contains("0001__1.wav") && e.contains("non-finite"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
 }

@@ -315,11 +315,10 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect();
     let pr = dir.join("pr_curve.png");
-    match crate::report::plot_per_class(&bar, &f1, &main.kind)
+    // The numbers are saved by now; a plot that cannot be written still fails the command.
+    crate::report::plot_per_class(&bar, &f1, &main.kind)
         .and_then(|_| crate::report::plot_pr(&pr, &curve))
-    {
-        Ok(()) => written.extend([bar, pr]),
-        Err(e) => tracing::warn!("plots not written: {e}"),
-    }
+        .map_err(|e| anyhow::anyhow!("plots not written: {e}"))?;
+    written.extend([bar, pr]);
     Ok(written)
 }

@@ -132,7 +132,9 @@ const CLASSES_KEY: &str = "instrec_classes";
 
 /// A safetensors file's header (tensor name → entry, and `__metadata__`) and where its data
 /// starts; the header is bounded by the file's own length.
-fn st_header(bytes: &[u8]) -> Result<(BTreeMap<String, serde_json::Value>, usize), String> {
+pub(super) fn st_header(
+    bytes: &[u8],
+) -> Result<(BTreeMap<String, serde_json::Value>, usize), String> {
     let n = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap()))

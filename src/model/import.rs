@@ -4,7 +4,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
+use burn::store::{
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
 use sha2::{Digest, Sha256};
 
 use super::resnet::{ResNet, ResNetDepth};
@@ -56,18 +58,39 @@ pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet,
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
-    let mut store = PytorchStore::from_file(path)
-        .with_key_remapping(r"downsample\.0\.", "downsample.conv.")
-        .with_key_remapping(r"downsample\.1\.", "downsample.bn.")
-        .validate(false)
-        .allow_partial(true);
-    if head == Head::Fresh {
-        store = store.with_predicate(not_fc);
-    }
-    let mut model = model;
+    let store = torchvision_keys!(PytorchStore::from_file(path), head);
+    load_checked(model, store, head, "PyTorch", fail)
+}
+
+/// torchvision's key layout on a burn store (`downsample.0/1` are instrec's `downsample.conv/bn`),
+/// the head left out with [`Head::Fresh`]; the checks come after loading, in [`verify`].
+macro_rules! torchvision_keys {
+    ($store:expr, $head:expr) => {{
+        let s = $store
+            .with_key_remapping(r"downsample\.0\.", "downsample.conv.")
+            .with_key_remapping(r"downsample\.1\.", "downsample.bn.")
+            .validate(false)
+            .allow_partial(true);
+        if $head == Head::Fresh {
+            s.with_predicate(not_fc)
+        } else {
+            s
+        }
+    }};
+}
+use torchvision_keys;
+
+/// Loads through `store` and checks every key (see [`verify`]).
+fn load_checked<S: ModuleStore>(
+    mut model: ResNet,
+    mut store: S,
+    head: Head,
+    format: &str,
+    fail: impl Fn(String) -> ImportError,
+) -> Result<ResNet, ImportError> {
     let result = model
         .load_from(&mut store)
-        .map_err(|e| fail(format!("not a readable PyTorch state dict: {e}")))?;
+        .map_err(|e| fail(format!("not a readable {format} state dict: {e}")))?;
     verify(&result, head).map_err(fail)?;
     Ok(model)
 }
@@ -75,21 +98,7 @@ pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet,
 /// Whether safetensors bytes hold a torchvision-layout state dict (`conv1.weight` at the top, as
 /// `safetensors.torch.save_file(model.state_dict(), ...)` writes it) rather than an instrec bundle.
 pub fn is_torchvision_safetensors(bytes: &[u8]) -> bool {
-    let Some(len) = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    else {
-        return false;
-    };
-    let Some(header) = usize::try_from(len)
-        .ok()
-        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
-    else {
-        return false;
-    };
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(header)
-        .map(|h| h.contains_key("conv1.weight"))
-        .unwrap_or(false)
+    super::bundle::st_header(bytes).is_ok_and(|(h, _)| h.contains_key("conv1.weight"))
 }
 
 /// Loads a torchvision-layout ResNet state dict stored as safetensors (names, `[out, in]` linear
@@ -104,22 +113,16 @@ pub fn load_resnet_safetensors(
         path: name.to_string(),
         reason,
     };
-    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+    let store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
-        .skip_enum_variants(true)
-        .with_key_remapping(r"downsample\.0\.", "downsample.conv.")
-        .with_key_remapping(r"downsample\.1\.", "downsample.bn.")
-        .validate(false)
-        .allow_partial(true);
-    if head == Head::Fresh {
-        store = store.with_predicate(not_fc);
-    }
-    let mut model = model;
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| fail(format!("not a readable safetensors state dict: {e}")))?;
-    verify(&result, head).map_err(fail)?;
-    Ok(model)
+        .skip_enum_variants(true);
+    load_checked(
+        model,
+        torchvision_keys!(store, head),
+        head,
+        "safetensors",
+        fail,
+    )
 }
 
 /// Checks that a load applied every tensor: a shape mismatch, a missing key or an unexpected key

@@ -35,6 +35,24 @@ pub fn shared() -> Option<PathBuf> {
     None
 }
 
+/// Every file below `dir`, sorted.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Writes `secs` seconds of the chord fixture (3 s, 44.1 kHz stereo) repeated: a long clip for
 /// the streaming paths without a large file in the repository.
 pub fn long_chord(path: &Path, secs: f64) {
