@@ -207,7 +207,11 @@ fn bundles_are_checked_for_damage_class_order_and_thresholds() {
     let at = 8 + n + header["fc.bias"]["data_offsets"][0].as_u64().unwrap() as usize;
     w[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(d.join("model.safetensors"), &w).unwrap();
-    assert_fails_naming(&tag(&d), "model.safetensors", "fc.bias holds NaN or infinite");
+    assert_fails_naming(
+        &tag(&d),
+        "model.safetensors",
+        "fc.bias holds NaN or infinite",
+    );
     // A reordered class list would mislabel every prediction.
     let d = fresh();
     edit_config(&d, &|v| v["classes"].as_array_mut().unwrap().swap(0, 1));
