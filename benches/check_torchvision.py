@@ -9,6 +9,8 @@
    `instrec forward` on the same bundle.
 2. Saves the torchvision state dict with torch.save and runs `instrec forward --weights x.pth`:
    instrec → PyTorch → .pth → instrec gives the same logits.
+3. `instrec export --out x.pth` loads with torch.load(weights_only=True), strictly, to the
+   bundle's own logits.
 Not part of CI (it needs PyTorch).
 """
 import argparse
@@ -55,7 +57,16 @@ def main():
         torch.save(model.state_dict(), pth)
         back = forward(a.instrec, arch, pth, xp, os.path.join(d, "z.npy"))
         print(f"instrec → PyTorch → .pth → instrec:       max|Δ|/max|y| = {rel(back, ref):.2e}")
-        assert rel(ours, ref) < 1e-4 and rel(back, ref) < 1e-4
+        exported = os.path.join(d, "exported.pth")
+        subprocess.run([a.instrec, "export", "--model", a.bundle, "--out", exported], check=True,
+                       capture_output=True)
+        again = getattr(torchvision.models, arch)(num_classes=11)
+        again.load_state_dict(torch.load(exported, weights_only=True), strict=True)
+        again.eval()
+        with torch.no_grad():
+            exp = again(torch.from_numpy(x)).numpy()
+        print(f"instrec export .pth → torch.load → torchvision: max|Δ|/max|y| = {rel(exp, ref):.2e}")
+        assert rel(ours, ref) < 1e-4 and rel(back, ref) < 1e-4 and rel(exp, ref) == 0.0
 
 
 if __name__ == "__main__":

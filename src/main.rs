@@ -99,6 +99,11 @@ enum Command {
     /// With nothing but the SoundFont: render a small synthetic corpus, train ResNet18 briefly,
     /// evaluate it, tag one test clip.
     Demo(DemoArgs),
+    /// Write a ResNet bundle's weights as a plain PyTorch state dict.
+    ///
+    /// The torchvision layout (`torchvision.models.resnet18(num_classes=11).load_state_dict(...)`
+    /// takes it strictly): `.pth` as `torch.save` writes it, or `.safetensors`.
+    Export(ExportArgs),
     /// Print the backends compiled into this binary.
     Backends,
 }
@@ -264,6 +269,16 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
         return Err(format!("must be K/N with 1 ≤ K ≤ N, got {k}/{n}"));
     }
     Ok((k, n))
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// A model bundle directory, or a run directory holding model/.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output file; its format: .pth (torch.save) or .safetensors.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -465,6 +480,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Features(args) => features(args),
+        Command::Export(args) => export_cmd(args),
         Command::Bench { what } => match what {
             BenchCommand::Features {
                 audio,
@@ -545,6 +561,44 @@ fn features(args: FeaturesArgs) -> Result<ExitCode> {
         n_mels,
         columns.len(),
         args.channel
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_cmd(a: ExportArgs) -> Result<ExitCode> {
+    let dir = bundle_dir(&a.model);
+    if instrec::model::bundle::read_config(&dir)?
+        .arch
+        .resnet_depth()
+        .is_none()
+    {
+        anyhow::bail!(
+            "{}: the Han CNN has no torchvision original; its model.safetensors is the export",
+            dir.display()
+        );
+    }
+    // Loaded (checksum, classes and values checked) and written anew: bundles from before the
+    // torchvision layout are converted on the way.
+    let (model, config) = instrec::model::bundle::load_bundle(&dir, &burn::tensor::Device::flex())?;
+    let bytes = instrec::model::bundle::model_to_safetensors(&model, &config.classes)
+        .map_err(anyhow::Error::msg)?;
+    let out = match a.out.extension().and_then(|e| e.to_str()) {
+        Some("pth") | Some("pt") => {
+            instrec::model::export::safetensors_to_pth(&bytes).map_err(anyhow::Error::msg)?
+        }
+        Some("safetensors") => bytes,
+        _ => anyhow::bail!(
+            "{}: the name must end in .pth or .safetensors",
+            a.out.display()
+        ),
+    };
+    instrec::util::write_atomic(&a.out, &out).with_context(|| a.out.display().to_string())?;
+    out!(
+        "{} ({}, {} classes) → {}",
+        dir.display(),
+        config.arch,
+        config.classes.len(),
+        a.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

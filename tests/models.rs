@@ -668,3 +668,57 @@ fn old_burn_layout_bundles_still_load() {
     .unwrap();
     assert_same_logits(&load_bundle(dir.path(), &device).unwrap().0, &model);
 }
+
+/// `instrec export` writes what `torch.save` writes: instrec's own `.pth` reader takes it back
+/// to the same logits (instrec → .pth → instrec); `benches/check_torchvision.py` runs it through
+/// `torch.load(weights_only=True)` and torchvision.
+#[test]
+fn exported_pth_loads_back_to_the_same_logits() {
+    use instrec::features::ChannelMode;
+    use instrec::model::bundle::{BundleConfig, save_bundle};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::ResNet(prng_resnet("resnet50", &device));
+    let bundle = dir.path().join("bundle");
+    save_bundle(
+        &bundle,
+        &model,
+        &BundleConfig::new(Arch::ResNet50, ChannelMode::Dup),
+    )
+    .unwrap();
+    let pth = dir.path().join("w.pth");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(["export", "--model"])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&pth)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reader = burn::store::pytorch_reader::PytorchReader::new(&pth).unwrap();
+    assert_eq!(reader.keys().len(), torchvision_keys("resnet50").len());
+    let back = load_resnet_pth(
+        ResNet::new(ResNetDepth::ResNet50, 11, &device),
+        &pth,
+        Head::Load,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_same_logits(&Model::ResNet(back), &model);
+    // The Han CNN has no torchvision original.
+    let han = dir.path().join("han");
+    save_bundle(
+        &han,
+        &Model::new(Arch::Han, 11, &device),
+        &BundleConfig::new(Arch::Han, ChannelMode::Dup),
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(["export", "--model"])
+        .arg(&han)
+        .arg("--out")
+        .arg(dir.path().join("h.pth"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no torchvision original"));
+}

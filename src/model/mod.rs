@@ -2,6 +2,7 @@
 //! (the device picks it), with torchvision weight import and a self-contained model bundle.
 
 pub mod bundle;
+pub mod export;
 pub mod han;
 pub mod import;
 pub mod norm;
