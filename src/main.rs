@@ -229,8 +229,9 @@ struct TagArgs {
     #[arg(long, default_value = "flex")]
     backend: Backend,
     /// For a whole library: write one JSON line per file to this file as each is done (path,
-    /// size, mtime, duration, scores, predominant instruments, timeline), with a progress bar.
-    #[arg(long, value_name = "FILE.jsonl")]
+    /// size, mtime, duration, scores, predominant instruments, timeline), with a progress bar;
+    /// a name ending in .csv gives one CSV row per file instead (no timeline).
+    #[arg(long, value_name = "FILE.jsonl|FILE.csv")]
     out: Option<PathBuf>,
     /// With --out: go on with an existing output, skipping files already in it with the same
     /// size and modification time (a last line cut off by a crash is repaired).
@@ -1186,7 +1187,7 @@ fn tag_library(
         Some((k, n)) => instrec::tag::shard(files, k, n),
         None => files,
     };
-    let (mut log, done) = TagLog::open(out, a.resume)?;
+    let (mut log, done) = TagLog::open(out, a.resume, &tagger.config.classes)?;
     let todo: Vec<(PathBuf, Option<FileStamp>)> = files
         .into_iter()
         .map(|f| {

@@ -582,3 +582,48 @@ fn tagging_many_files_equals_tagging_each_and_stays_bounded() {
         stats.max_waiting
     );
 }
+
+#[test]
+fn library_tagging_to_csv_resumes_too() {
+    let bundle = random_bundle();
+    let lib = library(6);
+    // A path that needs quoting.
+    std::fs::copy(
+        common::frontend_fixtures().join("voice_22k.wav"),
+        lib.path().join("a, \"quoted\" name.wav"),
+    )
+    .unwrap();
+    let out = lib.path().join("tags.csv");
+    let run = |resume: bool| {
+        let mut args = vec![
+            "tag",
+            lib.path().to_str().unwrap(),
+            "--model",
+            bundle.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        instrec(&args)
+    };
+    assert_eq!(run(false).status.code(), Some(2)); // broken.flac
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("path,size,mtime_ns,duration_s,error,predominant,cel,cla,"));
+    assert_eq!(lines.len(), 1 + 8);
+    assert!(text.contains("\"") && text.contains("quoted\"\" name.wav"));
+    // Cut the last row in half, as a crash would: resume tags that file again, and only it.
+    let cut = text.trim_end().rfind('\n').unwrap() + 10;
+    std::fs::write(&out, &text[..cut]).unwrap();
+    let o = run(true);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("(7 already there)"), "{said}");
+    let again = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(again.lines().count(), 1 + 8, "{again}");
+    let mut rows: Vec<&str> = again.lines().skip(1).collect();
+    rows.sort();
+    rows.dedup();
+    assert_eq!(rows.len(), 8);
+}
