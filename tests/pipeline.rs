@@ -412,6 +412,20 @@ fn library(n: usize) -> tempfile::TempDir {
     dir
 }
 
+/// `instrec tag LIB --model BUNDLE --out OUT EXTRA...`
+fn tag_into(lib: &Path, bundle: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "tag",
+        lib.to_str().unwrap(),
+        "--model",
+        bundle.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    instrec(&args)
+}
+
 fn jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -510,17 +524,12 @@ fn shards_cover_the_library_exactly_once() {
     for k in 1..=3 {
         let out = lib.path().join(format!("part{k}.jsonl"));
         let shard = format!("{k}/3");
-        instrec(&[
-            "tag",
-            lib.path().to_str().unwrap(),
-            "--model",
-            bundle.path().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--shard",
-            &shard,
-            "--no-timeline",
-        ]);
+        tag_into(
+            lib.path(),
+            bundle.path(),
+            &out,
+            &["--shard", &shard, "--no-timeline"],
+        );
         let lines = jsonl(&out);
         assert!(lines.iter().all(|l| l.get("timeline").is_none()));
         all.extend(lines);
@@ -595,18 +604,8 @@ fn library_tagging_to_csv_resumes_too() {
     .unwrap();
     let out = lib.path().join("tags.csv");
     let run = |resume: bool| {
-        let mut args = vec![
-            "tag",
-            lib.path().to_str().unwrap(),
-            "--model",
-            bundle.path().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        if resume {
-            args.push("--resume");
-        }
-        instrec(&args)
+        let extra: &[&str] = if resume { &["--resume"] } else { &[] };
+        tag_into(lib.path(), bundle.path(), &out, extra)
     };
     assert_eq!(run(false).status.code(), Some(2)); // broken.flac
     let text = std::fs::read_to_string(&out).unwrap();
