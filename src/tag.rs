@@ -182,10 +182,7 @@ impl Tagger {
         files: &[PathBuf],
         threads: usize,
         done: &mut dyn FnMut(&Path, Result<TagResult, AudioError>),
-    ) -> TagStats
-    where
-        Self: Sync,
-    {
+    ) -> TagStats {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::mpsc::sync_channel;
         enum Msg {
