@@ -104,10 +104,45 @@ fn resnet18_learns_the_synthetic_corpus() {
         oracle > constant + 0.2,
         "oracle F1 {oracle:.3} vs constant {constant:.3}"
     );
-    // The oracle maximises over the same grid the tuned threshold comes from.
-    assert!(oracle >= tuned);
-    // The bundle is complete: thresholds tuned on validation, provenance filled in.
+    // The rows agree with micro-F1 recomputed here from the clip scores: the tuned row uses the
+    // bundle's threshold, and no threshold on a 0.01 grid beats the oracle.
     let (_, cfg) = load_bundle(&run.path().join("model"), &Device::flex()).unwrap();
+    let micro_f1 = |t: f32| {
+        let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+        for (_, labels, scores) in &report.clip_scores {
+            for (k, &s) in scores.iter().enumerate() {
+                match (s >= t, labels.contains(&k)) {
+                    (true, true) => tp += 1.0,
+                    (true, false) => fp += 1.0,
+                    (false, true) => fn_ += 1.0,
+                    _ => {}
+                }
+            }
+        }
+        if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + fn_)
+        }
+    };
+    let tuned_row = report.result("validation-tuned (global)").unwrap();
+    assert!(
+        tuned_row
+            .thresholds
+            .iter()
+            .all(|&t| t == cfg.thresholds.global)
+    );
+    assert!((micro_f1(cfg.thresholds.global) - tuned).abs() < 1e-9);
+    let oracle_t = report.result("test-oracle").unwrap().thresholds[0];
+    assert!((micro_f1(oracle_t) - oracle).abs() < 1e-9);
+    let grid_best = (1..100)
+        .map(|i| micro_f1(i as f32 / 100.0))
+        .fold(0.0, f64::max);
+    assert!(
+        grid_best <= oracle + 1e-9,
+        "grid {grid_best} beats the oracle {oracle}"
+    );
+    // The bundle is complete: thresholds tuned on validation, provenance filled in.
     assert_eq!(cfg.thresholds.source, "validation-tuned");
     assert_eq!(cfg.thresholds.per_class.as_ref().unwrap().len(), 11);
     assert_eq!(cfg.provenance.seed, 3);

@@ -541,9 +541,9 @@ pub fn train(
         &run_dir.join(SUMMARY_FILE),
         &serde_json::to_vec_pretty(&summary)?,
     )?;
-    if let Err(e) = crate::report::plot_losses(&run_dir.join("loss.png"), &state.log) {
-        obs.message(&format!("warning: loss plot not written: {e}"));
-    }
+    // Everything else is saved by now; a plot that cannot be written still fails the command.
+    crate::report::plot_losses(&run_dir.join("loss.png"), &state.log)
+        .map_err(|e| anyhow::anyhow!("loss plot not written: {e}"))?;
     Ok(Some(summary))
 }
 
