@@ -81,6 +81,12 @@ impl FeatureCache {
     pub fn get(&self, path: &Path) -> Option<&ClipFeatures> {
         self.index.get(path).and_then(|&i| self.clips[i].1.as_ref())
     }
+
+    /// Moves the features of `path` out of the cache (a later `get` or `take` finds none), so
+    /// a caller that keeps them holds them once.
+    pub fn take(&mut self, path: &Path) -> Option<ClipFeatures> {
+        self.index.get(path).and_then(|&i| self.clips[i].1.take())
+    }
 }
 
 /// What [`prepare`] did.

@@ -18,7 +18,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::data::cache::{self, FeatureCache};
+use crate::data::cache;
 use crate::data::{Irmas, SplitMode, split_validation};
 use crate::eval::metrics::{self, Aggregation};
 use crate::eval::{score_windows, sigmoid_scores};
@@ -212,7 +212,6 @@ type WindowRef = (usize, usize);
 
 /// The data a run needs, read from the feature cache.
 pub struct RunData {
-    pub features: FeatureCache,
     /// Clip features and label sets of the training and validation clips.
     pub train: Vec<(ClipFeatures, Vec<usize>)>,
     pub valid: Vec<(ClipFeatures, Vec<usize>)>,
@@ -237,7 +236,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     // Only the training clips' features are held in memory.
     let wanted: std::collections::HashSet<&Path> =
         set.train.iter().map(|c| c.path.as_path()).collect();
-    let (features, _) = cache::prepare_subset(
+    let (mut features, _) = cache::prepare_subset(
         &files,
         &FeatureSettings::default(),
         config.channels,
@@ -249,13 +248,14 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         obs.message(&format!("warning: skipped {f}"));
     }
     let split = split_validation(&set.train, config.val_fraction, config.seed, config.split);
-    let pick = |idx: &[usize]| -> (Vec<(ClipFeatures, Vec<usize>)>, Vec<PathBuf>) {
+    // Moved out of the cache, not copied: training holds each clip's features once.
+    let mut pick = |idx: &[usize]| -> (Vec<(ClipFeatures, Vec<usize>)>, Vec<PathBuf>) {
         idx.iter()
             .filter_map(|&i| {
                 let clip = &set.train[i];
                 features
-                    .get(&clip.path)
-                    .map(|f| ((f.clone(), vec![clip.label]), clip.path.clone()))
+                    .take(&clip.path)
+                    .map(|f| ((f, vec![clip.label]), clip.path.clone()))
             })
             .unzip()
     };
@@ -270,7 +270,6 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         );
     }
     Ok(RunData {
-        features,
         train,
         valid,
         train_paths,
