@@ -177,14 +177,16 @@ pub fn table(runs: &[(TrainConfig, EvalReport, usize)]) -> Vec<Row> {
             .iter()
             .filter(|(c, _, _)| c.arch == arch && c.init == init && c.channels == channels)
             .collect();
-        let pick = |kind: &str, f: fn(&crate::eval::metrics::Metrics) -> f64| -> (f64, f64) {
-            let v: Vec<f64> = of
-                .iter()
-                .filter_map(|(_, r, _)| r.result(kind).map(|t| f(&t.metrics)))
-                .collect();
-            mean_sd(&v)
-        };
-        let tuned = "validation-tuned (global)";
+        use crate::eval::ThresholdKind;
+        let pick =
+            |kind: ThresholdKind, f: fn(&crate::eval::metrics::Metrics) -> f64| -> (f64, f64) {
+                let v: Vec<f64> = of
+                    .iter()
+                    .filter_map(|(_, r, _)| r.result(kind).map(|t| f(&t.metrics)))
+                    .collect();
+                mean_sd(&v)
+            };
+        let tuned = ThresholdKind::TunedGlobal;
         rows.push(Row {
             arch,
             init: init.clone(),
@@ -193,8 +195,8 @@ pub fn table(runs: &[(TrainConfig, EvalReport, usize)]) -> Vec<Row> {
             precision: pick(tuned, |m| m.micro.precision),
             recall: pick(tuned, |m| m.micro.recall),
             f1: pick(tuned, |m| m.micro.f1),
-            f1_oracle: pick("test-oracle", |m| m.micro.f1),
-            f1_fixed: pick("fixed", |m| m.micro.f1),
+            f1_oracle: pick(ThresholdKind::Oracle, |m| m.micro.f1),
+            f1_fixed: pick(ThresholdKind::Fixed, |m| m.micro.f1),
             epochs: mean_sd(&of.iter().map(|(_, _, e)| *e as f64).collect::<Vec<_>>()),
         });
     }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use burn::tensor::{Device, Tensor};
 use instrec::data::soundfont::{find_soundfont, load_soundfont};
 use instrec::data::synth::{SynthOptions, render_corpus};
-use instrec::eval::{EvalOptions, evaluate};
+use instrec::eval::{EvalOptions, ThresholdKind, evaluate};
 use instrec::features::ChannelMode;
 use instrec::model::Arch;
 use instrec::model::bundle::load_bundle;
@@ -85,12 +85,17 @@ fn resnet18_learns_the_synthetic_corpus() {
     )
     .unwrap();
     let tuned = report
-        .result("validation-tuned (global)")
+        .result(ThresholdKind::TunedGlobal)
         .unwrap()
         .metrics
         .micro
         .f1;
-    let oracle = report.result("test-oracle").unwrap().metrics.micro.f1;
+    let oracle = report
+        .result(ThresholdKind::Oracle)
+        .unwrap()
+        .metrics
+        .micro
+        .f1;
     let constant = report.constant_baseline_f1;
     eprintln!(
         "test micro-F1: validation-tuned {tuned:.3}, oracle {oracle:.3}, best constant {constant:.3}"
@@ -125,7 +130,7 @@ fn resnet18_learns_the_synthetic_corpus() {
             2.0 * tp / (2.0 * tp + fp + fn_)
         }
     };
-    let tuned_row = report.result("validation-tuned (global)").unwrap();
+    let tuned_row = report.result(ThresholdKind::TunedGlobal).unwrap();
     assert!(
         tuned_row
             .thresholds
@@ -133,7 +138,7 @@ fn resnet18_learns_the_synthetic_corpus() {
             .all(|&t| t == cfg.thresholds.global)
     );
     assert!((micro_f1(cfg.thresholds.global) - tuned).abs() < 1e-9);
-    let oracle_t = report.result("test-oracle").unwrap().thresholds[0];
+    let oracle_t = report.result(ThresholdKind::Oracle).unwrap().thresholds[0];
     assert!((micro_f1(oracle_t) - oracle).abs() < 1e-9);
     let grid_best = (1..100)
         .map(|i| micro_f1(i as f32 / 100.0))

@@ -62,11 +62,36 @@ pub fn score_windows(
     out
 }
 
+/// Where a set of thresholds comes from; every result is labelled with one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ThresholdKind {
+    #[serde(rename = "fixed")]
+    Fixed,
+    /// The bundle's global threshold, tuned on the validation split.
+    #[serde(rename = "validation-tuned (global)")]
+    TunedGlobal,
+    #[serde(rename = "validation-tuned (per class)")]
+    TunedPerClass,
+    /// The best single threshold on the test set itself: optimistic by construction.
+    #[serde(rename = "test-oracle")]
+    Oracle,
+}
+
+impl std::fmt::Display for ThresholdKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fixed => "fixed",
+            Self::TunedGlobal => "validation-tuned (global)",
+            Self::TunedPerClass => "validation-tuned (per class)",
+            Self::Oracle => "test-oracle",
+        })
+    }
+}
+
 /// One set of thresholds and the metrics they give.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThresholdResult {
-    /// `fixed`, `validation-tuned (global)`, `validation-tuned (per class)`, `test-oracle`.
-    pub kind: String,
+    pub kind: ThresholdKind,
     pub thresholds: Vec<f32>,
     pub metrics: Metrics,
 }
@@ -88,7 +113,7 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    pub fn result(&self, kind: &str) -> Option<&ThresholdResult> {
+    pub fn result(&self, kind: ThresholdKind) -> Option<&ThresholdResult> {
         self.results.iter().find(|r| r.kind == kind)
     }
 }
@@ -200,26 +225,26 @@ fn score_report(
     let scores: Vec<Vec<f32>> = clip_scores.iter().map(|c| c.2.clone()).collect();
     let labels: Vec<Vec<usize>> = clip_scores.iter().map(|c| c.1.clone()).collect();
     let mut results = Vec::new();
-    let mut add = |kind: &str, t: Vec<f32>| {
+    let mut add = |kind: ThresholdKind, t: Vec<f32>| {
         let m = metrics::evaluate(&scores, &labels, &t);
         results.push(ThresholdResult {
-            kind: kind.into(),
+            kind,
             thresholds: t,
             metrics: m,
         });
     };
-    add("fixed", vec![opts.fixed_threshold; n]);
+    add(ThresholdKind::Fixed, vec![opts.fixed_threshold; n]);
     if config.thresholds.source == "validation-tuned" {
         add(
-            "validation-tuned (global)",
+            ThresholdKind::TunedGlobal,
             vec![config.thresholds.global; n],
         );
         if let Some(p) = &config.thresholds.per_class {
-            add("validation-tuned (per class)", p.clone());
+            add(ThresholdKind::TunedPerClass, p.clone());
         }
     }
     let (oracle, _) = metrics::best_global_threshold(&scores, &labels, n);
-    add("test-oracle", vec![oracle; n]);
+    add(ThresholdKind::Oracle, vec![oracle; n]);
     EvalReport {
         model: model_dir.to_path_buf(),
         data: data.to_path_buf(),
@@ -265,8 +290,8 @@ pub fn markdown(r: &EvalReport) -> String {
         r.constant_baseline_f1
     ));
     let main = r
-        .result("validation-tuned (global)")
-        .or_else(|| r.result("fixed"))
+        .result(ThresholdKind::TunedGlobal)
+        .or_else(|| r.result(ThresholdKind::Fixed))
         .expect("fixed is always there");
     s.push_str(&format!(
         "\n## Per class ({})\n\n| class | support | P | R | F1 | threshold |\n|---|---|---|---|---|---|\n",
@@ -301,8 +326,8 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
     write_atomic(&md, markdown(r).as_bytes())?;
     let mut written = vec![json, md];
     let main = r
-        .result("validation-tuned (global)")
-        .or_else(|| r.result("fixed"))
+        .result(ThresholdKind::TunedGlobal)
+        .or_else(|| r.result(ThresholdKind::Fixed))
         .expect("fixed is always there");
     let f1: Vec<f64> = main.metrics.per_class.iter().map(|p| p.f1).collect();
     let bar = dir.join("per_class_f1.png");
@@ -316,7 +341,7 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     let pr = dir.join("pr_curve.png");
     // The numbers are saved by now; a plot that cannot be written still fails the command.
-    crate::report::plot_per_class(&bar, &f1, &main.kind)
+    crate::report::plot_per_class(&bar, &f1, &main.kind.to_string())
         .and_then(|_| crate::report::plot_pr(&pr, &curve))
         .map_err(|e| anyhow::anyhow!("plots not written: {e}"))?;
     written.extend([bar, pr]);
