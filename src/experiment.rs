@@ -264,7 +264,7 @@ pub fn run_experiment(
             seed: s.seed,
         };
         // Rendered unless a complete corpus of these settings is there (a killed render is redone).
-        if !crate::data::synth::corpus_is_complete(&config.data, &sf, &opts) {
+        if crate::data::synth::needs_render(&config.data, &sf, &opts) {
             obs.train_observer().message(&format!(
                 "rendering the synthetic corpus into {}",
                 config.data.display()
@@ -299,9 +299,13 @@ pub fn run_experiment(
             )?;
             crate::eval::write_report(&report, &dir.join("eval"))?;
         }
-        let report: EvalReport = serde_json::from_slice(&std::fs::read(&report_path)?)?;
-        let summary: crate::train::TrainSummary =
-            serde_json::from_slice(&std::fs::read(&summary_path)?)?;
+        let read = |p: &Path| -> Result<Vec<u8>> {
+            std::fs::read(p).with_context(|| p.display().to_string())
+        };
+        let report: EvalReport = serde_json::from_slice(&read(&report_path)?)
+            .with_context(|| report_path.display().to_string())?;
+        let summary: crate::train::TrainSummary = serde_json::from_slice(&read(&summary_path)?)
+            .with_context(|| summary_path.display().to_string())?;
         results.push((tc.clone(), report, summary.epochs));
     }
     let rows = table(&results);

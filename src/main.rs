@@ -1318,7 +1318,7 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
         test_clips: a.test_clips,
         seed: 2024,
     };
-    if !synth::corpus_is_complete(&data, &sf, &corpus) {
+    if synth::needs_render(&data, &sf, &corpus) {
         eprintln!(
             "[1/4] rendering a synthetic IRMAS-format corpus ({} training clips per instrument, {} test clips)",
             a.train_per_class, a.test_clips
@@ -1375,14 +1375,14 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
         .clip_scores
         .first()
         .ok_or_else(|| anyhow::anyhow!("no test clip could be scored"))?;
-    let tagged = tagger.tag_file(&clip.0)?;
+    let tagged = tagger.tag_file(&clip.path)?;
     let timeline = run.join("timeline.png");
     instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline)
         .map_err(|e| anyhow::anyhow!("timeline not written: {e}"))?;
 
     out!();
     out!("{}", instrec::eval::markdown(&report));
-    let truth: Vec<&str> = clip.1.iter().map(|&k| CLASSES[k]).collect();
+    let truth: Vec<&str> = clip.labels.iter().map(|&k| CLASSES[k]).collect();
     let found: Vec<String> = tagged
         .predominant
         .iter()
@@ -1390,7 +1390,7 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
         .collect();
     out!(
         "tagged {}: {} (labelled: {})",
-        clip.0.display(),
+        clip.path.display(),
         if found.is_empty() {
             "-".into()
         } else {

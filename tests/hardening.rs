@@ -521,3 +521,39 @@ fn a_nan_clip_in_a_training_set_is_skipped_and_named_not_trained_on() {
     assert!(e.contains("0001__1.wav") && e.contains("non-finite"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
 }
+
+/// demo and experiment re-render a corpus whose render was cut short, keep a complete one, and
+/// use a corpus from before manifests as it is.
+#[test]
+fn corpora_are_rerendered_only_when_incomplete() {
+    use instrec::data::soundfont::{SoundFontSource, load_soundfont};
+    use instrec::data::synth::{MANIFEST, SynthOptions, needs_render, render_corpus};
+    let dir = tempfile::tempdir().unwrap();
+    let sf = load_soundfont(&SoundFontSource::Embedded).unwrap();
+    let opts = SynthOptions {
+        out: dir.path().join("c"),
+        train_per_class: 1,
+        test_clips: 1,
+        seed: 3,
+    };
+    assert!(needs_render(&opts.out, &sf, &opts));
+    render_corpus(&sf, &opts, &|_, _| {}).unwrap();
+    assert!(!needs_render(&opts.out, &sf, &opts));
+    let other = SynthOptions {
+        seed: 4,
+        ..opts.clone()
+    };
+    assert!(needs_render(&opts.out, &sf, &other));
+    // A render killed part-way leaves its manifest saying so.
+    let m = opts.out.join(MANIFEST);
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(
+        &m,
+        text.replace("\"complete\": true", "\"complete\": false"),
+    )
+    .unwrap();
+    assert!(needs_render(&opts.out, &sf, &opts));
+    // No manifest at all: an older version's corpus, used as it is.
+    std::fs::remove_file(&m).unwrap();
+    assert!(!needs_render(&opts.out, &sf, &opts));
+}

@@ -114,7 +114,8 @@ fn resnet18_learns_the_synthetic_corpus() {
     let (_, cfg) = load_bundle(&run.path().join("model"), &Device::flex()).unwrap();
     let micro_f1 = |t: f32| {
         let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
-        for (_, labels, scores) in &report.clip_scores {
+        for c in &report.clip_scores {
+            let (labels, scores) = (&c.labels, &c.scores);
             for (k, &s) in scores.iter().enumerate() {
                 match (s >= t, labels.contains(&k)) {
                     (true, true) => tp += 1.0,

@@ -513,6 +513,14 @@ pub fn corpus_is_complete(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bo
     })
 }
 
+/// Whether `demo` and `experiment` must render their corpus into `dir`: not when a complete one
+/// of these settings is there, nor when an IRMAS layout without a manifest is (rendered before
+/// instrec recorded its settings; it is used as it is, as those versions did).
+pub fn needs_render(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bool {
+    let legacy = dir.join(TRAIN_DIR).is_dir() && !dir.join(MANIFEST).exists();
+    !legacy && !corpus_is_complete(dir, sf, opts)
+}
+
 /// Empties a folder that a previous `instrec synth` made (its manifest and IRMAS folders); a
 /// folder with anything else in it is refused, so a corpus never mixes with other files.
 fn clear_for(dir: &Path) -> Result<(), String> {

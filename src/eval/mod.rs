@@ -96,6 +96,45 @@ pub struct ThresholdResult {
     pub metrics: Metrics,
 }
 
+/// One test clip's labels and aggregated scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "ClipScoreRepr")]
+pub struct ClipScore {
+    pub path: PathBuf,
+    pub labels: Vec<usize>,
+    pub scores: Vec<f32>,
+}
+
+/// Reports written before [`ClipScore`] had names hold `[path, labels, scores]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClipScoreRepr {
+    Named {
+        path: PathBuf,
+        labels: Vec<usize>,
+        scores: Vec<f32>,
+    },
+    Tuple(PathBuf, Vec<usize>, Vec<f32>),
+}
+
+impl From<ClipScoreRepr> for ClipScore {
+    fn from(r: ClipScoreRepr) -> Self {
+        let (path, labels, scores) = match r {
+            ClipScoreRepr::Named {
+                path,
+                labels,
+                scores,
+            } => (path, labels, scores),
+            ClipScoreRepr::Tuple(p, l, s) => (p, l, s),
+        };
+        Self {
+            path,
+            labels,
+            scores,
+        }
+    }
+}
+
 /// The result of evaluating a model on a test set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -109,7 +148,7 @@ pub struct EvalReport {
     /// Best micro-F1 of any constant prediction, for reference.
     pub constant_baseline_f1: f64,
     /// Per clip: path, labels, aggregated scores.
-    pub clip_scores: Vec<(PathBuf, Vec<usize>, Vec<f32>)>,
+    pub clip_scores: Vec<ClipScore>,
 }
 
 impl EvalReport {
@@ -181,11 +220,11 @@ pub fn evaluate(
         match features.get(&clip.path) {
             Some(f) => {
                 let w = score_windows(&model, f, windowing, device, opts.batch_size);
-                clip_scores.push((
-                    clip.path.clone(),
-                    clip.labels.clone(),
-                    metrics::aggregate(&w, opts.aggregation),
-                ));
+                clip_scores.push(ClipScore {
+                    path: clip.path.clone(),
+                    labels: clip.labels.clone(),
+                    scores: metrics::aggregate(&w, opts.aggregation),
+                });
             }
             None => skipped.push(
                 features
@@ -218,12 +257,12 @@ fn score_report(
     data: &Path,
     config: &BundleConfig,
     opts: &EvalOptions,
-    clip_scores: Vec<(PathBuf, Vec<usize>, Vec<f32>)>,
+    clip_scores: Vec<ClipScore>,
     skipped: Vec<String>,
 ) -> EvalReport {
     let n = config.classes.len();
-    let scores: Vec<Vec<f32>> = clip_scores.iter().map(|c| c.2.clone()).collect();
-    let labels: Vec<Vec<usize>> = clip_scores.iter().map(|c| c.1.clone()).collect();
+    let scores: Vec<Vec<f32>> = clip_scores.iter().map(|c| c.scores.clone()).collect();
+    let labels: Vec<Vec<usize>> = clip_scores.iter().map(|c| c.labels.clone()).collect();
     let mut results = Vec::new();
     let mut add = |kind: ThresholdKind, t: Vec<f32>| {
         let m = metrics::evaluate(&scores, &labels, &t);
@@ -331,8 +370,8 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
         .expect("fixed is always there");
     let f1: Vec<f64> = main.metrics.per_class.iter().map(|p| p.f1).collect();
     let bar = dir.join("per_class_f1.png");
-    let scores: Vec<Vec<f32>> = r.clip_scores.iter().map(|c| c.2.clone()).collect();
-    let labels: Vec<Vec<usize>> = r.clip_scores.iter().map(|c| c.1.clone()).collect();
+    let scores: Vec<Vec<f32>> = r.clip_scores.iter().map(|c| c.scores.clone()).collect();
+    let labels: Vec<Vec<usize>> = r.clip_scores.iter().map(|c| c.labels.clone()).collect();
     let curve: Vec<(f64, f64)> = metrics::threshold_grid()
         .map(|t| {
             let m = metrics::evaluate(&scores, &labels, &vec![t; CLASSES.len()]);
@@ -346,4 +385,22 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| anyhow::anyhow!("plots not written: {e}"))?;
     written.extend([bar, pr]);
     Ok(written)
+}
+
+#[cfg(test)]
+mod clip_score_tests {
+    use super::ClipScore;
+
+    #[test]
+    fn clip_scores_read_both_layouts() {
+        let named: ClipScore =
+            serde_json::from_str(r#"{"path":"a.wav","labels":[1],"scores":[0.5]}"#).unwrap();
+        let tuple: ClipScore = serde_json::from_str(r#"["a.wav",[1],[0.5]]"#).unwrap();
+        for c in [named, tuple] {
+            assert_eq!(
+                (c.path.to_str(), c.labels, c.scores),
+                (Some("a.wav"), vec![1], vec![0.5])
+            );
+        }
+    }
 }
