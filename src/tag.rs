@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use std::collections::VecDeque;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::audio::{AudioError, AudioStream};
 use crate::eval::metrics::{Aggregation, aggregate};
-use crate::eval::sigmoid_scores;
+use crate::eval::score_inputs;
 use crate::features::{MelExtractor, MelStream, Windowing};
 use crate::model::Model;
 use crate::model::bundle::{BundleConfig, BundleError, load_bundle};
@@ -80,25 +80,25 @@ impl Tagger {
     /// of the file (only the timeline, 11 scores per window, does). The scores equal those of
     /// scoring the whole clip at once.
     pub fn tag_file(&self, path: &Path) -> Result<TagResult, AudioError> {
-        let mut windows: Vec<(usize, Vec<f32>)> = Vec::new();
+        let mut windows: Vec<Vec<f32>> = Vec::new();
         let mut scores = Vec::new();
         let end = self.windows_of(path, &mut |w| {
             windows.extend(w);
             if windows.len() >= self.batch_size {
-                scores.extend(self.score(windows.drain(..).map(|(_, x)| x)));
+                scores.extend(self.score(windows.drain(..)));
             }
         })?;
-        scores.extend(self.score(windows.into_iter().map(|(_, x)| x)));
+        scores.extend(self.score(windows.into_iter()));
         Ok(self.result(path, &end, scores))
     }
 
     /// Decodes a file and makes its analysis windows as their frames arrive, handing them to
-    /// `emit` in order as (start frame, 3 × length × n_mels input); only the frames of windows
-    /// still to come are held. Returns what the file's result needs besides the scores.
+    /// `emit` in order as 3 × length × n_mels inputs; only the frames of windows still to come
+    /// are held. Returns what the file's result needs besides the scores (the windows' starts).
     fn windows_of(
         &self,
         path: &Path,
-        emit: &mut dyn FnMut(Vec<(usize, Vec<f32>)>),
+        emit: &mut dyn FnMut(Vec<Vec<f32>>),
     ) -> Result<FileEnd, AudioError> {
         // The CLI checks these too; a library caller gets an error, not a panic or a hang.
         crate::check::hop("hop", self.windowing.hop)
@@ -128,18 +128,14 @@ impl Tagger {
     /// Sigmoid scores of window inputs, one forward pass.
     fn score(&self, windows: impl Iterator<Item = Vec<f32>>) -> Vec<Vec<f32>> {
         let x: Vec<f32> = windows.flatten().collect();
-        let plane = 3 * self.windowing.length * self.config.features.n_mels;
-        if x.is_empty() {
-            return Vec::new();
-        }
-        let shape = [
-            x.len() / plane,
-            3,
+        let f = &self.config.features;
+        score_inputs(
+            &self.model,
+            x,
             self.windowing.length,
-            self.config.features.n_mels,
-        ];
-        let t = Tensor::<4>::from_data(TensorData::new(x, shape), &self.device);
-        sigmoid_scores(self.model.forward(t))
+            f.n_mels,
+            &self.device,
+        )
     }
 
     /// A file's result from its window scores.
@@ -174,8 +170,9 @@ impl Tagger {
     }
 
     /// Tags many files at once: `threads` workers decode and make windows while this thread
-    /// scores full batches drawn from several files, so the cores and the batch stay busy. At
-    /// most `max_windows` windows wait at any time, however many or long the files. `done` gets
+    /// scores full batches drawn from several files, so the cores and the batch stay busy. The
+    /// windows waiting at any time are bounded by the batch and a queue of `2 × threads` decoder
+    /// blocks' worth, however many or long the files ([`TagStats::max_waiting`]). `done` gets
     /// each file's result as soon as its last window is scored (in completion order).
     pub fn tag_many(
         &self,
@@ -186,7 +183,7 @@ impl Tagger {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::mpsc::sync_channel;
         enum Msg {
-            Windows(usize, Vec<(usize, Vec<f32>)>),
+            Windows(usize, Vec<Vec<f32>>),
             End(usize, Result<FileEnd, AudioError>),
         }
         let threads = threads.max(1);
@@ -220,7 +217,7 @@ impl Tagger {
                 stats.max_waiting = stats.max_waiting.max(waiting.load(Ordering::Relaxed));
                 match msg {
                     Msg::Windows(i, w) => {
-                        p.batch.extend(w.into_iter().map(|(_, x)| (i, x)));
+                        p.batch.extend(w.into_iter().map(|x| (i, x)));
                         while p.batch.len() >= self.batch_size {
                             let owners = p.score(self, self.batch_size, &waiting);
                             p.finish(self, &owners, files, done);
@@ -340,9 +337,9 @@ impl<'a> WindowMaker<'a> {
         }
     }
 
-    /// Every window whose frames are all known (at the end: every remaining window of
-    /// [`Windowing::starts`]), as (start, input).
-    fn ready(&mut self, at_end: bool) -> Vec<(usize, Vec<f32>)> {
+    /// The inputs of every window whose frames are all known (at the end: every remaining
+    /// window of [`Windowing::starts`]); their starts go to `starts`.
+    fn ready(&mut self, at_end: bool) -> Vec<Vec<f32>> {
         let w = self.tagger.windowing;
         let ready: Vec<usize> = if at_end {
             w.starts(self.frames)
@@ -358,8 +355,8 @@ impl<'a> WindowMaker<'a> {
             }
             v
         };
-        let out: Vec<(usize, Vec<f32>)> = ready.into_iter().map(|s| (s, self.input(s))).collect();
-        self.starts.extend(out.iter().map(|(s, _)| *s));
+        let out: Vec<Vec<f32>> = ready.iter().map(|&s| self.input(s)).collect();
+        self.starts.extend(ready);
         // Keep the frames of the next regular window and of a final window at the end.
         let keep_from = (self.starts.len() * w.hop).min(self.frames.saturating_sub(w.length));
         while self.first < keep_from {

@@ -53,13 +53,26 @@ pub fn score_windows(
         for &s in chunk {
             x.extend(clip.input(s, windowing.length, silence));
         }
-        let t = Tensor::<4>::from_data(
-            TensorData::new(x, [chunk.len(), 3, windowing.length, n_mels]),
-            device,
-        );
-        out.extend(sigmoid_scores(model.forward(t)));
+        out.extend(score_inputs(model, x, windowing.length, n_mels, device));
     }
     out
+}
+
+/// The sigmoid scores of window inputs laid end to end (`[n, 3, length, n_mels]`), one forward
+/// pass in eval mode.
+pub fn score_inputs(
+    model: &Model,
+    x: Vec<f32>,
+    length: usize,
+    n_mels: usize,
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let n = x.len() / (3 * length * n_mels);
+    if n == 0 {
+        return Vec::new();
+    }
+    let t = Tensor::<4>::from_data(TensorData::new(x, [n, 3, length, n_mels]), device);
+    sigmoid_scores(model.forward(t))
 }
 
 /// Where a set of thresholds comes from; every result is labelled with one.

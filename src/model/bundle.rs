@@ -149,18 +149,16 @@ pub(super) fn st_header(
     Ok((header, end))
 }
 
-/// The same file with a sorted header and `meta` as its metadata: identical models give
-/// identical bytes (burn writes its metadata from a hash map, in a random order).
-fn st_canonical(bytes: &[u8], meta: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
-    let (mut header, start) = st_header(bytes)?;
-    header.insert("__metadata__".into(), serde_json::json!(meta));
-    let mut h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+/// Safetensors bytes from a header (a sorted map, so identical content gives identical bytes;
+/// burn writes its header from a hash map, in a random order) and the data it points into.
+fn st_write(header: &BTreeMap<String, serde_json::Value>, data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut h = serde_json::to_vec(header).map_err(|e| e.to_string())?;
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
     out.extend(h);
-    out.extend_from_slice(&bytes[start..]);
+    out.extend_from_slice(data);
     Ok(out)
 }
 
@@ -223,21 +221,22 @@ pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>
             .with_key_remapping(r"downsample\.bn\.", "downsample.1.");
     }
     model.save_into(&mut store).map_err(|e| e.to_string())?;
-    let mut bytes = store.get_bytes().map_err(|e| e.to_string())?;
+    let bytes = store.get_bytes().map_err(|e| e.to_string())?;
+    let (mut header, start) = st_header(&bytes)?;
+    let mut data = bytes[start..].to_vec();
     if let Model::ResNet(_) = model {
-        bytes = st_with_batch_counters(&bytes)?;
+        add_batch_counters(&mut header, &mut data);
     }
     let mut meta: BTreeMap<String, String> =
         SafetensorsStore::default_metadata().into_iter().collect();
     meta.insert(CLASSES_KEY.into(), classes.join(","));
-    st_canonical(&bytes, meta)
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    st_write(&header, &data)
 }
 
 /// Adds torchvision's `num_batches_tracked` (int64, shape []) beside every BatchNorm's running
 /// mean: instrec does not use it (momentum 0.1), PyTorch's strict loading wants it.
-fn st_with_batch_counters(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let (mut header, start) = st_header(bytes)?;
-    let mut data = bytes[start..].to_vec();
+fn add_batch_counters(header: &mut BTreeMap<String, serde_json::Value>, data: &mut Vec<u8>) {
     let prefixes: Vec<String> = header
         .keys()
         .filter_map(|k| k.strip_suffix("running_mean").map(str::to_string))
@@ -250,14 +249,6 @@ fn st_with_batch_counters(bytes: &[u8]) -> Result<Vec<u8>, String> {
             serde_json::json!({"dtype": "I64", "shape": [], "data_offsets": [a, b]}),
         );
     }
-    let mut h = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend(h);
-    out.extend(data);
-    Ok(out)
 }
 
 /// Loads safetensors bytes into `model`; every tensor of the model must be present, with its
