@@ -99,6 +99,17 @@ impl Audio {
     }
 }
 
+/// Refuses sample rates outside [`MIN_RATE`, `MAX_RATE`].
+fn check_rate(rate: u32) -> Result<(), String> {
+    if (MIN_RATE..=MAX_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "sample rate {rate} Hz is outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads"
+        ))
+    }
+}
+
 /// One signal of planar channels (all of one length): their mean, the first, or the second (a
 /// mono recording repeats its one channel).
 pub fn select_channel(channels: &[Vec<f32>], which: Channel) -> Vec<f32> {
@@ -233,12 +244,9 @@ impl AudioStream {
         {
             return Err(err("has zero channels".into()));
         }
-        if let Some(rate) = params.sample_rate
-            && !(MIN_RATE..=MAX_RATE).contains(&rate)
-        {
-            return Err(err(format!(
-                "declares a sample rate of {rate} Hz, outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads"
-            )));
+        // Checked before decoding (a decoder sizes its buffers by the header) and after.
+        if let Some(rate) = params.sample_rate {
+            check_rate(rate).map_err(err)?;
         }
         if let Some(ch) = params.channels
             && ch.count() > MAX_CHANNELS
@@ -282,12 +290,7 @@ impl AudioStream {
                 }));
             }
         }
-        if !(MIN_RATE..=MAX_RATE).contains(&stream.sample_rate) {
-            return Err(stream.err(format!(
-                "sample rate {} Hz is outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads",
-                stream.sample_rate
-            )));
-        }
+        check_rate(stream.sample_rate).map_err(|e| stream.err(e))?;
         Ok(stream)
     }
 
