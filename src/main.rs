@@ -1188,13 +1188,20 @@ fn tag_library(
         None => files,
     };
     let (mut log, done) = TagLog::open(out, a.resume, &tagger.config.classes)?;
-    let todo: Vec<(PathBuf, Option<FileStamp>)> = files
+    // Each file's stamp, taken once: it decides the skip and goes into the file's record.
+    let mut stamps = std::collections::HashMap::new();
+    let todo: Vec<PathBuf> = files
         .into_iter()
-        .map(|f| {
-            let stamp = FileStamp::of(&f);
-            (f, stamp)
+        .filter(|f| {
+            let stamp = FileStamp::of(f);
+            let finished = stamp.is_some_and(|s| done.contains(&(f.clone(), s)));
+            let zero = FileStamp {
+                size: 0,
+                mtime_ns: 0,
+            };
+            stamps.insert(f.clone(), stamp.unwrap_or(zero));
+            !finished
         })
-        .filter(|(f, stamp)| !stamp.is_some_and(|s| done.contains(&(f.clone(), s))))
         .collect();
     let skipped = done.len();
     let pb = indicatif::ProgressBar::new(todo.len() as u64);
@@ -1204,19 +1211,6 @@ fn tag_library(
     );
     let start = std::time::Instant::now();
     let (mut audio_s, mut failures) = (0.0f64, Vec::new());
-    let stamps: std::collections::HashMap<PathBuf, FileStamp> = todo
-        .iter()
-        .map(|(f, s)| {
-            (
-                f.clone(),
-                s.unwrap_or(FileStamp {
-                    size: 0,
-                    mtime_ns: 0,
-                }),
-            )
-        })
-        .collect();
-    let todo: Vec<PathBuf> = todo.into_iter().map(|(f, _)| f).collect();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
