@@ -76,6 +76,23 @@ pub enum Model {
 }
 
 impl Model {
+    /// Draws every lazily initialised parameter now. burn draws a parameter's random values on
+    /// its first use, from the backend's process-wide generator; drawing them all at once lets a
+    /// caller seed and initialise under one lock. ResNets draw in forward order (the same weights
+    /// as on first use); Han's declaration order skips the dropout draws that used to fall between.
+    pub fn materialize(&self) {
+        struct Touch;
+        impl burn::module::ModuleVisitor for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        match self {
+            Self::ResNet(r) => r.materialize(),
+            Self::Han(h) => h.visit(&mut Touch),
+        }
+    }
+
     /// A randomly initialised network (torchvision's init for ResNets, Glorot for Han).
     pub fn new(arch: Arch, num_classes: usize, device: &Device) -> Self {
         match arch.resnet_depth() {

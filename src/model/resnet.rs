@@ -161,6 +161,18 @@ pub enum Block {
 }
 
 impl Block {
+    /// The block's convolutions in the order `forward` first uses them (the shortcut first).
+    fn convs(&self) -> Vec<&Conv2d> {
+        let (down, mut convs) = match self {
+            Self::Basic(b) => (&b.downsample, vec![&b.conv1, &b.conv2]),
+            Self::Bottleneck(b) => (&b.downsample, vec![&b.conv1, &b.conv2, &b.conv3]),
+        };
+        if let Some(d) = down {
+            convs.insert(0, &d.conv);
+        }
+        convs
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Basic(b) => b.forward(x),
@@ -182,6 +194,25 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Draws the lazily initialised weights in the order the first forward pass would, so a
+    /// model materialised up front holds the same weights as one initialised on first use.
+    pub fn materialize(&self) {
+        let mut convs = vec![&self.conv1];
+        for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .flatten()
+        {
+            convs.extend(block.convs());
+        }
+        for c in convs {
+            let _ = c.weight.val();
+        }
+        let _ = self.fc.weight.val();
+        if let Some(b) = &self.fc.bias {
+            let _ = b.val();
+        }
+    }
+
     /// A randomly initialised ResNet (torchvision's initialisation) with `num_classes` outputs.
     pub fn new(depth: ResNetDepth, num_classes: usize, device: &Device) -> Self {
         let mut inplanes = 64;
