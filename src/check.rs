@@ -98,6 +98,37 @@ pub mod flag {
     pub fn fraction(s: &str) -> Result<f64, String> {
         rule(super::real("fraction", num(s)?, 0.0, 0.9, false))
     }
+    /// A probability: 0 < p ≤ 1.
+    pub fn probability(s: &str) -> Result<f64, String> {
+        rule(super::real("p", num(s)?, 0.0, 1.0, false))
+    }
+    /// Instruments in one mixture: 2 ≤ n ≤ 6.
+    pub fn mix_sources(s: &str) -> Result<usize, String> {
+        rule(super::within(
+            "n",
+            num(s)?,
+            2,
+            crate::data::mix::MAX_SOURCES,
+        ))
+    }
+    /// A gain range in dB, `LOW,HIGH`, each in −60…60, LOW ≤ HIGH.
+    pub fn db_range(s: &str) -> Result<[f64; 2], String> {
+        let (lo, hi) = s
+            .split_once(',')
+            .ok_or_else(|| format!("'{s}' is not a range LOW,HIGH in dB"))?;
+        let g = [num(lo)?, num(hi)?];
+        for v in g {
+            rule(super::real("g", v, -60.0, 60.0, true))?;
+        }
+        if g[0] > g[1] {
+            return Err(format!("'{s}': LOW must not exceed HIGH"));
+        }
+        Ok(g)
+    }
+    /// A relative share: finite, ≥ 0.
+    pub fn share(s: &str) -> Result<f64, String> {
+        rule(super::real("share", num(s)?, 0.0, 1e6, true))
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +149,9 @@ mod tests {
             "must be between 1 and 43, got 0"
         );
         assert_eq!(flag::batch("x").unwrap_err(), "'x' is not a number");
+        assert_eq!(flag::db_range("-6,0"), Ok([-6.0, 0.0]));
+        assert!(flag::db_range("0,-6").is_err() && flag::db_range("-6").is_err());
+        assert!(flag::db_range("nan,0").is_err() && flag::probability("0").is_err());
+        assert!(flag::mix_sources("1").is_err() && flag::mix_sources("3").is_ok());
     }
 }

@@ -1,6 +1,7 @@
-//! Experiment grids (architectures × initialisations × channel modes × seeds), run one after
-//! another, skipping finished runs and resuming interrupted ones, then summarised as mean ± sd
-//! over seeds in the layout of the paper's Tables 1 and 2.
+//! Experiment grids (architectures × initialisations × channel modes × mixing × seeds), run one
+//! after another, skipping finished runs and resuming interrupted ones, then summarised as mean ±
+//! sd over seeds in the layout of the paper's Tables 1 and 2, for each threshold source and
+//! aggregation asked for.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::data::SplitMode;
-use crate::eval::{EvalOptions, EvalReport};
+use crate::data::mix::{CalibrationConfig, MixConfig};
+use crate::eval::metrics::{Aggregation, Metrics};
+use crate::eval::{EvalOptions, EvalReport, ThresholdKind};
 use crate::features::ChannelMode;
 use crate::model::Arch;
 use crate::train::{OptimizerKind, TrainConfig};
@@ -17,6 +20,45 @@ use crate::util::write_atomic;
 
 fn default_seeds() -> Vec<u64> {
     vec![1, 2, 3]
+}
+
+fn default_mix() -> Vec<bool> {
+    vec![false]
+}
+
+fn default_thresholds() -> Vec<ThresholdSource> {
+    vec![ThresholdSource::Single]
+}
+
+fn default_aggregations() -> Vec<Aggregation> {
+    vec![Aggregation::S1]
+}
+
+/// Where a table row's tuned thresholds come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdSource {
+    /// Tuned on the single validation clips (the paper's way).
+    Single,
+    /// Calibrated on validation mixtures of 1–3 instruments.
+    Mixtures,
+}
+
+impl ThresholdSource {
+    /// The evaluation rows of the global and the per-class thresholds.
+    pub fn kinds(self) -> (ThresholdKind, ThresholdKind) {
+        match self {
+            Self::Single => (ThresholdKind::TunedGlobal, ThresholdKind::TunedPerClass),
+            Self::Mixtures => (ThresholdKind::MixtureGlobal, ThresholdKind::MixturePerClass),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Single => "validation clips",
+            Self::Mixtures => "validation mixtures",
+        }
+    }
 }
 
 /// `CONFIG.toml` of `instrec experiment`. Relative paths are relative to the config file.
@@ -34,6 +76,22 @@ pub struct ExperimentConfig {
     pub channels: Vec<ChannelMode>,
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
+    /// Axis: the paper's recipe (`false`) and/or mixing augmentation (`true`).
+    #[serde(default = "default_mix")]
+    pub mix: Vec<bool>,
+    /// Settings of the runs with mixing.
+    #[serde(default)]
+    pub mixing: MixConfig,
+    /// How every run's validation mixtures are built.
+    #[serde(default)]
+    pub calibration: CalibrationConfig,
+    /// Rows per run: the tuned thresholds of the validation clips and/or of the validation
+    /// mixtures (no retraining: both are in every bundle).
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Vec<ThresholdSource>,
+    /// Rows per run: s1 and/or s2 aggregation (each evaluated, with thresholds tuned for it).
+    #[serde(default = "default_aggregations")]
+    pub aggregations: Vec<Aggregation>,
     #[serde(default)]
     pub train: TrainOverrides,
     /// When present and `data` holds no data set yet, render a synthetic corpus there first.
@@ -86,9 +144,12 @@ impl ExperimentConfig {
             crate::check::count("[synth] train_per_class", s.train_per_class).map_err(bad)?;
             crate::check::count("[synth] test_clips", s.test_clips).map_err(bad)?;
         }
-        if c.runs(Backend::Flex, Path::new(".")).is_empty() {
+        if c.runs(Backend::Flex, Path::new(".")).is_empty()
+            || c.thresholds.is_empty()
+            || c.aggregations.is_empty()
+        {
             return Err(bad(
-                "the grid has no runs (archs, inits, channels and seeds must each list one)".into(),
+                "the grid has no runs (archs, inits, channels, mix, seeds, thresholds and aggregations must each list one)".into(),
             ));
         }
         Ok(c)
@@ -102,9 +163,15 @@ impl ExperimentConfig {
                 if arch == Arch::Han && init.starts_with("imagenet") {
                     continue;
                 }
-                for &ch in &self.channels {
+                for (&ch, &mix) in self
+                    .channels
+                    .iter()
+                    .flat_map(|c| self.mix.iter().map(move |m| (c, m)))
+                {
                     for &seed in &self.seeds {
                         let mut t = TrainConfig::paper(self.data.clone(), arch, init, ch, seed);
+                        t.mix = mix.then(|| self.mixing.clone());
+                        t.calibration = self.calibration.clone();
                         let o = &self.train;
                         t.batch_size = o.batch_size.unwrap_or(t.batch_size);
                         t.lr = o.lr.unwrap_or(t.lr);
@@ -120,8 +187,14 @@ impl ExperimentConfig {
                         let init_name = Path::new(init)
                             .file_stem()
                             .map_or(init.clone(), |s| s.to_string_lossy().into_owned());
-                        let name =
-                            format!("{}-{}-{}-seed{}", arch.name(), init_name, ch.name(), seed);
+                        let name = format!(
+                            "{}-{}-{}{}-seed{}",
+                            arch.name(),
+                            init_name,
+                            ch.name(),
+                            if mix { "-mix" } else { "" },
+                            seed
+                        );
                         v.push((name, t));
                     }
                 }
@@ -145,60 +218,102 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, sd)
 }
 
-/// One row of the results table: a grid cell averaged over its seeds.
+/// One row of the results table: a grid cell averaged over its seeds, for one threshold source
+/// and aggregation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub arch: Arch,
     pub init: String,
     pub channels: ChannelMode,
+    #[serde(default)]
+    pub mix: bool,
+    #[serde(default = "single")]
+    pub thresholds: ThresholdSource,
+    #[serde(default = "s1")]
+    pub aggregation: Aggregation,
     pub seeds: Vec<u64>,
-    /// (mean, sd) of micro precision, recall, F1 with validation-tuned global thresholds.
+    /// (mean, sd) of micro precision, recall, F1 with the tuned global threshold.
     pub precision: (f64, f64),
     pub recall: (f64, f64),
     pub f1: (f64, f64),
+    /// (mean, sd) of micro-F1 with the tuned per-class thresholds.
+    #[serde(default)]
+    pub f1_per_class: (f64, f64),
     /// (mean, sd) of micro-F1 with the test-oracle threshold and with 0.5.
     pub f1_oracle: (f64, f64),
     pub f1_fixed: (f64, f64),
     pub epochs: (f64, f64),
 }
 
-/// Groups the runs' evaluation reports by grid cell.
-pub fn table(runs: &[(TrainConfig, EvalReport, usize)]) -> Vec<Row> {
+fn single() -> ThresholdSource {
+    ThresholdSource::Single
+}
+
+fn s1() -> Aggregation {
+    Aggregation::S1
+}
+
+/// One evaluated run: its config, its report for each aggregation, and its epochs.
+pub struct RunResult {
+    pub config: TrainConfig,
+    pub reports: Vec<EvalReport>,
+    pub epochs: usize,
+}
+
+/// Groups the runs' evaluation reports by grid cell, threshold source and aggregation.
+pub fn table(
+    runs: &[RunResult],
+    sources: &[ThresholdSource],
+    aggregations: &[Aggregation],
+) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
-    let mut cells: Vec<(Arch, String, ChannelMode)> = Vec::new();
-    for (c, _, _) in runs {
-        let key = (c.arch, c.init.clone(), c.channels);
+    let mut cells: Vec<(Arch, String, ChannelMode, bool)> = Vec::new();
+    for r in runs {
+        let c = &r.config;
+        let key = (c.arch, c.init.clone(), c.channels, c.mix.is_some());
         if !cells.contains(&key) {
             cells.push(key);
         }
     }
-    for (arch, init, channels) in cells {
-        let of: Vec<&(TrainConfig, EvalReport, usize)> = runs
+    for (arch, init, channels, mix) in cells {
+        let of: Vec<&RunResult> = runs
             .iter()
-            .filter(|(c, _, _)| c.arch == arch && c.init == init && c.channels == channels)
+            .filter(|r| {
+                let c = &r.config;
+                c.arch == arch && c.init == init && c.channels == channels && c.mix.is_some() == mix
+            })
             .collect();
-        use crate::eval::ThresholdKind;
-        let pick =
-            |kind: ThresholdKind, f: fn(&crate::eval::metrics::Metrics) -> f64| -> (f64, f64) {
-                let v: Vec<f64> = of
-                    .iter()
-                    .filter_map(|(_, r, _)| r.result(kind).map(|t| f(&t.metrics)))
-                    .collect();
-                mean_sd(&v)
-            };
-        let tuned = ThresholdKind::TunedGlobal;
-        rows.push(Row {
-            arch,
-            init: init.clone(),
-            channels,
-            seeds: of.iter().map(|(c, _, _)| c.seed).collect(),
-            precision: pick(tuned, |m| m.micro.precision),
-            recall: pick(tuned, |m| m.micro.recall),
-            f1: pick(tuned, |m| m.micro.f1),
-            f1_oracle: pick(ThresholdKind::Oracle, |m| m.micro.f1),
-            f1_fixed: pick(ThresholdKind::Fixed, |m| m.micro.f1),
-            epochs: mean_sd(&of.iter().map(|(_, _, e)| *e as f64).collect::<Vec<_>>()),
-        });
+        for &aggregation in aggregations {
+            for &source in sources {
+                let pick = |kind: ThresholdKind, f: fn(&Metrics) -> f64| -> (f64, f64) {
+                    let v: Vec<f64> = of
+                        .iter()
+                        .filter_map(|r| {
+                            let report = r.reports.iter().find(|e| e.aggregation == aggregation)?;
+                            report.result(kind).map(|t| f(&t.metrics))
+                        })
+                        .collect();
+                    mean_sd(&v)
+                };
+                let (global, per_class) = source.kinds();
+                rows.push(Row {
+                    arch,
+                    init: init.clone(),
+                    channels,
+                    mix,
+                    thresholds: source,
+                    aggregation,
+                    seeds: of.iter().map(|r| r.config.seed).collect(),
+                    precision: pick(global, |m| m.micro.precision),
+                    recall: pick(global, |m| m.micro.recall),
+                    f1: pick(global, |m| m.micro.f1),
+                    f1_per_class: pick(per_class, |m| m.micro.f1),
+                    f1_oracle: pick(ThresholdKind::Oracle, |m| m.micro.f1),
+                    f1_fixed: pick(ThresholdKind::Fixed, |m| m.micro.f1),
+                    epochs: mean_sd(&of.iter().map(|r| r.epochs as f64).collect::<Vec<_>>()),
+                });
+            }
+        }
     }
     rows
 }
@@ -208,12 +323,37 @@ fn pm(v: (f64, f64)) -> String {
 }
 
 /// The table as Markdown, with the paper's columns (micro P, R, F1) and the honest context.
+/// Columns for mixing, threshold source and aggregation appear when the grid varies them.
 pub fn markdown(name: &str, rows: &[Row]) -> String {
+    let varies = |f: &dyn Fn(&Row) -> String| rows.iter().any(|r| f(r) != f(&rows[0]));
+    let show_mix = varies(&|r| r.mix.to_string());
+    let show_source = varies(&|r| r.thresholds.name().to_string());
+    let show_agg = varies(&|r| format!("{:?}", r.aggregation));
     let mut s = format!(
-        "## {name}\n\nMicro-averaged over the test clips; mean ± sd over seeds. P/R/F1 use the threshold tuned on the validation split; \"F1 oracle\" picks the best single threshold on the test set itself (as the authors' code reports); \"F1 @0.5\" uses 0.5.\n\n"
+        "## {name}\n\nMicro-averaged over the test clips; mean ± sd over seeds. P/R/F1 use the global threshold tuned on the validation split{}; \"F1 per class\" uses the per-class thresholds tuned there; \"F1 oracle\" picks the best single threshold on the test set itself (as the authors' code reports); \"F1 @0.5\" uses 0.5.\n\n",
+        if show_source {
+            " (on its single clips, the paper's way, or on seeded mixtures of 1–3 of them)"
+        } else {
+            ""
+        }
     );
-    s.push_str("| model | pretrained | channels | seeds | precision | recall | F1 | F1 oracle | F1 @0.5 | epochs |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut head = "| model | pretrained | channels |".to_string();
+    if show_mix {
+        head.push_str(" training |");
+    }
+    if show_source {
+        head.push_str(" thresholds tuned on |");
+    }
+    if show_agg {
+        head.push_str(" aggregation |");
+    }
+    head.push_str(
+        " seeds | precision | recall | F1 | F1 per class | F1 oracle | F1 @0.5 | epochs |\n",
+    );
+    let columns = head.matches('|').count() - 1;
+    s.push_str(&head);
+    s.push_str(&"|---".repeat(columns));
+    s.push_str("|\n");
     for r in rows {
         let pre = if r.init.starts_with("imagenet") {
             "Y"
@@ -221,14 +361,27 @@ pub fn markdown(name: &str, rows: &[Row]) -> String {
             "N"
         };
         s.push_str(&format!(
-            "| {} | {pre} ({}) | {} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
+            "| {} | {pre} ({}) | {} |",
             r.arch,
             r.init,
-            r.channels.name(),
+            r.channels.name()
+        ));
+        if show_mix {
+            s.push_str(if r.mix { " --mix |" } else { " paper |" });
+        }
+        if show_source {
+            s.push_str(&format!(" {} |", r.thresholds.name()));
+        }
+        if show_agg {
+            s.push_str(&format!(" {:?} |", r.aggregation).to_lowercase());
+        }
+        s.push_str(&format!(
+            " {} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
             r.seeds.len(),
             pm(r.precision),
             pm(r.recall),
             pm(r.f1),
+            pm(r.f1_per_class),
             pm(r.f1_oracle),
             pm(r.f1_fixed),
             r.epochs.0
@@ -278,37 +431,57 @@ pub fn run_experiment(
     let mut results = Vec::new();
     for (i, (name, tc)) in runs.iter().enumerate() {
         let dir = config.out.join(name);
-        let report_path = dir.join("eval").join("report.json");
+        // s1's report in eval/ (as before aggregations were an axis), s2's in eval-s2/.
+        let eval_dir = |a: Aggregation| match a {
+            Aggregation::S1 => dir.join("eval"),
+            Aggregation::S2 => dir.join("eval-s2"),
+        };
+        let report_path = |a: Aggregation| eval_dir(a).join("report.json");
         let summary_path = dir.join(crate::train::SUMMARY_FILE);
-        let done = summary_path.is_file() && report_path.is_file();
+        let done = summary_path.is_file()
+            && config
+                .aggregations
+                .iter()
+                .all(|&a| report_path(a).is_file());
         obs.run_start(i + 1, runs.len(), name, done);
-        if !done {
-            if !summary_path.is_file() {
-                let resume = dir.join(crate::train::CONFIG_FILE).is_file();
-                crate::train::train(tc, &dir, resume, None, obs.train_observer())?;
-            }
-            let report = crate::eval::evaluate(
-                &dir.join(crate::train::MODEL_DIR),
-                &tc.data,
-                &EvalOptions {
-                    batch_size: tc.batch_size,
-                    ..EvalOptions::paper(cache_dir.to_path_buf())
-                },
-                &device,
-                &|_, _| {},
-            )?;
-            crate::eval::write_report(&report, &dir.join("eval"))?;
+        if !summary_path.is_file() {
+            let resume = dir.join(crate::train::CONFIG_FILE).is_file();
+            crate::train::train(tc, &dir, resume, None, obs.train_observer())?;
         }
         let read = |p: &Path| -> Result<Vec<u8>> {
             std::fs::read(p).with_context(|| p.display().to_string())
         };
-        let report: EvalReport = serde_json::from_slice(&read(&report_path)?)
-            .with_context(|| report_path.display().to_string())?;
+        let mut reports = Vec::new();
+        for &aggregation in &config.aggregations {
+            let path = report_path(aggregation);
+            if !path.is_file() {
+                let report = crate::eval::evaluate(
+                    &dir.join(crate::train::MODEL_DIR),
+                    &tc.data,
+                    &EvalOptions {
+                        batch_size: tc.batch_size,
+                        aggregation,
+                        ..EvalOptions::paper(cache_dir.to_path_buf())
+                    },
+                    &device,
+                    &|_, _| {},
+                )?;
+                crate::eval::write_report(&report, &eval_dir(aggregation))?;
+            }
+            reports.push(
+                serde_json::from_slice::<EvalReport>(&read(&path)?)
+                    .with_context(|| path.display().to_string())?,
+            );
+        }
         let summary: crate::train::TrainSummary = serde_json::from_slice(&read(&summary_path)?)
             .with_context(|| summary_path.display().to_string())?;
-        results.push((tc.clone(), report, summary.epochs));
+        results.push(RunResult {
+            config: tc.clone(),
+            reports,
+            epochs: summary.epochs,
+        });
     }
-    let rows = table(&results);
+    let rows = table(&results, &config.thresholds, &config.aggregations);
     write_atomic(
         &config.out.join("results.md"),
         markdown(&config.name, &rows).as_bytes(),
@@ -341,6 +514,26 @@ mod tests {
         let t2 = ExperimentConfig::load(&root.join("table2.toml")).unwrap();
         // Table 2: Han (random only) + ResNet18/50 × {imagenet, random}, duplication, 3 seeds.
         assert_eq!(t2.runs(Backend::Flex, Path::new("/tmp")).len(), 15);
+        // Mixing: the paper's recipe and --mix, 3 seeds each; mixing runs carry the [mixing]
+        // settings, and every run the [calibration] ones.
+        let m = ExperimentConfig::load(&root.join("mixing.toml")).unwrap();
+        let runs = m.runs(Backend::Flex, Path::new("/tmp"));
+        assert_eq!(runs.len(), 6);
+        assert_eq!(runs.iter().filter(|(_, c)| c.mix.is_some()).count(), 3);
+        assert!(
+            runs.iter()
+                .all(|(n, c)| n.ends_with(&format!("seed{}", c.seed))
+                    && n.contains("-mix-") == c.mix.is_some())
+        );
+        assert_eq!(
+            m.thresholds,
+            [ThresholdSource::Single, ThresholdSource::Mixtures]
+        );
+        assert_eq!(m.aggregations, [Aggregation::S1, Aggregation::S2]);
+        assert_eq!(
+            m.synth.as_ref().map(|s| (s.train_per_class, s.test_clips)),
+            Some((40, 100))
+        );
         let s = ExperimentConfig::load(&root.join("synthetic.toml")).unwrap();
         assert!(s.synth.is_some());
         assert!(

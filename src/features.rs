@@ -215,12 +215,30 @@ impl MelExtractor {
         }
     }
 
+    /// The mel power spectrogram (before the log), `[n_mels, frames]` row-major, in f64: what
+    /// [`MelExtractor::log_mel`] takes the log of.
+    pub fn mel_power(&self, signal: &[f32]) -> Vec<f64> {
+        let s = &self.settings;
+        let frames = s.frames_for(signal.len());
+        let mut data = vec![0f64; s.n_mels * frames];
+        let mut work = self.workspace();
+        let n = signal.len();
+        for t in 0..frames {
+            self.frame_power(|i| signal[reflect(i, n)], t, &mut work);
+            for (m, v) in work.mel.iter().enumerate() {
+                data[m * frames + t] = *v;
+            }
+        }
+        data
+    }
+
     fn workspace(&self) -> Workspace {
         Workspace {
             frame: self.fft.make_input_vec(),
             spectrum: self.fft.make_output_vec(),
             scratch: self.fft.make_scratch_vec(),
             power: vec![0f64; self.settings.n_fft / 2 + 1],
+            mel: vec![0f64; self.settings.n_mels],
         }
     }
 
@@ -233,6 +251,14 @@ impl MelExtractor {
         w: &mut Workspace,
         column: &mut [f32],
     ) {
+        self.frame_power(sample, t, w);
+        for (c, e) in column.iter_mut().zip(&w.mel) {
+            *c = (e + self.settings.log_offset).ln() as f32;
+        }
+    }
+
+    /// The mel power of frame `t` into `w.mel`.
+    fn frame_power(&self, sample: impl Fn(isize) -> f32, t: usize, w: &mut Workspace) {
         let s = &self.settings;
         let start = (t * s.hop_length) as isize - (s.n_fft / 2) as isize;
         for (k, (v, win)) in w.frame.iter_mut().zip(&self.window).enumerate() {
@@ -250,7 +276,7 @@ impl MelExtractor {
                 .zip(&w.power[*first..])
                 .map(|(w, p)| w * p)
                 .sum();
-            column[m] = (e + s.log_offset).ln() as f32;
+            w.mel[m] = e;
         }
     }
 
@@ -265,6 +291,7 @@ struct Workspace {
     spectrum: Vec<realfft::num_complex::Complex<f64>>,
     scratch: Vec<realfft::num_complex::Complex<f64>>,
     power: Vec<f64>,
+    mel: Vec<f64>,
 }
 
 /// Reflect padding (torch.nn.functional.pad mode="reflect": the edge sample is not repeated) of a

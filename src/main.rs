@@ -168,6 +168,58 @@ struct TrainArgs {
     /// Stop (as if interrupted) after this many epochs in total; resume later with --resume.
     #[arg(value_parser = instrec::check::flag::count, long, hide = true)]
     stop_after: Option<usize>,
+    #[command(flatten)]
+    mixing: MixArgs,
+}
+
+/// Mixing augmentation and threshold calibration (beyond the paper).
+#[derive(Args, Debug)]
+struct MixArgs {
+    /// Mixing augmentation (beyond the paper; off by default): a training window becomes, with
+    /// probability --mix-prob, a mixture with windows of other instruments (summed mel power,
+    /// labels = the union).
+    #[arg(long)]
+    mix: bool,
+    /// Share of training windows that become mixtures (with --mix).
+    #[arg(value_parser = instrec::check::flag::probability, long, requires = "mix", default_value_t = 0.5)]
+    mix_prob: f64,
+    /// Most instruments in one mixture, 2–6 (with --mix; the number is uniform in 2..=this).
+    #[arg(value_parser = instrec::check::flag::mix_sources, long, requires = "mix", default_value_t = 3)]
+    mix_sources: usize,
+    /// Each source's gain range in dB, LOW,HIGH (with --mix); the powers are then scaled to sum
+    /// to 1.
+    #[arg(value_parser = instrec::check::flag::db_range, long, requires = "mix", default_value = "-6,0", allow_hyphen_values = true)]
+    mix_gain_db: [f64; 2],
+    /// Which clips join a window (with --mix): any other instrument, or one with the same genre
+    /// tag or drum tag.
+    #[arg(long, requires = "mix", default_value = "any")]
+    mix_partners: instrec::data::mix::Partners,
+    /// Validation examples that the mixture-calibrated thresholds are tuned on.
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 400)]
+    calib_mixtures: usize,
+    /// Relative shares of calibration examples with 1, 2, 3, ... instruments (equal by default:
+    /// nothing is assumed about the test set).
+    #[arg(value_parser = instrec::check::flag::share, long, value_delimiter = ',', default_value = "1,1,1")]
+    calib_shares: Vec<f64>,
+    /// Each calibration source's gain range in dB, LOW,HIGH.
+    #[arg(value_parser = instrec::check::flag::db_range, long, default_value = "-6,0", allow_hyphen_values = true)]
+    calib_gain_db: [f64; 2],
+}
+
+impl MixArgs {
+    fn apply(&self, c: &mut instrec::train::TrainConfig) {
+        c.mix = self.mix.then_some(instrec::data::mix::MixConfig {
+            prob: self.mix_prob,
+            max_sources: self.mix_sources,
+            gain_db: self.mix_gain_db,
+            partners: self.mix_partners,
+        });
+        c.calibration = instrec::data::mix::CalibrationConfig {
+            mixtures: self.calib_mixtures,
+            shares: self.calib_shares.clone(),
+            gain_db: self.calib_gain_db,
+        };
+    }
 }
 
 #[derive(Args, Debug)]
@@ -999,6 +1051,7 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
             if let Some(d) = &a.cache_dir {
                 c.cache_dir = d.clone();
             }
+            a.mixing.apply(&mut c);
             (c, out.clone(), false)
         }
         _ => anyhow::bail!("give --data and --out, or --resume RUN_DIR"),
@@ -1014,8 +1067,11 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                 s.best_epoch,
                 if s.early_stopped { " (early stop)" } else { "" }
             );
+            let mixture = s.thresholds.mixture.as_ref().map_or(String::new(), |m| {
+                format!(", on validation mixtures {:.2}", m.global)
+            });
             out!(
-                "validation-tuned threshold {:.2}; model bundle: {}",
+                "threshold tuned on validation clips {:.2}{mixture}; model bundle: {}",
                 s.thresholds.global,
                 dir.join(instrec::train::MODEL_DIR).display()
             );

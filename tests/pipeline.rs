@@ -139,6 +139,21 @@ fn resnet18_learns_the_synthetic_corpus() {
             .all(|&t| t == cfg.thresholds.global)
     );
     assert!((micro_f1(cfg.thresholds.global) - tuned).abs() < 1e-9);
+    // The mixture-calibrated row uses the bundle's mixture threshold; the bundle has s2's too.
+    let mixture = cfg.thresholds.mixture.as_ref().expect("mixture thresholds");
+    let mixture_f1 = report
+        .result(ThresholdKind::MixtureGlobal)
+        .unwrap()
+        .metrics
+        .micro
+        .f1;
+    assert!((micro_f1(mixture.global) - mixture_f1).abs() < 1e-9);
+    eprintln!(
+        "mixture-calibrated threshold {:.2} (single clips: {:.2}): test micro-F1 {mixture_f1:.3}",
+        mixture.global, cfg.thresholds.global
+    );
+    let s2 = cfg.thresholds_s2.as_ref().expect("s2 thresholds");
+    assert!(s2.mixture.is_some() && s2.per_class.is_some());
     let oracle_t = report.result(ThresholdKind::Oracle).unwrap().thresholds[0];
     assert!((micro_f1(oracle_t) - oracle).abs() < 1e-9);
     let grid_best = (1..100)
@@ -213,6 +228,91 @@ fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
         log_without_times(parts.path())
     );
     assert_eq!(weights(whole.path()), weights(parts.path()));
+}
+
+#[test]
+fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 2);
+    c.batch_size = 32;
+    c.mix = Some(instrec::data::mix::MixConfig::default());
+    let whole = tempfile::tempdir().unwrap();
+    train(&c, whole.path(), false, None, &Quiet)
+        .unwrap()
+        .unwrap();
+    let parts = tempfile::tempdir().unwrap();
+    assert!(
+        train(&c, parts.path(), false, Some(1), &Quiet)
+            .unwrap()
+            .is_none()
+    );
+    train(&c, parts.path(), true, None, &Quiet)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        log_without_times(whole.path()),
+        log_without_times(parts.path())
+    );
+    assert_eq!(weights(whole.path()), weights(parts.path()));
+    // Mixing changed what was trained on: the paper's recipe ends elsewhere.
+    let mut paper = c.clone();
+    paper.mix = None;
+    let plain = tempfile::tempdir().unwrap();
+    train(&paper, plain.path(), false, Some(1), &Quiet).unwrap();
+    assert_ne!(
+        log_without_times(plain.path())[0],
+        log_without_times(parts.path())[0]
+    );
+}
+
+#[test]
+fn calibration_mixtures_come_from_the_validation_split_only() {
+    use instrec::data::mix::{Mixture, calibration_set, mix_clips};
+    let cache = tempfile::tempdir().unwrap();
+    let c = config(cache.path(), 1);
+    let data = instrec::train::load_run_data(&c, &Quiet).unwrap();
+    let set = calibration_set(&data.valid_info, &c.calibration, c.seed);
+    assert_eq!(
+        set,
+        calibration_set(&data.valid_info, &c.calibration, c.seed)
+    );
+    assert_ne!(
+        set,
+        calibration_set(&data.valid_info, &c.calibration, c.seed + 1)
+    );
+    // The validation clips are neither training nor test clips.
+    let irmas = instrec::data::Irmas::read(corpus()).unwrap();
+    for p in &data.valid_paths {
+        assert!(irmas.test.iter().all(|t| &t.path != p));
+        assert!(!data.train_paths.contains(p));
+    }
+    let clips = instrec::train::calibration_clips(&data, &c.calibration, c.seed);
+    assert_eq!(clips.len(), c.calibration.mixtures);
+    let offset = instrec::features::FeatureSettings::default().log_offset;
+    let mut sizes = [0usize; 4];
+    for (m, (f, labels)) in set.iter().zip(&clips) {
+        let Mixture {
+            sources, weights, ..
+        } = m;
+        sizes[sources.len()] += 1;
+        assert!(
+            sources
+                .iter()
+                .all(|&(i, start)| i < data.valid.len() && start == 0)
+        );
+        assert_eq!(labels, &m.labels);
+        let parts: Vec<&instrec::features::ClipFeatures> =
+            sources.iter().map(|&(i, _)| &data.valid[i].0).collect();
+        assert_eq!(f.mels, mix_clips(&parts, weights, offset).mels);
+        if sources.len() == 1 {
+            assert_eq!(f.mels, data.valid[sources[0].0].0.mels);
+        }
+    }
+    eprintln!(
+        "calibration examples with 1/2/3 instruments: {:?}",
+        &sizes[1..]
+    );
+    assert!(sizes[1..].iter().all(|&k| k > 90), "{sizes:?}");
 }
 
 fn instrec(args: &[&str]) -> std::process::Output {
@@ -377,6 +477,67 @@ fn experiment_grid_runs_skips_finished_runs_and_tabulates() {
     let o = run(&cfg);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("finished earlier, skipped").count(), 2, "{err}");
+}
+
+#[test]
+fn experiment_grid_varies_mixing_threshold_source_and_aggregation() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "name = \"mixing\"\ndata = \"{}\"\nout = \"{}\"\narchs = [\"han\"]\ninits = [\"random\"]\nchannels = [\"dup\"]\nseeds = [1]\nmix = [false, true]\nthresholds = [\"single\", \"mixtures\"]\naggregations = [\"s1\", \"s2\"]\n[train]\nmax_epochs = 1\nwarmup_epochs = 0\n[calibration]\nmixtures = 30\n",
+        corpus().display(),
+        out.path().display()
+    );
+    let cfg = out.path().join("mixing.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let o = instrec(&[
+        "experiment",
+        cfg.to_str().unwrap(),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Two runs (paper, --mix), each evaluated with s1 and s2.
+    for run in ["han-random-dup-seed1", "han-random-dup-mix-seed1"] {
+        for eval in ["eval", "eval-s2"] {
+            assert!(
+                out.path()
+                    .join(run)
+                    .join(eval)
+                    .join("report.json")
+                    .is_file()
+            );
+        }
+    }
+    let mixed: instrec::train::TrainConfig = serde_json::from_slice(
+        &std::fs::read(out.path().join("han-random-dup-mix-seed1/train.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(mixed.mix, Some(instrec::data::mix::MixConfig::default()));
+    assert_eq!(mixed.calibration.mixtures, 30);
+    // 2 trainings × 2 threshold sources × 2 aggregations.
+    let table = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| han ")).collect();
+    assert_eq!(rows.len(), 8, "{table}");
+    assert!(table.contains("| han | N (random) | dup | --mix | validation mixtures | s2 | 1 |"));
+    assert!(table.contains("| han | N (random) | dup | paper | validation clips | s1 | 1 |"));
+    // The s2 report uses the thresholds tuned for s2.
+    let report: instrec::eval::EvalReport = serde_json::from_slice(
+        &std::fs::read(out.path().join("han-random-dup-seed1/eval-s2/report.json")).unwrap(),
+    )
+    .unwrap();
+    let (_, bundle) = load_bundle(
+        &out.path().join("han-random-dup-seed1/model"),
+        &Device::flex(),
+    )
+    .unwrap();
+    let s2 = bundle.thresholds_s2.unwrap();
+    let row = report.result(ThresholdKind::MixtureGlobal).unwrap();
+    assert!(
+        row.thresholds
+            .iter()
+            .all(|&t| t == s2.mixture.as_ref().unwrap().global)
+    );
 }
 
 #[test]

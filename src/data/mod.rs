@@ -1,7 +1,9 @@
-//! Data: the IRMAS reader, validation splits, the feature cache and the synthetic corpus.
+//! Data: the IRMAS reader, validation splits, the feature cache, the synthetic corpus and mixtures
+//! of clips.
 
 pub mod cache;
 pub mod irmas;
+pub mod mix;
 pub mod soundfont;
 pub mod split;
 pub mod synth;

@@ -27,6 +27,20 @@ pub struct Thresholds {
     pub per_class: Option<Vec<f32>>,
     /// How they were chosen (`fixed`, `validation-tuned`, ...).
     pub source: String,
+    /// Thresholds calibrated on validation mixtures (bundles trained since they exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<MixtureThresholds>,
+}
+
+/// Thresholds tuned on seeded mixtures of validation clips (1–3 instruments), the kind of music
+/// the test set holds, instead of on single clips.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixtureThresholds {
+    pub global: f32,
+    pub per_class: Vec<f32>,
+    /// How the mixtures were built, and their seed.
+    pub calibration: crate::data::mix::CalibrationConfig,
+    pub seed: u64,
 }
 
 impl Default for Thresholds {
@@ -35,6 +49,7 @@ impl Default for Thresholds {
             global: 0.5,
             per_class: None,
             source: "fixed".into(),
+            mixture: None,
         }
     }
 }
@@ -60,7 +75,11 @@ pub struct BundleConfig {
     pub classes: Vec<String>,
     pub features: FeatureSettings,
     pub channels: ChannelMode,
+    /// Thresholds for clip scores aggregated with s1 (the paper's mean).
     pub thresholds: Thresholds,
+    /// The same kinds of threshold tuned for s2 aggregation (bundles trained since they exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds_s2: Option<Thresholds>,
     pub provenance: Provenance,
     /// SHA-256 of `model.safetensors`, written by [`save_bundle`] and checked on load (absent in
     /// bundles written before it existed).
@@ -81,16 +100,28 @@ impl BundleConfig {
                 self.classes
             ));
         }
-        crate::check::threshold("thresholds.global", self.thresholds.global)?;
-        if let Some(p) = &self.thresholds.per_class {
+        let per_class = |what: &str, p: &[f32]| -> Result<(), String> {
             if p.len() != n {
-                return Err(format!(
-                    "thresholds.per_class has {} values for {n} classes",
-                    p.len()
-                ));
+                return Err(format!("{what} has {} values for {n} classes", p.len()));
             }
             for (c, &t) in self.classes.iter().zip(p) {
-                crate::check::threshold(&format!("thresholds.per_class[{c}]"), t)?;
+                crate::check::threshold(&format!("{what}[{c}]"), t)?;
+            }
+            Ok(())
+        };
+        let sets = [
+            ("thresholds", Some(&self.thresholds)),
+            ("thresholds_s2", self.thresholds_s2.as_ref()),
+        ];
+        for (name, t) in sets {
+            let Some(t) = t else { continue };
+            crate::check::threshold(&format!("{name}.global"), t.global)?;
+            if let Some(p) = &t.per_class {
+                per_class(&format!("{name}.per_class"), p)?;
+            }
+            if let Some(m) = &t.mixture {
+                crate::check::threshold(&format!("{name}.mixture.global"), m.global)?;
+                per_class(&format!("{name}.mixture.per_class"), &m.per_class)?;
             }
         }
         Ok(())
@@ -104,6 +135,7 @@ impl BundleConfig {
             features: FeatureSettings::default(),
             channels,
             thresholds: Thresholds::default(),
+            thresholds_s2: None,
             provenance: Provenance {
                 instrec_version: env!("CARGO_PKG_VERSION").into(),
                 ..Default::default()

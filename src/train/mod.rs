@@ -19,11 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::data::cache;
+use crate::data::mix::{self, CalibrationConfig, MixConfig, Mixture, SourceInfo};
 use crate::data::{Irmas, SplitMode, split_validation};
 use crate::eval::metrics::{self, Aggregation};
 use crate::eval::{score_windows, sigmoid_scores};
 use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
-use crate::model::bundle::{BundleConfig, Provenance, Thresholds, save_bundle};
+use crate::model::bundle::{BundleConfig, MixtureThresholds, Provenance, Thresholds, save_bundle};
 use crate::model::{Arch, Init, Model, bce_with_logits, build_model};
 use crate::util::{Rng, write_atomic};
 use schedule::Schedule;
@@ -69,6 +70,12 @@ pub struct TrainConfig {
     pub backend: Backend,
     /// Feature cache folder.
     pub cache_dir: PathBuf,
+    /// Mixing augmentation (`--mix`); `None` is the paper's recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixConfig>,
+    /// The validation mixtures that the mixture-calibrated thresholds are tuned on.
+    #[serde(default)]
+    pub calibration: CalibrationConfig,
 }
 
 impl TrainConfig {
@@ -83,7 +90,10 @@ impl TrainConfig {
         c::count0("warmup_epochs", self.warmup_epochs)?;
         c::count("patience", self.patience)?;
         c::real("val_fraction", self.val_fraction, 0.0, 0.9, false)?;
-        Ok(())
+        if let Some(m) = &self.mix {
+            m.check()?;
+        }
+        self.calibration.check()
     }
 
     /// The paper's settings for a data set, architecture, initialisation and channel mode.
@@ -105,6 +115,8 @@ impl TrainConfig {
             split: SplitMode::Song,
             backend: Backend::Flex,
             cache_dir: cache::default_cache_dir(),
+            mix: None,
+            calibration: CalibrationConfig::default(),
         }
     }
 }
@@ -205,6 +217,8 @@ pub const CONFIG_FILE: &str = "train.json";
 pub const LOG_FILE: &str = "log.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const MODEL_DIR: &str = "model";
+/// Salt of the mixing stream, apart from the shuffling stream of the same seed.
+const MIX_STREAM: u64 = 0x6D69_7869_6E67;
 const CHECKPOINT_DIR: &str = "checkpoint";
 
 /// A window of a clip: (index into the clip list, start frame).
@@ -215,8 +229,12 @@ pub struct RunData {
     /// Clip features and label sets of the training and validation clips.
     pub train: Vec<(ClipFeatures, Vec<usize>)>,
     pub valid: Vec<(ClipFeatures, Vec<usize>)>,
-    /// The files of `train`, in the same order (to name them in errors).
+    /// The files of `train` and `valid`, in the same order (to name them in errors).
     pub train_paths: Vec<PathBuf>,
+    pub valid_paths: Vec<PathBuf>,
+    /// Instrument and tags of each clip of `train` and `valid`, for choosing mixture partners.
+    pub train_info: Vec<SourceInfo>,
+    pub valid_info: Vec<SourceInfo>,
 }
 
 /// Reads the data set, splits it and loads (or builds) the feature cache.
@@ -249,18 +267,26 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     }
     let split = split_validation(&set.train, config.val_fraction, config.seed, config.split);
     // Moved out of the cache, not copied: training holds each clip's features once.
-    let mut pick = |idx: &[usize]| -> (Vec<(ClipFeatures, Vec<usize>)>, Vec<PathBuf>) {
+    type Picked = (Vec<(ClipFeatures, Vec<usize>)>, Vec<(PathBuf, SourceInfo)>);
+    let mut pick = |idx: &[usize]| -> Picked {
         idx.iter()
             .filter_map(|&i| {
                 let clip = &set.train[i];
+                let info = SourceInfo {
+                    label: clip.label,
+                    genre: clip.genre.clone(),
+                    drums: clip.drums,
+                };
                 features
                     .take(&clip.path)
-                    .map(|f| ((f, vec![clip.label]), clip.path.clone()))
+                    .map(|f| ((f, vec![clip.label]), (clip.path.clone(), info)))
             })
             .unzip()
     };
-    let (train, train_paths) = pick(&split.train);
-    let (valid, _) = pick(&split.valid);
+    let (train, train_meta) = pick(&split.train);
+    let (valid, valid_meta) = pick(&split.valid);
+    let (train_paths, train_info) = train_meta.into_iter().unzip();
+    let (valid_paths, valid_info) = valid_meta.into_iter().unzip();
     if train.is_empty() || valid.is_empty() {
         bail!(
             "{}: too few training clips for a validation split ({} train, {} validation)",
@@ -273,6 +299,9 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         train,
         valid,
         train_paths,
+        valid_paths,
+        train_info,
+        valid_info,
     })
 }
 
@@ -284,20 +313,30 @@ fn windows_of(clips: &[(ClipFeatures, Vec<usize>)], w: Windowing) -> Vec<WindowR
         .collect()
 }
 
+/// The inputs and targets of a batch of training examples (single windows or mixtures).
 fn batch_tensors(
     clips: &[(ClipFeatures, Vec<usize>)],
-    batch: &[WindowRef],
-    silence: f32,
+    batch: &[Mixture],
     n_classes: usize,
     device: &Device,
 ) -> (Tensor<4>, Tensor<2>) {
+    let settings = FeatureSettings::default();
     let len = crate::features::WINDOW_FRAMES;
     let n_mels = clips[0].0.mels[0].n_mels;
     let mut x = Vec::with_capacity(batch.len() * 3 * len * n_mels);
     let mut y = vec![0f32; batch.len() * n_classes];
-    for (b, &(c, start)) in batch.iter().enumerate() {
-        x.extend(clips[c].0.input(start, len, silence));
-        for &l in &clips[c].1 {
+    for (b, m) in batch.iter().enumerate() {
+        let parts: Vec<&ClipFeatures> = m.sources.iter().map(|&(c, _)| &clips[c].0).collect();
+        let starts: Vec<usize> = m.sources.iter().map(|&(_, s)| s).collect();
+        x.extend(mix::mixture_input(
+            &parts,
+            &starts,
+            &m.weights,
+            len,
+            settings.silence(),
+            settings.log_offset,
+        ));
+        for &l in &m.labels {
             y[b * n_classes + l] = 1.0;
         }
     }
@@ -324,7 +363,6 @@ fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
 fn validate(
     model: &Model,
     valid: &[(ClipFeatures, Vec<usize>)],
-    silence: f32,
     device: &Device,
     batch_size: usize,
 ) -> (f64, f64) {
@@ -333,12 +371,20 @@ fn validate(
     let eval = model.valid();
     let mut loss_sum = 0.0;
     let mut per_clip: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.len()];
-    for batch in windows.chunks(batch_size) {
-        let (x, y) = batch_tensors(valid, batch, silence, n_classes, device);
+    let examples: Vec<Mixture> = windows
+        .iter()
+        .map(|&(c, s)| Mixture {
+            sources: vec![(c, s)],
+            weights: vec![1.0],
+            labels: valid[c].1.clone(),
+        })
+        .collect();
+    for (batch, refs) in examples.chunks(batch_size).zip(windows.chunks(batch_size)) {
+        let (x, y) = batch_tensors(valid, batch, n_classes, device);
         let logits = eval.forward(x);
         let loss = bce_with_logits(logits.clone(), y);
         loss_sum += scalar(loss) * batch.len() as f64;
-        for (&(c, _), s) in batch.iter().zip(sigmoid_scores(logits)) {
+        for (&(c, _), s) in refs.iter().zip(sigmoid_scores(logits)) {
             per_clip[c].push(s);
         }
     }
@@ -414,11 +460,21 @@ pub fn train(
         if resume {
             obs.message("no checkpoint yet: starting from the beginning");
         }
-        train_device.seed(config.seed);
         let init: Init = config.init.parse().map_err(anyhow::Error::msg)?;
+        // The backend's seed is process-wide: seeding and drawing the initial weights hold a lock,
+        // so runs trained side by side in one process (tests, a library user) each get their seed's
+        // weights.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        train_device.seed(config.seed);
         let model = build_model(config.arch, n_classes, &init, &train_device, &|d, t| {
             obs.download(d, t)
-        })?;
+        });
+        if let Ok(m) = &model {
+            m.materialize();
+        }
+        drop(guard);
+        let model = model?;
         let state = CheckpointState {
             epochs_done: 0,
             steps_done: 0,
@@ -429,7 +485,6 @@ pub fn train(
         (model, make_optimizer(&config), state)
     };
     let data = load_run_data(&config, obs)?;
-    let silence = FeatureSettings::default().silence();
     let train_windows = windows_of(&data.train, Windowing::training());
     let steps_per_epoch = train_windows.len().div_ceil(config.batch_size);
     let schedule = Schedule::new(
@@ -449,6 +504,12 @@ pub fn train(
         data.valid.len()
     ));
 
+    // Each training clip's windows, where mixture partners are drawn from.
+    let clip_starts: Vec<Vec<usize>> = data
+        .train
+        .iter()
+        .map(|(f, _)| Windowing::training().starts(f.frames()))
+        .collect();
     let mut scheduler = schedule.scheduler();
     for _ in 0..state.steps_done {
         scheduler.step();
@@ -462,11 +523,25 @@ pub fn train(
         let t0 = Instant::now();
         let mut order = train_windows.clone();
         Rng::derive(config.seed, epoch as u64).shuffle(&mut order);
+        // Mixtures come from their own per-epoch stream: a resumed epoch draws the same ones.
+        let examples: Vec<Mixture> = match &config.mix {
+            Some(m) => mix::training_examples(
+                &order,
+                &data.train_info,
+                &clip_starts,
+                m,
+                &mut Rng::derive(config.seed ^ MIX_STREAM, epoch as u64),
+            ),
+            None => order
+                .iter()
+                .map(|&(c, s)| Mixture::single(c, s, data.train_info[c].label))
+                .collect(),
+        };
         obs.epoch_start(epoch, steps_per_epoch);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
-        for (b, batch) in order.chunks(config.batch_size).enumerate() {
-            let (x, y) = batch_tensors(&data.train, batch, silence, n_classes, &train_device);
+        for (b, batch) in examples.chunks(config.batch_size).enumerate() {
+            let (x, y) = batch_tensors(&data.train, batch, n_classes, &train_device);
             let loss = bce_with_logits(model.forward(x), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr_now = scheduler.step();
@@ -477,6 +552,7 @@ pub fn train(
                 // Fail fast: a non-finite loss poisons every later step and every checkpoint.
                 let mut clips: Vec<String> = batch
                     .iter()
+                    .flat_map(|m| &m.sources)
                     .map(|&(c, _)| data.train_paths[c].display().to_string())
                     .collect();
                 clips.sort();
@@ -493,7 +569,7 @@ pub fn train(
             obs.batch(b + 1, l);
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let (val_loss, val_f1) = validate(&model, &data.valid, silence, &device, config.batch_size);
+        let (val_loss, val_f1) = validate(&model, &data.valid, &device, config.batch_size);
         if !val_loss.is_finite() {
             bail!(
                 "epoch {epoch}: the validation loss is {val_loss}; training stops (the last checkpoint and best model are kept)"
@@ -522,8 +598,20 @@ pub fn train(
     // The best model: tune thresholds on the validation clips and write the final bundle.
     let bundle_dir = run_dir.join(MODEL_DIR);
     let (best, mut bundle) = crate::model::bundle::load_bundle(&bundle_dir, &device)?;
-    let thresholds = tune_thresholds(&best, &data.valid, &device, config.batch_size);
+    obs.message(&format!(
+        "tuning thresholds on the validation clips and on {} validation mixtures",
+        config.calibration.mixtures
+    ));
+    let (thresholds, thresholds_s2) = tune_all_thresholds(
+        &best,
+        &data,
+        &config.calibration,
+        config.seed,
+        &device,
+        config.batch_size,
+    );
     bundle.thresholds = thresholds.clone();
+    bundle.thresholds_s2 = Some(thresholds_s2);
     bundle.provenance.epochs = state.epochs_done;
     save_bundle(&bundle_dir, &best, &bundle)?;
     let summary = TrainSummary {
@@ -546,30 +634,82 @@ pub fn train(
     Ok(Some(summary))
 }
 
-/// Thresholds tuned on the validation clips scored like test clips (analysis windows, s1): the
-/// global one maximising micro-F1, and per class the one maximising that class's F1.
-pub fn tune_thresholds(
+/// Every clip's window scores (analysis windows, as test clips are scored).
+fn score_clips(
     model: &Model,
-    valid: &[(ClipFeatures, Vec<usize>)],
+    clips: &[(ClipFeatures, Vec<usize>)],
     device: &Device,
     batch_size: usize,
-) -> Thresholds {
-    let n = crate::CLASSES.len();
-    let scores: Vec<Vec<f32>> = valid
+) -> Vec<Vec<Vec<f32>>> {
+    clips
         .iter()
-        .map(|(f, _)| {
-            let w = score_windows(model, f, Windowing::analysis(), device, batch_size);
-            metrics::aggregate(&w, Aggregation::S1)
-        })
+        .map(|(f, _)| score_windows(model, f, Windowing::analysis(), device, batch_size))
+        .collect()
+}
+
+/// The best global and per-class thresholds for clips' window scores under an aggregation.
+fn best_thresholds(
+    windows: &[Vec<Vec<f32>>],
+    clips: &[(ClipFeatures, Vec<usize>)],
+    aggregation: Aggregation,
+) -> (f32, Vec<f32>) {
+    let n = crate::CLASSES.len();
+    let scores: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|w| metrics::aggregate(w, aggregation))
         .collect();
-    let labels: Vec<Vec<usize>> = valid.iter().map(|(_, l)| l.clone()).collect();
+    let labels: Vec<Vec<usize>> = clips.iter().map(|(_, l)| l.clone()).collect();
     let (global, _) = metrics::best_global_threshold(&scores, &labels, n);
     let per_class = metrics::best_per_class_thresholds(&scores, &labels, n, global);
-    Thresholds {
-        global,
-        per_class: Some(per_class),
-        source: "validation-tuned".into(),
-    }
+    (global, per_class)
+}
+
+/// The seeded calibration examples of `calibration`, built from the validation clips only.
+pub fn calibration_clips(
+    data: &RunData,
+    calibration: &CalibrationConfig,
+    seed: u64,
+) -> Vec<(ClipFeatures, Vec<usize>)> {
+    let offset = FeatureSettings::default().log_offset;
+    mix::calibration_set(&data.valid_info, calibration, seed)
+        .iter()
+        .map(|m| {
+            let parts: Vec<&ClipFeatures> =
+                m.sources.iter().map(|&(c, _)| &data.valid[c].0).collect();
+            (mix::mix_clips(&parts, &m.weights, offset), m.labels.clone())
+        })
+        .collect()
+}
+
+/// Thresholds for s1 and for s2, each tuned on the single validation clips and on the validation
+/// mixtures of `calibration`.
+pub fn tune_all_thresholds(
+    model: &Model,
+    data: &RunData,
+    calibration: &CalibrationConfig,
+    seed: u64,
+    device: &Device,
+    batch_size: usize,
+) -> (Thresholds, Thresholds) {
+    let mixtures = calibration_clips(data, calibration, seed);
+    let single_windows = score_clips(model, &data.valid, device, batch_size);
+    let mixture_windows = score_clips(model, &mixtures, device, batch_size);
+    let tune = |aggregation| {
+        let (global, per_class) = best_thresholds(&single_windows, &data.valid, aggregation);
+        let (m_global, m_per_class) = best_thresholds(&mixture_windows, &mixtures, aggregation);
+        Thresholds {
+            global,
+            per_class: Some(per_class),
+            source: "validation-tuned".into(),
+            mixture: Some(MixtureThresholds {
+                global: m_global,
+                per_class: m_per_class,
+                calibration: calibration.clone(),
+                seed,
+            }),
+        }
+    };
+    (tune(Aggregation::S1), tune(Aggregation::S2))
 }
 
 fn save_best(config: &TrainConfig, run_dir: &Path, model: &Model, epoch: usize) -> Result<()> {
