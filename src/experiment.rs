@@ -137,6 +137,10 @@ impl ExperimentConfig {
         }
         // The same rules as the flags, before any run starts.
         let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+        c.mixing.check().map_err(|e| bad(format!("[mixing] {e}")))?;
+        c.calibration
+            .check()
+            .map_err(|e| bad(format!("[calibration] {e}")))?;
         if let Some((_, run)) = c.runs(Backend::Flex, Path::new(".")).first() {
             run.check().map_err(|e| bad(format!("[train] {e}")))?;
         }

@@ -165,6 +165,51 @@ fn experiment_toml_values_are_checked_like_flags() {
         "grid.toml",
         "batch_size must be between 1 and 4096, got 0",
     );
+    // The mixing and calibration sections too, even when the grid starts with a run without mixing.
+    let grid = "name = \"x\"\ndata = \"d\"\nout = \"o\"\narchs = [\"resnet18\"]\n\
+                inits = [\"random\"]\nchannels = [\"dup\"]\nmix = [false, true]\n";
+    for (section, message) in [
+        (
+            "[mixing]\ngain_db = [0.0, -6.0]\n",
+            "[mixing] mix.gain_db must be a range LOW,HIGH with LOW <= HIGH",
+        ),
+        (
+            "[mixing]\nprob = 2.0\n",
+            "[mixing] mix.prob must be a finite number in (0, 1], got 2",
+        ),
+        (
+            "[calibration]\nshares = [0.0, 0.0, 0.0]\n",
+            "[calibration] calibration.shares must not all be 0",
+        ),
+        (
+            "[mixing]\nprobability = 0.5\n",
+            "unknown field `probability`",
+        ),
+    ] {
+        std::fs::write(&toml, format!("{grid}{section}")).unwrap();
+        assert_fails_naming(&instrec(&["experiment", s(&toml)]), "grid.toml", message);
+    }
+}
+
+#[test]
+fn mixing_flags_are_checked_and_need_mix() {
+    let bad = [
+        (vec!["--mix", "--mix-prob", "0"], "--mix-prob"),
+        (vec!["--mix", "--mix-sources", "1"], "--mix-sources"),
+        (vec!["--mix", "--mix-gain-db=0,-6"], "--mix-gain-db"),
+        (vec!["--mix", "--mix-partners", "tempo"], "--mix-partners"),
+        (vec!["--mix-prob", "0.3"], "--mix"),
+        (vec!["--calib-shares", "1,-1"], "--calib-shares"),
+        (vec!["--calib-mixtures", "0"], "--calib-mixtures"),
+    ];
+    for (flags, named) in bad {
+        let mut args = vec!["train", "--data", "d", "--out", "o"];
+        args.extend(&flags);
+        let o = instrec(&args);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
 }
 
 #[test]
