@@ -10,6 +10,8 @@ pub const MAX_HOP: usize = 43;
 pub const MAX_BATCH: usize = 4096;
 /// Epochs, patience, clip counts, steps: far above any real use, small enough to allocate.
 pub const MAX_COUNT: usize = 1_000_000;
+/// Most instruments in one mixture: beyond IRMAS's 3, a few more are still music.
+pub const MAX_MIX_SOURCES: usize = 6;
 
 /// `v` within `lo..=hi`.
 pub fn within<T: PartialOrd + Display + Copy>(what: &str, v: T, lo: T, hi: T) -> Result<T, String> {
@@ -104,12 +106,7 @@ pub mod flag {
     }
     /// Instruments in one mixture: 2 ≤ n ≤ 6.
     pub fn mix_sources(s: &str) -> Result<usize, String> {
-        rule(super::within(
-            "n",
-            num(s)?,
-            2,
-            crate::data::mix::MAX_SOURCES,
-        ))
+        rule(super::within("n", num(s)?, 2, super::MAX_MIX_SOURCES))
     }
     /// A gain range in dB, `LOW,HIGH`, each in −60…60, LOW ≤ HIGH.
     pub fn db_range(s: &str) -> Result<[f64; 2], String> {

@@ -1197,7 +1197,9 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
                         .file_name()
                         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
                     // A requested output that cannot be written is a failure, not a warning.
-                    if let Err(e) = instrec::report::plot_timeline(&path, &title, &r.timeline) {
+                    if let Err(e) =
+                        instrec::report::plot_timeline(&path, &title, &r.timeline_windows())
+                    {
                         let e = format!("timeline not written: {e}");
                         eprintln!("error: {e}");
                         failures.push(e);
@@ -1427,7 +1429,7 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("no test clip could be scored"))?;
     let tagged = tagger.tag_file(&clip.path)?;
     let timeline = run.join("timeline.png");
-    instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline)
+    instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline_windows())
         .map_err(|e| anyhow::anyhow!("timeline not written: {e}"))?;
 
     out!();

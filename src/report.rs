@@ -51,8 +51,24 @@ fn atomic_png(path: &Path, draw: impl FnOnce(&Path) -> Result<(), String>) -> Re
     r.map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// One epoch's losses, for [`plot_losses`].
+#[derive(Debug, Clone, Copy)]
+pub struct EpochLosses {
+    pub epoch: usize,
+    pub train: f64,
+    pub valid: f64,
+}
+
+/// One window of a timeline, for [`plot_timeline`]: its span and a score per class.
+#[derive(Debug, Clone, Copy)]
+pub struct TimelineWindow<'a> {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub scores: &'a [f32],
+}
+
 /// Training and validation loss per epoch.
-pub fn plot_losses(path: &Path, log: &[crate::train::EpochLog]) -> Result<(), String> {
+pub fn plot_losses(path: &Path, log: &[EpochLosses]) -> Result<(), String> {
     if log.is_empty() {
         return Err("no epochs to plot".into());
     }
@@ -61,7 +77,7 @@ pub fn plot_losses(path: &Path, log: &[crate::train::EpochLog]) -> Result<(), St
         root.fill(&WHITE).map_err(err)?;
         let max = log
             .iter()
-            .flat_map(|l| [l.train_loss, l.val_loss])
+            .flat_map(|l| [l.train, l.valid])
             .fold(0.0f64, f64::max)
             * 1.05;
         let mut chart = ChartBuilder::on(&root)
@@ -81,9 +97,9 @@ pub fn plot_losses(path: &Path, log: &[crate::train::EpochLog]) -> Result<(), St
             (
                 "training",
                 BLUE,
-                (|l: &crate::train::EpochLog| l.train_loss) as fn(&_) -> f64,
+                (|l: &EpochLosses| l.train) as fn(&_) -> f64,
             ),
-            ("validation", RED, |l| l.val_loss),
+            ("validation", RED, |l| l.valid),
         ] {
             chart
                 .draw_series(LineSeries::new(
@@ -169,11 +185,7 @@ pub fn plot_pr(path: &Path, points: &[(f64, f64)]) -> Result<(), String> {
 }
 
 /// A heat map of the window scores of a tagged file: classes × time.
-pub fn plot_timeline(
-    path: &Path,
-    title: &str,
-    windows: &[crate::tag::WindowScores],
-) -> Result<(), String> {
+pub fn plot_timeline(path: &Path, title: &str, windows: &[TimelineWindow]) -> Result<(), String> {
     if windows.is_empty() {
         return Err("no windows".into());
     }

@@ -35,6 +35,20 @@ pub struct TagResult {
     pub timeline: Vec<WindowScores>,
 }
 
+impl TagResult {
+    /// The timeline as the plot takes it.
+    pub fn timeline_windows(&self) -> Vec<crate::report::TimelineWindow<'_>> {
+        self.timeline
+            .iter()
+            .map(|w| crate::report::TimelineWindow {
+                start_s: w.start_s,
+                end_s: w.end_s,
+                scores: &w.scores,
+            })
+            .collect()
+    }
+}
+
 /// A loaded model ready to tag files.
 pub struct Tagger {
     pub model: Model,

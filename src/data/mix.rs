@@ -55,8 +55,7 @@ impl Default for MixConfig {
     }
 }
 
-/// Most instruments in one mixture: beyond IRMAS's 3, a few more are still music.
-pub const MAX_SOURCES: usize = 6;
+use crate::check::MAX_MIX_SOURCES as MAX_SOURCES;
 
 /// The gain range rule shared by mixing and calibration.
 fn check_gain(what: &str, g: [f64; 2]) -> Result<(), String> {

@@ -629,7 +629,16 @@ pub fn train(
         &serde_json::to_vec_pretty(&summary)?,
     )?;
     // Everything else is saved by now; a plot that cannot be written still fails the command.
-    crate::report::plot_losses(&run_dir.join("loss.png"), &state.log)
+    let losses: Vec<crate::report::EpochLosses> = state
+        .log
+        .iter()
+        .map(|l| crate::report::EpochLosses {
+            epoch: l.epoch,
+            train: l.train_loss,
+            valid: l.val_loss,
+        })
+        .collect();
+    crate::report::plot_losses(&run_dir.join("loss.png"), &losses)
         .map_err(|e| anyhow::anyhow!("loss plot not written: {e}"))?;
     Ok(Some(summary))
 }
