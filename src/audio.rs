@@ -42,8 +42,11 @@ impl AudioError {
 }
 
 /// Which signal of a (possibly multi-channel) recording to analyse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum Channel {
     /// The mean of all channels.
     Mono,
@@ -53,19 +56,7 @@ pub enum Channel {
     Right,
 }
 
-impl std::str::FromStr for Channel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mono" => Ok(Self::Mono),
-            "left" => Ok(Self::Left),
-            "right" => Ok(Self::Right),
-            _ => Err(format!(
-                "unknown channel '{s}' (expected mono, left or right)"
-            )),
-        }
-    }
-}
+crate::util::display_as_value!(Channel);
 
 /// Decoded audio: one `Vec<f32>` per channel, all of the same length.
 #[derive(Debug, Clone)]

@@ -4,40 +4,24 @@
 use burn::tensor::Device;
 
 /// A compute backend instrec can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum Backend {
     /// burn's pure-Rust CPU backend (always available).
     Flex,
     /// LibTorch on the CPU (cargo feature `tch`).
+    #[value(alias = "libtorch")]
     Tch,
     /// CUDA GPU 0 (cargo feature `cuda`).
     Cuda,
 }
 
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "flex" => Ok(Self::Flex),
-            "tch" | "libtorch" => Ok(Self::Tch),
-            "cuda" => Ok(Self::Cuda),
-            _ => Err(format!(
-                "unknown backend '{s}' (expected flex, tch or cuda)"
-            )),
-        }
-    }
-}
+crate::util::display_as_value!(Backend);
 
 impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Flex => "flex",
-            Self::Tch => "tch",
-            Self::Cuda => "cuda",
-        }
-    }
-
     /// The backends compiled into this binary.
     pub fn available() -> Vec<Backend> {
         let mut v = vec![Self::Flex];
@@ -63,8 +47,7 @@ impl Backend {
             #[allow(unreachable_patterns)]
             other => Err(format!(
                 "backend '{}' is not compiled into this binary: rebuild with `cargo build --release --features {}`",
-                other.name(),
-                other.name()
+                other, other
             )),
         }
     }

@@ -193,9 +193,9 @@ impl ExperimentConfig {
                             .map_or(init.clone(), |s| s.to_string_lossy().into_owned());
                         let name = format!(
                             "{}-{}-{}{}-seed{}",
-                            arch.name(),
+                            arch,
                             init_name,
-                            ch.name(),
+                            ch,
                             if mix { "-mix" } else { "" },
                             seed
                         );
@@ -366,9 +366,7 @@ pub fn markdown(name: &str, rows: &[Row]) -> String {
         };
         s.push_str(&format!(
             "| {} | {pre} ({}) | {} |",
-            r.arch,
-            r.init,
-            r.channels.name()
+            r.arch, r.init, r.channels
         ));
         if show_mix {
             s.push_str(if r.mix { " --mix |" } else { " paper |" });

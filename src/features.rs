@@ -501,16 +501,21 @@ impl Windowing {
 }
 
 /// Section 3.2: how a 1-channel log-mel window becomes the 3 channels of an ImageNet model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum ChannelMode {
     /// The mono log-mel three times.
+    #[value(alias = "duplication")]
     Dup,
     /// The mono log-mel and two channels of zeros.
+    #[value(alias = "zero-padding")]
     Zero,
     /// The log-mels of mono, left and right.
     Stereo,
 }
+
+crate::util::display_as_value!(ChannelMode);
 
 impl ChannelMode {
     /// Which signals must be analysed, in channel order.
@@ -533,28 +538,6 @@ impl ChannelMode {
             let (first, rest) = out.split_at_mut(plane);
             rest[..plane].copy_from_slice(first);
             rest[plane..].copy_from_slice(first);
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Dup => "dup",
-            Self::Zero => "zero",
-            Self::Stereo => "stereo",
-        }
-    }
-}
-
-impl std::str::FromStr for ChannelMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "dup" | "duplication" => Ok(Self::Dup),
-            "zero" | "zero-padding" => Ok(Self::Zero),
-            "stereo" => Ok(Self::Stereo),
-            _ => Err(format!(
-                "unknown channel mode '{s}' (expected dup, zero or stereo)"
-            )),
         }
     }
 }

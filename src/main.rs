@@ -554,10 +554,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 steps,
             } => {
                 let device = backend.device().map_err(anyhow::Error::msg)?;
-                out!(
-                    "{arch} on {}, batch {batch}, {steps} timed steps",
-                    backend.name()
-                );
+                out!("{arch} on {}, batch {batch}, {steps} timed steps", backend);
                 let r = bench::bench_model(arch, &device, batch, steps);
                 out!("train: {:>8.1} samples/s", r.train_samples_per_s);
                 out!("infer: {:>8.1} samples/s", r.infer_samples_per_s);
@@ -577,7 +574,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo_cmd(args),
         Command::Backends => {
             for b in Backend::available() {
-                out!("{}", b.name());
+                out!("{}", b);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -716,7 +713,7 @@ fn bench_tag(
         files.len(),
         dir.display(),
         tagger.config.arch,
-        backend.name()
+        backend
     );
     let t0 = std::time::Instant::now();
     let stats = tagger.tag_many(&files, threads, &mut |_, _| {});
@@ -914,7 +911,7 @@ fn prepare(args: PrepareArgs) -> Result<ExitCode> {
         files.len(),
         set.train.len(),
         set.test.len(),
-        args.channels.name(),
+        args.channels,
         verb,
         start.elapsed().as_secs_f64(),
         cache.path.display()

@@ -162,6 +162,20 @@ mod tests {
     }
 }
 
+/// `Display` for an enum as clap and serde name its values: both derive the names from the
+/// variants (lowercased), so each name is written once, in the variant.
+macro_rules! display_as_value {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let v = clap::ValueEnum::to_possible_value(self).expect("no value is skipped");
+                f.write_str(v.get_name())
+            }
+        }
+    };
+}
+pub(crate) use display_as_value;
+
 /// A small, fast, seedable random number generator (SplitMix64). Its output is fixed by this code,
 /// not by a dependency's version, so a seed means the same split and the same corpus forever.
 #[derive(Debug, Clone)]

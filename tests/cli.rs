@@ -177,7 +177,10 @@ fn help_explains_every_flag() {
         let lines: Vec<&str> = text.lines().collect();
         for (i, l) in lines.iter().enumerate() {
             let t = l.trim_start();
-            if t.starts_with('-') && !t.contains("--help") && !t.contains("--version") {
+            // A flag ("-o, --out", "--mix"), not an entry of a possible-values list ("- mono: ...").
+            let is_flag = t.starts_with("--")
+                || (t.starts_with('-') && t[1..].starts_with(|c: char| c.is_ascii_alphabetic()));
+            if is_flag && !t.contains("--help") && !t.contains("--version") {
                 flags += 1;
                 // Explained on the same line (short help) or the next (long help).
                 let same_line = t.split_once("  ").is_some_and(|(_, r)| r.trim().len() > 10);

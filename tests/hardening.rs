@@ -388,7 +388,7 @@ fn features_streams_and_equals_the_whole_signal_log_mel() {
         let ours = instrec::npy::NpyArray::read(&out).unwrap();
         let audio = instrec::audio::decode_file(&long).unwrap();
         let whole = MelExtractor::new(FeatureSettings::default())
-            .log_mel_of(&audio, channel.parse().unwrap());
+            .log_mel_of(&audio, clap::ValueEnum::from_str(channel, false).unwrap());
         assert_eq!(ours.shape, vec![128, whole.frames]);
         assert_eq!(ours.data, whole.data, "{channel}");
     }

@@ -495,7 +495,7 @@ fn bundle_round_trip_keeps_every_tensor_and_the_config() {
         let mut config = BundleConfig::new(arch, ChannelMode::Stereo);
         config.provenance.seed = 7;
         config.thresholds.per_class = Some(vec![0.3; 11]);
-        let path = dir.path().join(arch.name());
+        let path = dir.path().join(arch.to_string());
         save_bundle(&path, &model, &config).unwrap();
         let (loaded, cfg) = load_bundle(&path, &device).unwrap();
         // The saved config records the weights' checksum, otherwise it is the one given.

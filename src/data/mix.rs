@@ -18,6 +18,7 @@ use crate::util::Rng;
 /// clip does, any other instrument's clip is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum Partners {
     #[default]
     Any,
@@ -26,6 +27,8 @@ pub enum Partners {
     /// The same drum tag (`[dru]` / `[nod]`).
     Drums,
 }
+
+crate::util::display_as_value!(Partners);
 
 /// Mixing augmentation (`--mix`). The defaults: half the training windows are mixtures, of 2 or 3
 /// instruments (IRMAS test clips have 1–3 predominant ones), each at a gain drawn from −6…0 dB, so

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::irmas::TrainClip;
 use crate::util::Rng;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum SplitMode {
     /// Clips of one song (the same name before `__N`) stay on one side, so no song leaks from
     /// training into validation.
@@ -18,16 +19,7 @@ pub enum SplitMode {
     Random,
 }
 
-impl std::str::FromStr for SplitMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "song" => Ok(Self::Song),
-            "random" => Ok(Self::Random),
-            _ => Err(format!("unknown split '{s}' (expected song or random)")),
-        }
-    }
-}
+crate::util::display_as_value!(SplitMode);
 
 /// Indices into the training clips: those kept for training and those held out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// How window sigmoids become one score per class for a clip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum Aggregation {
     /// The mean of the window sigmoids (the paper's choice).
     S1,
@@ -13,16 +14,7 @@ pub enum Aggregation {
     S2,
 }
 
-impl std::str::FromStr for Aggregation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "s1" => Ok(Self::S1),
-            "s2" => Ok(Self::S2),
-            _ => Err(format!("unknown aggregation '{s}' (expected s1 or s2)")),
-        }
-    }
-}
+crate::util::display_as_value!(Aggregation);
 
 /// Aggregates `windows` (each a score per class) into one score per class.
 pub fn aggregate(windows: &[Vec<f32>], how: Aggregation) -> Vec<f32> {

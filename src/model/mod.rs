@@ -19,8 +19,9 @@ use import::{Checkpoint, Head, ImportError, fetch_checkpoint, load_resnet_pth};
 pub use resnet::{ResNet, ResNetDepth};
 
 /// The architectures of the paper's Tables 1 and 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum Arch {
     ResNet18,
     ResNet50,
@@ -29,14 +30,6 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ResNet18 => "resnet18",
-            Self::ResNet50 => "resnet50",
-            Self::Han => "han",
-        }
-    }
-
     pub fn resnet_depth(self) -> Option<ResNetDepth> {
         match self {
             Self::ResNet18 => Some(ResNetDepth::ResNet18),
@@ -46,25 +39,7 @@ impl Arch {
     }
 }
 
-impl std::str::FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "resnet18" => Ok(Self::ResNet18),
-            "resnet50" => Ok(Self::ResNet50),
-            "han" => Ok(Self::Han),
-            _ => Err(format!(
-                "unknown architecture '{s}' (expected resnet18, resnet50 or han)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::util::display_as_value!(Arch);
 
 /// Any of the three networks.
 // Built once per run: the size difference between variants does not matter.

@@ -29,8 +29,9 @@ use crate::model::{Arch, Init, Model, bce_with_logits, build_model};
 use crate::util::{Rng, write_atomic};
 use schedule::Schedule;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
 pub enum OptimizerKind {
     /// Adam with L2 weight decay added to the gradient (PyTorch's `Adam(weight_decay=...)`).
     Adam,
@@ -38,16 +39,7 @@ pub enum OptimizerKind {
     AdamW,
 }
 
-impl std::str::FromStr for OptimizerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "adam" => Ok(Self::Adam),
-            "adamw" => Ok(Self::AdamW),
-            _ => Err(format!("unknown optimizer '{s}' (expected adam or adamw)")),
-        }
-    }
-}
+crate::util::display_as_value!(OptimizerKind);
 
 /// Everything that defines a training run; saved as `train.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -496,7 +488,7 @@ pub fn train(
     obs.message(&format!(
         "{} on {}: {} training clips ({} windows, {} batches of {} per epoch), {} validation clips",
         config.arch,
-        config.backend.name(),
+        config.backend,
         data.train.len(),
         train_windows.len(),
         steps_per_epoch,
