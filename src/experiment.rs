@@ -447,8 +447,7 @@ pub fn run_experiment(
                 .all(|&a| report_path(a).is_file());
         obs.run_start(i + 1, runs.len(), name, done);
         if !summary_path.is_file() {
-            let resume = dir.join(crate::train::CONFIG_FILE).is_file();
-            crate::train::train(tc, &dir, resume, None, obs.train_observer())?;
+            crate::train::start_or_resume(tc, &dir, obs.train_observer())?;
         }
         let read = |p: &Path| -> Result<Vec<u8>> {
             std::fs::read(p).with_context(|| p.display().to_string())

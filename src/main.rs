@@ -165,9 +165,6 @@ struct TrainArgs {
     /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Stop (as if interrupted) after this many epochs in total; resume later with --resume.
-    #[arg(value_parser = instrec::check::flag::count, long, hide = true)]
-    stop_after: Option<usize>,
     #[command(flatten)]
     mixing: MixArgs,
 }
@@ -957,14 +954,12 @@ fn synth(args: SynthArgs) -> Result<ExitCode> {
 /// Progress bars for training.
 struct TrainBars {
     bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
-    max_epochs: usize,
 }
 
 impl TrainBars {
-    fn new(max_epochs: usize) -> Self {
+    fn new() -> Self {
         Self {
             bar: std::sync::Mutex::new(None),
-            max_epochs,
         }
     }
 }
@@ -976,8 +971,8 @@ impl instrec::train::Observer for TrainBars {
             None => eprintln!("{text}"),
         }
     }
-    fn epoch_start(&self, epoch: usize, batches: usize) {
-        let pb = progress_bar(batches, &format!("epoch {epoch}/{}", self.max_epochs));
+    fn epoch_start(&self, epoch: usize, max_epochs: usize, batches: usize) {
+        let pb = progress_bar(batches, &format!("epoch {epoch}/{max_epochs}"));
         *self.bar.lock().expect("lock") = Some(pb);
     }
     fn batch(&self, done: usize, loss: f64) {
@@ -1017,16 +1012,9 @@ impl instrec::train::Observer for TrainBars {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
-    let (config, dir, resume) = match (&a.resume, &a.data, &a.out) {
-        (Some(dir), _, _) => {
-            let text = std::fs::read_to_string(dir.join(instrec::train::CONFIG_FILE))
-                .with_context(|| format!("{}: not a run directory", dir.display()))?;
-            (
-                serde_json::from_str::<instrec::train::TrainConfig>(&text)?,
-                dir.clone(),
-                true,
-            )
-        }
+    let bars = TrainBars::new();
+    let (outcome, dir) = match (&a.resume, &a.data, &a.out) {
+        (Some(dir), _, _) => (instrec::train::resume(dir, &bars)?, dir.clone()),
         (None, Some(data), Some(out)) => {
             let mut c = instrec::train::TrainConfig::paper(
                 data.clone(),
@@ -1049,13 +1037,12 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                 c.cache_dir = d.clone();
             }
             a.mixing.apply(&mut c);
-            (c, out.clone(), false)
+            (instrec::train::start(&c, out, &bars)?, out.clone())
         }
         _ => anyhow::bail!("give --data and --out, or --resume RUN_DIR"),
     };
-    let bars = TrainBars::new(config.max_epochs);
-    match instrec::train::train(&config, &dir, resume, a.stop_after, &bars)? {
-        Some(s) => {
+    match outcome {
+        instrec::train::Outcome::Finished(s) => {
             out!(
                 "trained {} epochs in {:.0} s; best validation loss {:.4} at epoch {}{}",
                 s.epochs,
@@ -1073,8 +1060,8 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                 dir.join(instrec::train::MODEL_DIR).display()
             );
         }
-        None => out!(
-            "stopped; continue with: instrec train --resume {}",
+        instrec::train::Outcome::Interrupted { epochs_done } => out!(
+            "stopped after epoch {epochs_done}; continue with: instrec train --resume {}",
             dir.display()
         ),
     }
@@ -1340,7 +1327,7 @@ fn experiment_cmd(a: ExperimentArgs) -> Result<ExitCode> {
     let config = instrec::experiment::ExperimentConfig::load(&a.config)?;
     let cache_dir = a.cache_dir.unwrap_or_else(cache::default_cache_dir);
     let obs = ExperimentBars {
-        train: TrainBars::new(config.train.max_epochs.unwrap_or(300)),
+        train: TrainBars::new(),
     };
     let rows = instrec::experiment::run_experiment(&config, a.backend, &cache_dir, &obs)?;
     out!(
@@ -1402,8 +1389,7 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
             "[2/4] training ResNet18 (random init: ImageNet weights are not needed for the demo) for {} epochs",
             a.epochs
         );
-        let resume = run.join(instrec::train::CONFIG_FILE).is_file();
-        instrec::train::train(&config, &run, resume, None, &TrainBars::new(a.epochs))?;
+        instrec::train::start_or_resume(&config, &run, &TrainBars::new())?;
     }
     // 3. Evaluation.
     eprintln!("[3/4] evaluating on the synthetic test clips");

@@ -14,7 +14,29 @@ use instrec::eval::{EvalOptions, ThresholdKind, evaluate};
 use instrec::features::ChannelMode;
 use instrec::model::Arch;
 use instrec::model::bundle::load_bundle;
-use instrec::train::{Quiet, TrainConfig, train};
+use instrec::train::{Observer, Outcome, Quiet, TrainConfig, TrainSummary, resume, start};
+
+/// Stops a run before its epoch `n + 1`, as an interruption would.
+struct StopAfter(usize);
+impl Observer for StopAfter {
+    fn interrupt(&self, epochs_done: usize) -> bool {
+        epochs_done >= self.0
+    }
+}
+
+fn finished(o: anyhow::Result<Outcome>) -> TrainSummary {
+    match o.unwrap() {
+        Outcome::Finished(s) => s,
+        Outcome::Interrupted { epochs_done } => panic!("interrupted after {epochs_done} epochs"),
+    }
+}
+
+fn interrupted(o: anyhow::Result<Outcome>) -> usize {
+    match o.unwrap() {
+        Outcome::Interrupted { epochs_done } => epochs_done,
+        Outcome::Finished(_) => panic!("trained to the end"),
+    }
+}
 
 /// A corpus rendered once per test process: 16 training clips per class, 24 test clips.
 fn corpus() -> &'static Path {
@@ -57,9 +79,7 @@ fn eval_opts(cache: &Path) -> EvalOptions {
 fn resnet18_learns_the_synthetic_corpus() {
     let cache = tempfile::tempdir().unwrap();
     let run = tempfile::tempdir().unwrap();
-    let summary = train(&config(cache.path(), 6), run.path(), false, None, &Quiet)
-        .unwrap()
-        .expect("trained to the end");
+    let summary = finished(start(&config(cache.path(), 6), run.path(), &Quiet));
     let log: Vec<instrec::train::EpochLog> = std::fs::read_to_string(run.path().join("log.jsonl"))
         .unwrap()
         .lines()
@@ -203,26 +223,14 @@ fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
     let mut c = config(cache.path(), 3);
     c.batch_size = 32;
     let whole = tempfile::tempdir().unwrap();
-    train(&c, whole.path(), false, None, &Quiet)
-        .unwrap()
-        .unwrap();
+    finished(start(&c, whole.path(), &Quiet));
     let parts = tempfile::tempdir().unwrap();
     // Interrupted after one epoch...
-    assert!(
-        train(&c, parts.path(), false, Some(1), &Quiet)
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(interrupted(start(&c, parts.path(), &StopAfter(1))), 1);
     assert_eq!(log_without_times(parts.path()).len(), 1);
     // ...then after another, then resumed to the end.
-    assert!(
-        train(&c, parts.path(), true, Some(2), &Quiet)
-            .unwrap()
-            .is_none()
-    );
-    train(&c, parts.path(), true, None, &Quiet)
-        .unwrap()
-        .unwrap();
+    assert_eq!(interrupted(resume(parts.path(), &StopAfter(2))), 2);
+    finished(resume(parts.path(), &Quiet));
     assert_eq!(
         log_without_times(whole.path()),
         log_without_times(parts.path())
@@ -237,18 +245,10 @@ fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
     c.batch_size = 32;
     c.mix = Some(instrec::data::mix::MixConfig::default());
     let whole = tempfile::tempdir().unwrap();
-    train(&c, whole.path(), false, None, &Quiet)
-        .unwrap()
-        .unwrap();
+    finished(start(&c, whole.path(), &Quiet));
     let parts = tempfile::tempdir().unwrap();
-    assert!(
-        train(&c, parts.path(), false, Some(1), &Quiet)
-            .unwrap()
-            .is_none()
-    );
-    train(&c, parts.path(), true, None, &Quiet)
-        .unwrap()
-        .unwrap();
+    assert_eq!(interrupted(start(&c, parts.path(), &StopAfter(1))), 1);
+    finished(resume(parts.path(), &Quiet));
     assert_eq!(
         log_without_times(whole.path()),
         log_without_times(parts.path())
@@ -258,7 +258,7 @@ fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
     let mut paper = c.clone();
     paper.mix = None;
     let plain = tempfile::tempdir().unwrap();
-    train(&paper, plain.path(), false, Some(1), &Quiet).unwrap();
+    interrupted(start(&paper, plain.path(), &StopAfter(1)));
     assert_ne!(
         log_without_times(plain.path())[0],
         log_without_times(parts.path())[0]

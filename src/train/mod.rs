@@ -194,11 +194,16 @@ pub struct TrainSummary {
 /// Progress reports from [`train`]; the CLI draws bars, tests ignore them.
 pub trait Observer: Sync {
     fn message(&self, _text: &str) {}
-    fn epoch_start(&self, _epoch: usize, _batches: usize) {}
+    fn epoch_start(&self, _epoch: usize, _max_epochs: usize, _batches: usize) {}
     fn batch(&self, _done: usize, _loss: f64) {}
     fn epoch_end(&self, _log: &EpochLog) {}
     /// Bytes of a weight download so far, and the total when known.
     fn download(&self, _done: u64, _total: Option<u64>) {}
+    /// Asked before each epoch after the first, once the last one's checkpoint is written:
+    /// `true` ends the call there with [`Outcome::Interrupted`], and [`resume`] goes on exactly.
+    fn interrupt(&self, _epochs_done: usize) -> bool {
+        false
+    }
 }
 
 /// An observer that reports nothing.
@@ -395,35 +400,60 @@ fn scalar(t: Tensor<1>) -> f64 {
     t.into_data().try_to_vec::<f32>().expect("f32 loss")[0] as f64
 }
 
-/// Trains a model into `run_dir` (or, with `resume`, continues the run there). `stop_after`
-/// ends the process's work after that many epochs in total, leaving a checkpoint to resume (used
-/// to test resumption; `None` trains to the end).
-pub fn train(
+/// How a call to [`start`] or [`resume`] ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Trained to the end: the bundle in `RUN/model` has its thresholds.
+    Finished(TrainSummary),
+    /// The observer asked to stop after this many epochs; [`resume`] goes on from there.
+    Interrupted { epochs_done: usize },
+}
+
+/// Starts a new run in `run_dir` (its `train.json` is written first).
+pub fn start(config: &TrainConfig, run_dir: &Path, obs: &dyn Observer) -> Result<Outcome> {
+    config.check().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("{}", run_dir.display()))?;
+    write_atomic(
+        &run_dir.join(CONFIG_FILE),
+        &serde_json::to_vec_pretty(config)?,
+    )?;
+    run(config.clone(), run_dir, false, obs)
+}
+
+/// Continues the run in `run_dir` from its last checkpoint, with the settings of its `train.json`
+/// (from the beginning when it stopped before its first checkpoint).
+pub fn resume(run_dir: &Path, obs: &dyn Observer) -> Result<Outcome> {
+    let config = read_config(run_dir)?;
+    run(config, run_dir, true, obs)
+}
+
+/// Resumes the run in `run_dir` when it has been started, else starts it with `config`.
+pub fn start_or_resume(
     config: &TrainConfig,
     run_dir: &Path,
-    resume: bool,
-    stop_after: Option<usize>,
     obs: &dyn Observer,
-) -> Result<Option<TrainSummary>> {
-    let started = Instant::now();
-    std::fs::create_dir_all(run_dir).with_context(|| format!("{}", run_dir.display()))?;
-    let config = if resume {
-        let p = run_dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("{}: cannot resume, no run here", p.display()))?;
-        let c = serde_json::from_str::<TrainConfig>(&text)
-            .with_context(|| format!("{}: invalid run config", p.display()))?;
-        c.check()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        c
+) -> Result<Outcome> {
+    if run_dir.join(CONFIG_FILE).is_file() {
+        resume(run_dir, obs)
     } else {
-        config.check().map_err(anyhow::Error::msg)?;
-        write_atomic(
-            &run_dir.join(CONFIG_FILE),
-            &serde_json::to_vec_pretty(config)?,
-        )?;
-        config.clone()
-    };
+        start(config, run_dir, obs)
+    }
+}
+
+/// A run's `train.json`, checked like flags.
+pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
+    let p = run_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("{}: cannot resume, no run here", p.display()))?;
+    let c = serde_json::from_str::<TrainConfig>(&text)
+        .with_context(|| format!("{}: invalid run config", p.display()))?;
+    c.check()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    Ok(c)
+}
+
+fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) -> Result<Outcome> {
+    let started = Instant::now();
     let n_classes = crate::CLASSES.len();
     let device = config.backend.device().map_err(anyhow::Error::msg)?;
     let train_device = device.clone().autodiff();
@@ -508,8 +538,10 @@ pub fn train(
     }
 
     while !state.stopped && state.epochs_done < config.max_epochs {
-        if stop_after.is_some_and(|n| state.epochs_done >= n) {
-            return Ok(None);
+        if state.epochs_done > 0 && obs.interrupt(state.epochs_done) {
+            return Ok(Outcome::Interrupted {
+                epochs_done: state.epochs_done,
+            });
         }
         let epoch = state.epochs_done + 1;
         let t0 = Instant::now();
@@ -529,7 +561,7 @@ pub fn train(
                 .map(|&(c, s)| Mixture::single(c, s, data.train_info[c].label))
                 .collect(),
         };
-        obs.epoch_start(epoch, steps_per_epoch);
+        obs.epoch_start(epoch, config.max_epochs, steps_per_epoch);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
         for (b, batch) in examples.chunks(config.batch_size).enumerate() {
@@ -632,7 +664,7 @@ pub fn train(
         .collect();
     crate::report::plot_losses(&run_dir.join("loss.png"), &losses)
         .map_err(|e| anyhow::anyhow!("loss plot not written: {e}"))?;
-    Ok(Some(summary))
+    Ok(Outcome::Finished(summary))
 }
 
 /// Every clip's window scores (analysis windows, as test clips are scored).
