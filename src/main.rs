@@ -269,8 +269,11 @@ struct TagArgs {
     #[arg(long)]
     timeline: Option<PathBuf>,
     /// One threshold for every class instead of the bundle's tuned ones.
-    #[arg(value_parser = instrec::check::flag::threshold, long)]
+    #[arg(value_parser = instrec::check::flag::threshold, long, conflicts_with = "tuned_on")]
     threshold: Option<f32>,
+    /// Which of the bundle's tuned thresholds to use (default: per class on validation clips).
+    #[arg(long, value_enum)]
+    tuned_on: Option<instrec::tag::TunedOn>,
     /// Hop between analysis windows in frames.
     #[arg(value_parser = instrec::check::flag::hop, long, default_value_t = 22)]
     hop: usize,
@@ -1109,6 +1112,11 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
     tagger.windowing.hop = a.hop;
     if let Some(t) = a.threshold {
         tagger = tagger.with_threshold(t);
+    }
+    if let Some(which) = a.tuned_on {
+        tagger = tagger
+            .with_tuned(which)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     }
     let extensions: Vec<String> = a
         .extensions

@@ -49,6 +49,22 @@ impl TagResult {
     }
 }
 
+/// Which of a bundle's tuned thresholds tagging applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunedOn {
+    /// Tuned on the single validation clips, one per class (the paper's way).
+    ClipsPerClass,
+    /// Tuned on the single validation clips, one for all classes.
+    Clips,
+    /// Calibrated on validation mixtures of 1–3 instruments, one for all classes.
+    Mixtures,
+    /// Calibrated on validation mixtures of 1–3 instruments, one per class.
+    MixturesPerClass,
+}
+
+crate::util::display_as_value!(TunedOn);
+
 /// A loaded model ready to tag files.
 pub struct Tagger {
     pub model: Model,
@@ -81,6 +97,38 @@ impl Tagger {
             thresholds,
             batch_size: 64,
         })
+    }
+
+    /// Uses the bundle's thresholds of one kind; an error names what the bundle lacks.
+    pub fn with_tuned(mut self, which: TunedOn) -> Result<Self, String> {
+        let n = self.config.classes.len();
+        let t = &self.config.thresholds;
+        let missing = |what: &str| {
+            format!(
+                "the bundle has no thresholds {what} (trained before they existed, or not tuned)"
+            )
+        };
+        let tuned = t.source == "validation-tuned";
+        self.thresholds = match which {
+            TunedOn::Clips if tuned => vec![t.global; n],
+            TunedOn::ClipsPerClass => t
+                .per_class
+                .clone()
+                .ok_or_else(|| missing("tuned per class on validation clips"))?,
+            TunedOn::Clips => return Err(missing("tuned on validation clips")),
+            TunedOn::Mixtures | TunedOn::MixturesPerClass => {
+                let m = t
+                    .mixture
+                    .as_ref()
+                    .ok_or_else(|| missing("calibrated on validation mixtures"))?;
+                if which == TunedOn::Mixtures {
+                    vec![m.global; n]
+                } else {
+                    m.per_class.clone()
+                }
+            }
+        };
+        Ok(self)
     }
 
     /// Uses one threshold for every class.

@@ -174,6 +174,37 @@ fn resnet18_learns_the_synthetic_corpus() {
     );
     let s2 = cfg.thresholds_s2.as_ref().expect("s2 thresholds");
     assert!(s2.mixture.is_some() && s2.per_class.is_some());
+    // Tagging can use any of them; a bundle without them says so.
+    use instrec::tag::{Tagger, TunedOn};
+    let tagger = || Tagger::load(&run.path().join("model"), &Device::flex()).unwrap();
+    assert_eq!(
+        tagger().with_tuned(TunedOn::Mixtures).unwrap().thresholds,
+        vec![mixture.global; 11]
+    );
+    assert_eq!(
+        tagger()
+            .with_tuned(TunedOn::MixturesPerClass)
+            .unwrap()
+            .thresholds,
+        mixture.per_class
+    );
+    assert_eq!(
+        tagger().thresholds,
+        tagger()
+            .with_tuned(TunedOn::ClipsPerClass)
+            .unwrap()
+            .thresholds
+    );
+    let untuned = random_bundle();
+    let err = Tagger::load(untuned.path(), &Device::flex())
+        .unwrap()
+        .with_tuned(TunedOn::Mixtures)
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("no thresholds calibrated on validation mixtures"),
+        "{err}"
+    );
     let oracle_t = report.result(ThresholdKind::Oracle).unwrap().thresholds[0];
     assert!((micro_f1(oracle_t) - oracle).abs() < 1e-9);
     let grid_best = (1..100)
