@@ -271,7 +271,8 @@ struct TagArgs {
     /// One threshold for every class instead of the bundle's tuned ones.
     #[arg(value_parser = instrec::check::flag::threshold, long, conflicts_with = "tuned_on")]
     threshold: Option<f32>,
-    /// Which of the bundle's tuned thresholds to use (default: per class on validation clips).
+    /// Which of the bundle's tuned thresholds to use (default: mixtures when the bundle has
+    /// them, else clips-per-class).
     #[arg(long, value_enum)]
     tuned_on: Option<instrec::tag::TunedOn>,
     /// Hop between analysis windows in frames.

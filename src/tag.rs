@@ -78,15 +78,19 @@ pub struct Tagger {
 }
 
 impl Tagger {
-    /// Loads a bundle; thresholds are the bundle's per-class ones when tuned, else its global one.
+    /// Loads a bundle. Music usually has several predominant instruments, so the thresholds are
+    /// the bundle's global one calibrated on validation mixtures when it has one (the most
+    /// accurate on multi-instrument test clips in `experiments/mixing.toml`); else its per-class
+    /// ones tuned on validation clips; else its global one.
     pub fn load(model_dir: &Path, device: &Device) -> Result<Self, BundleError> {
         let (model, config) = load_bundle(model_dir, device)?;
         let n = config.classes.len();
-        let thresholds = config
-            .thresholds
-            .per_class
-            .clone()
-            .unwrap_or_else(|| vec![config.thresholds.global; n]);
+        let t = &config.thresholds;
+        let thresholds = match (&t.mixture, &t.per_class) {
+            (Some(m), _) => vec![m.global; n],
+            (None, Some(p)) => p.clone(),
+            (None, None) => vec![t.global; n],
+        };
         Ok(Self {
             extractor: MelExtractor::new(config.features.clone()),
             model,

@@ -188,12 +188,13 @@ fn resnet18_learns_the_synthetic_corpus() {
             .thresholds,
         mixture.per_class
     );
+    assert_eq!(tagger().thresholds, vec![mixture.global; 11], "the default");
     assert_eq!(
-        tagger().thresholds,
         tagger()
             .with_tuned(TunedOn::ClipsPerClass)
             .unwrap()
-            .thresholds
+            .thresholds,
+        cfg.thresholds.per_class.clone().unwrap()
     );
     let untuned = random_bundle();
     let err = Tagger::load(untuned.path(), &Device::flex())
