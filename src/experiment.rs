@@ -393,9 +393,92 @@ pub fn markdown(name: &str, rows: &[Row]) -> String {
 }
 
 /// Hooks for the CLI's progress display.
-pub trait ExperimentObserver {
+pub trait ExperimentObserver: Sync {
     fn run_start(&self, _index: usize, _total: usize, _name: &str, _skipped: bool) {}
+    /// Clips of the synthetic corpus rendered so far, of `total`.
+    fn rendering(&self, _done: usize, _total: usize) {}
     fn train_observer(&self) -> &dyn crate::train::Observer;
+}
+
+/// Renders the synthetic corpus `opts` unless a complete one of these settings is there (a
+/// killed render is redone); returns whether it rendered.
+pub fn ensure_corpus(
+    opts: &crate::data::synth::SynthOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<bool> {
+    use crate::data::soundfont::{find_soundfont, load_soundfont};
+    let sf = load_soundfont(&find_soundfont(None).map_err(anyhow::Error::msg)?)
+        .map_err(anyhow::Error::msg)?;
+    if !crate::data::synth::needs_render(&opts.out, &sf, opts) {
+        return Ok(false);
+    }
+    crate::data::synth::render_corpus(&sf, opts, progress).map_err(anyhow::Error::msg)?;
+    Ok(true)
+}
+
+/// Where a run's report for an aggregation goes: s1's in `RUN/eval` (as before aggregations were
+/// an axis), s2's in `RUN/eval-s2`.
+pub fn eval_dir(run_dir: &Path, aggregation: Aggregation) -> PathBuf {
+    match aggregation {
+        Aggregation::S1 => run_dir.join("eval"),
+        Aggregation::S2 => run_dir.join("eval-s2"),
+    }
+}
+
+/// Whether a run is trained and evaluated for every aggregation.
+pub fn is_done(run_dir: &Path, aggregations: &[Aggregation]) -> bool {
+    run_dir.join(crate::train::SUMMARY_FILE).is_file()
+        && aggregations
+            .iter()
+            .all(|&a| eval_dir(run_dir, a).join("report.json").is_file())
+}
+
+/// One run of a grid: trained (or resumed, or left as it is when finished) and evaluated on its
+/// data's test clips with each aggregation (a report already there is read, not redone).
+pub fn train_and_evaluate(
+    tc: &TrainConfig,
+    run_dir: &Path,
+    aggregations: &[Aggregation],
+    cache_dir: &Path,
+    obs: &dyn crate::train::Observer,
+) -> Result<RunResult> {
+    let summary_path = run_dir.join(crate::train::SUMMARY_FILE);
+    if !summary_path.is_file() {
+        crate::train::start_or_resume(tc, run_dir, obs)?;
+    }
+    let read =
+        |p: &Path| -> Result<Vec<u8>> { std::fs::read(p).with_context(|| p.display().to_string()) };
+    let device = tc.backend.device().map_err(anyhow::Error::msg)?;
+    let mut reports = Vec::new();
+    for &aggregation in aggregations {
+        let dir = eval_dir(run_dir, aggregation);
+        let path = dir.join("report.json");
+        if !path.is_file() {
+            let report = crate::eval::evaluate(
+                &run_dir.join(crate::train::MODEL_DIR),
+                &tc.data,
+                &EvalOptions {
+                    batch_size: tc.batch_size,
+                    aggregation,
+                    ..EvalOptions::paper(cache_dir.to_path_buf())
+                },
+                &device,
+                &|_, _| {},
+            )?;
+            crate::eval::write_report(&report, &dir)?;
+        }
+        reports.push(
+            serde_json::from_slice::<EvalReport>(&read(&path)?)
+                .with_context(|| path.display().to_string())?,
+        );
+    }
+    let summary: crate::train::TrainSummary = serde_json::from_slice(&read(&summary_path)?)
+        .with_context(|| summary_path.display().to_string())?;
+    Ok(RunResult {
+        config: tc.clone(),
+        reports,
+        epochs: summary.epochs,
+    })
 }
 
 /// Runs (or resumes, or skips) every run of the grid, evaluates each, and writes
@@ -408,79 +491,31 @@ pub fn run_experiment(
 ) -> Result<Vec<Row>> {
     std::fs::create_dir_all(&config.out)?;
     if let Some(s) = &config.synth {
-        let sf = crate::data::soundfont::load_soundfont(
-            &crate::data::soundfont::find_soundfont(None).map_err(anyhow::Error::msg)?,
-        )
-        .map_err(anyhow::Error::msg)?;
         let opts = crate::data::synth::SynthOptions {
             out: config.data.clone(),
             train_per_class: s.train_per_class,
             test_clips: s.test_clips,
             seed: s.seed,
         };
-        // Rendered unless a complete corpus of these settings is there (a killed render is redone).
-        if crate::data::synth::needs_render(&config.data, &sf, &opts) {
+        if ensure_corpus(&opts, &|done, total| obs.rendering(done, total))? {
             obs.train_observer().message(&format!(
-                "rendering the synthetic corpus into {}",
+                "rendered the synthetic corpus into {}",
                 config.data.display()
             ));
-            crate::data::synth::render_corpus(&sf, &opts, &|_, _| {})
-                .map_err(anyhow::Error::msg)?;
         }
     }
     let runs = config.runs(backend, cache_dir);
-    let device = backend.device().map_err(anyhow::Error::msg)?;
     let mut results = Vec::new();
     for (i, (name, tc)) in runs.iter().enumerate() {
         let dir = config.out.join(name);
-        // s1's report in eval/ (as before aggregations were an axis), s2's in eval-s2/.
-        let eval_dir = |a: Aggregation| match a {
-            Aggregation::S1 => dir.join("eval"),
-            Aggregation::S2 => dir.join("eval-s2"),
-        };
-        let report_path = |a: Aggregation| eval_dir(a).join("report.json");
-        let summary_path = dir.join(crate::train::SUMMARY_FILE);
-        let done = summary_path.is_file()
-            && config
-                .aggregations
-                .iter()
-                .all(|&a| report_path(a).is_file());
-        obs.run_start(i + 1, runs.len(), name, done);
-        if !summary_path.is_file() {
-            crate::train::start_or_resume(tc, &dir, obs.train_observer())?;
-        }
-        let read = |p: &Path| -> Result<Vec<u8>> {
-            std::fs::read(p).with_context(|| p.display().to_string())
-        };
-        let mut reports = Vec::new();
-        for &aggregation in &config.aggregations {
-            let path = report_path(aggregation);
-            if !path.is_file() {
-                let report = crate::eval::evaluate(
-                    &dir.join(crate::train::MODEL_DIR),
-                    &tc.data,
-                    &EvalOptions {
-                        batch_size: tc.batch_size,
-                        aggregation,
-                        ..EvalOptions::paper(cache_dir.to_path_buf())
-                    },
-                    &device,
-                    &|_, _| {},
-                )?;
-                crate::eval::write_report(&report, &eval_dir(aggregation))?;
-            }
-            reports.push(
-                serde_json::from_slice::<EvalReport>(&read(&path)?)
-                    .with_context(|| path.display().to_string())?,
-            );
-        }
-        let summary: crate::train::TrainSummary = serde_json::from_slice(&read(&summary_path)?)
-            .with_context(|| summary_path.display().to_string())?;
-        results.push(RunResult {
-            config: tc.clone(),
-            reports,
-            epochs: summary.epochs,
-        });
+        obs.run_start(i + 1, runs.len(), name, is_done(&dir, &config.aggregations));
+        results.push(train_and_evaluate(
+            tc,
+            &dir,
+            &config.aggregations,
+            cache_dir,
+            obs.train_observer(),
+        )?);
     }
     let rows = table(&results, &config.thresholds, &config.aggregations);
     write_atomic(

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod bench;
 pub mod check;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod experiment;
 pub mod features;

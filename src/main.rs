@@ -1140,24 +1140,13 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
         match tagger.tag_file(f) {
             Ok(r) => {
                 match a.format {
-                    TagFormat::Table => {
-                        let labels: Vec<String> = r
-                            .predominant
-                            .iter()
-                            .map(|(c, s)| format!("{c} ({s:.2})"))
-                            .collect();
-                        out!(
-                            "{}  [{:.1} s, {} windows]: {}",
-                            r.path.display(),
-                            r.duration_s,
-                            r.timeline.len(),
-                            if labels.is_empty() {
-                                "-".to_string()
-                            } else {
-                                labels.join(", ")
-                            }
-                        );
-                    }
+                    TagFormat::Table => out!(
+                        "{}  [{:.1} s, {} windows]: {}",
+                        r.path.display(),
+                        r.duration_s,
+                        r.timeline.len(),
+                        r.predominant_text()
+                    ),
                     TagFormat::Csv => {
                         for w in &r.timeline {
                             let s: Vec<String> =
@@ -1314,9 +1303,35 @@ fn tag_library(
 
 struct ExperimentBars {
     train: TrainBars,
+    render: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl ExperimentBars {
+    fn new() -> Self {
+        Self {
+            train: TrainBars::new(),
+            render: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Clears a bar still on screen.
+    fn finish(&self) {
+        if let Some(b) = self.render.lock().expect("lock").take() {
+            b.finish_and_clear();
+        }
+    }
 }
 
 impl instrec::experiment::ExperimentObserver for ExperimentBars {
+    fn rendering(&self, done: usize, total: usize) {
+        let mut bar = self.render.lock().expect("lock");
+        let b = bar.get_or_insert_with(|| progress_bar(total, "rendering"));
+        b.set_position(done as u64);
+        if done >= total {
+            b.finish_and_clear();
+            *bar = None;
+        }
+    }
     fn run_start(&self, index: usize, total: usize, name: &str, skipped: bool) {
         eprintln!(
             "[{index}/{total}] {name}{}",
@@ -1335,9 +1350,7 @@ impl instrec::experiment::ExperimentObserver for ExperimentBars {
 fn experiment_cmd(a: ExperimentArgs) -> Result<ExitCode> {
     let config = instrec::experiment::ExperimentConfig::load(&a.config)?;
     let cache_dir = a.cache_dir.unwrap_or_else(cache::default_cache_dir);
-    let obs = ExperimentBars {
-        train: TrainBars::new(),
-    };
+    let obs = ExperimentBars::new();
     let rows = instrec::experiment::run_experiment(&config, a.backend, &cache_dir, &obs)?;
     out!(
         "{}",
@@ -1349,107 +1362,33 @@ fn experiment_cmd(a: ExperimentArgs) -> Result<ExitCode> {
 
 fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
     let start = std::time::Instant::now();
-    let data = a.dir.join("data");
-    let run = a.dir.join("run");
     eprintln!("instrec demo: everything goes into {}", a.dir.display());
-    // 1. Corpus (rendered unless a complete one of these settings is there).
-    let sf = instrec::data::soundfont::load_soundfont(
-        &instrec::data::soundfont::find_soundfont(None).map_err(anyhow::Error::msg)?,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let corpus = synth::SynthOptions {
-        out: data.clone(),
+    let opts = instrec::demo::DemoOptions {
+        dir: a.dir.clone(),
         train_per_class: a.train_per_class,
         test_clips: a.test_clips,
-        seed: 2024,
+        epochs: a.epochs,
+        backend: a.backend,
     };
-    if synth::needs_render(&data, &sf, &corpus) {
-        eprintln!(
-            "[1/4] rendering a synthetic IRMAS-format corpus ({} training clips per instrument, {} test clips)",
-            a.train_per_class, a.test_clips
-        );
-        synth(SynthArgs {
-            out: corpus.out.clone(),
-            soundfont: None,
-            train_per_class: corpus.train_per_class,
-            test_clips: corpus.test_clips,
-            seed: corpus.seed,
-        })?;
-    } else {
-        eprintln!("[1/4] corpus already rendered in {}", data.display());
-    }
-    // 2. Training (resumed if interrupted, skipped if done).
-    let mut config = instrec::train::TrainConfig::paper(
-        data.clone(),
-        Arch::ResNet18,
-        "random",
-        ChannelMode::Dup,
-        1,
-    );
-    config.max_epochs = a.epochs;
-    config.warmup_epochs = 1;
-    config.patience = a.epochs;
-    config.backend = a.backend;
-    config.cache_dir = a.dir.join("cache");
-    if run.join(instrec::train::SUMMARY_FILE).is_file() {
-        eprintln!("[2/4] model already trained in {}", run.display());
-    } else {
-        eprintln!(
-            "[2/4] training ResNet18 (random init: ImageNet weights are not needed for the demo) for {} epochs",
-            a.epochs
-        );
-        instrec::train::start_or_resume(&config, &run, &TrainBars::new())?;
-    }
-    // 3. Evaluation.
-    eprintln!("[3/4] evaluating on the synthetic test clips");
-    let device = a.backend.device().map_err(anyhow::Error::msg)?;
-    let model = run.join(instrec::train::MODEL_DIR);
-    let report = instrec::eval::evaluate(
-        &model,
-        &data,
-        &instrec::eval::EvalOptions::paper(config.cache_dir.clone()),
-        &device,
-        &|_, _| {},
-    )?;
-    let written = instrec::eval::write_report(&report, &run.join("eval"))?;
-    // 4. Tagging one test clip.
-    eprintln!("[4/4] tagging one test clip");
-    let tagger = instrec::tag::Tagger::load(&model, &device)?;
-    let clip = report
-        .clip_scores
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no test clip could be scored"))?;
-    let tagged = tagger.tag_file(&clip.path)?;
-    let timeline = run.join("timeline.png");
-    instrec::report::plot_timeline(&timeline, "demo clip", &tagged.timeline_windows())
-        .map_err(|e| anyhow::anyhow!("timeline not written: {e}"))?;
-
+    let obs = ExperimentBars::new();
+    let demo = instrec::demo::run(&opts, &obs)?;
+    obs.finish();
     out!();
-    out!("{}", instrec::eval::markdown(&report));
-    let truth: Vec<&str> = clip.labels.iter().map(|&k| CLASSES[k]).collect();
-    let found: Vec<String> = tagged
-        .predominant
-        .iter()
-        .map(|(c, s)| format!("{c} ({s:.2})"))
-        .collect();
+    out!("{}", instrec::eval::markdown(&demo.report));
     out!(
         "tagged {}: {} (labelled: {})",
-        clip.path.display(),
-        if found.is_empty() {
-            "-".into()
-        } else {
-            found.join(", ")
-        },
-        truth.join(", ")
+        demo.clip.path.display(),
+        demo.tagged.predominant_text(),
+        demo.clip
+            .labels
+            .iter()
+            .map(|&k| CLASSES[k])
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    for w in written {
+    for w in &demo.written {
         out!("wrote {}", w.display());
     }
-    out!(
-        "wrote {} and {}",
-        run.join("loss.png").display(),
-        timeline.display()
-    );
     out!("demo finished in {:.0} s", start.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }

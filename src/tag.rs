@@ -36,6 +36,19 @@ pub struct TagResult {
 }
 
 impl TagResult {
+    /// The predominant instruments with their scores, `cel (0.83), pia (0.61)`, or `-`.
+    pub fn predominant_text(&self) -> String {
+        if self.predominant.is_empty() {
+            return "-".into();
+        }
+        let labels: Vec<String> = self
+            .predominant
+            .iter()
+            .map(|(c, s)| format!("{c} ({s:.2})"))
+            .collect();
+        labels.join(", ")
+    }
+
     /// The timeline as the plot takes it.
     pub fn timeline_windows(&self) -> Vec<crate::report::TimelineWindow<'_>> {
         self.timeline
