@@ -835,49 +835,7 @@ fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
 
 fn dataset_check(dir: &std::path::Path) -> Result<ExitCode> {
     let set = Irmas::read(dir).map_err(anyhow::Error::msg)?;
-    out!("IRMAS-layout data set at {}", dir.display());
-    let train = set.train_counts();
-    let test = set.test_label_counts();
-    out!("\n{:<6} {:>10} {:>12}", "class", "training", "test labels");
-    for (i, c) in CLASSES.iter().enumerate() {
-        out!("{c:<6} {:>10} {:>12}", train[i], test[i]);
-    }
-    out!(
-        "{:<6} {:>10} {:>12}",
-        "total",
-        set.train.len(),
-        test.iter().sum::<usize>()
-    );
-    out!("\ntest clips: {}", set.test.len());
-    for (n, count) in set.labels_per_test_clip() {
-        out!("  with {n} label(s): {count}");
-    }
-    out!("\ngenre tags (training):");
-    for (g, n) in set.genre_counts() {
-        out!("  {g:<8} {n}");
-    }
-    let (dru, nod, none) = set.drum_counts();
-    out!("drum tags (training): [dru] {dru}, [nod] {nod}, none {none}");
-    let diffs = set.compare_with_official();
-    if diffs.is_empty() {
-        out!(
-            "\nmatches the official IRMAS counts (6,705 training clips; 2,874 test clips, 4,917 labels)"
-        );
-    } else {
-        out!(
-            "\ndifferences from the official IRMAS counts ({}):",
-            diffs.len()
-        );
-        for d in &diffs {
-            out!("  {d}");
-        }
-    }
-    if !set.issues.is_empty() {
-        out!("\n{} file(s) could not be used:", set.issues.len());
-        for i in &set.issues {
-            out!("  {i}");
-        }
-    }
+    out!("{}", set.report(dir).trim_end());
     Ok(if set.issues.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -1046,24 +1004,7 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
         _ => anyhow::bail!("give --data and --out, or --resume RUN_DIR"),
     };
     match outcome {
-        instrec::train::Outcome::Finished(s) => {
-            out!(
-                "trained {} epochs in {:.0} s; best validation loss {:.4} at epoch {}{}",
-                s.epochs,
-                s.seconds,
-                s.best_val_loss,
-                s.best_epoch,
-                if s.early_stopped { " (early stop)" } else { "" }
-            );
-            let mixture = s.thresholds.mixture.as_ref().map_or(String::new(), |m| {
-                format!(", on validation mixtures {:.2}", m.global)
-            });
-            out!(
-                "threshold tuned on validation clips {:.2}{mixture}; model bundle: {}",
-                s.thresholds.global,
-                dir.join(instrec::train::MODEL_DIR).display()
-            );
-        }
+        instrec::train::Outcome::Finished(s) => out!("{}", s.text(&dir)),
         instrec::train::Outcome::Interrupted { epochs_done } => out!(
             "stopped after epoch {epochs_done}; continue with: instrec train --resume {}",
             dir.display()

@@ -391,6 +391,62 @@ impl Irmas {
         (d, n, self.train.len() - d - n)
     }
 
+    /// What `instrec dataset check` prints: counts per class, labels per test clip, genre and drum
+    /// tags, the differences from the official counts and the files that could not be used.
+    pub fn report(&self, dir: &Path) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let train = self.train_counts();
+        let test = self.test_label_counts();
+        let _ = writeln!(s, "IRMAS-layout data set at {}", dir.display());
+        let _ = writeln!(
+            s,
+            "\n{:<6} {:>10} {:>12}",
+            "class", "training", "test labels"
+        );
+        for (i, c) in crate::CLASSES.iter().enumerate() {
+            let _ = writeln!(s, "{c:<6} {:>10} {:>12}", train[i], test[i]);
+        }
+        let total: usize = test.iter().sum();
+        let _ = writeln!(s, "{:<6} {:>10} {:>12}", "total", self.train.len(), total);
+        let _ = writeln!(s, "\ntest clips: {}", self.test.len());
+        for (n, count) in self.labels_per_test_clip() {
+            let _ = writeln!(s, "  with {n} label(s): {count}");
+        }
+        let _ = writeln!(s, "\ngenre tags (training):");
+        for (g, n) in self.genre_counts() {
+            let _ = writeln!(s, "  {g:<8} {n}");
+        }
+        let (dru, nod, none) = self.drum_counts();
+        let _ = writeln!(
+            s,
+            "drum tags (training): [dru] {dru}, [nod] {nod}, none {none}"
+        );
+        let diffs = self.compare_with_official();
+        if diffs.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nmatches the official IRMAS counts (6,705 training clips; 2,874 test clips, 4,917 labels)"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "\ndifferences from the official IRMAS counts ({}):",
+                diffs.len()
+            );
+            for d in &diffs {
+                let _ = writeln!(s, "  {d}");
+            }
+        }
+        if !self.issues.is_empty() {
+            let _ = writeln!(s, "\n{} file(s) could not be used:", self.issues.len());
+            for i in &self.issues {
+                let _ = writeln!(s, "  {i}");
+            }
+        }
+        s
+    }
+
     /// Differences from the official IRMAS counts (empty for a complete, official copy).
     pub fn compare_with_official(&self) -> Vec<String> {
         let mut diffs = Vec::new();

@@ -191,7 +191,31 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
-/// Progress reports from [`train`]; the CLI draws bars, tests ignore them.
+impl TrainSummary {
+    /// Two lines for the end of `instrec train`.
+    pub fn text(&self, run_dir: &Path) -> String {
+        let mixture = self.thresholds.mixture.as_ref().map_or(String::new(), |m| {
+            format!(", on validation mixtures {:.2}", m.global)
+        });
+        format!(
+            "trained {} epochs in {:.0} s; best validation loss {:.4} at epoch {}{}\n\
+             threshold tuned on validation clips {:.2}{mixture}; model bundle: {}",
+            self.epochs,
+            self.seconds,
+            self.best_val_loss,
+            self.best_epoch,
+            if self.early_stopped {
+                " (early stop)"
+            } else {
+                ""
+            },
+            self.thresholds.global,
+            run_dir.join(MODEL_DIR).display()
+        )
+    }
+}
+
+/// Progress reports from [`start`] and [`resume`]; the CLI draws bars, tests ignore them.
 pub trait Observer: Sync {
     fn message(&self, _text: &str) {}
     fn epoch_start(&self, _epoch: usize, _max_epochs: usize, _batches: usize) {}
