@@ -10,11 +10,13 @@ use instrec::CLASSES;
 use instrec::audio::{self, Channel};
 use instrec::backend::Backend;
 use instrec::bench;
+use instrec::data::mix::{CalibrationConfig, MixConfig};
 use instrec::data::{Irmas, cache, synth};
 use instrec::features::{ChannelMode, FeatureSettings, MelExtractor};
 use instrec::model::import::Head;
 use instrec::model::{Arch, Model};
 use instrec::npy::NpyArray;
+use instrec::train::PAPER;
 
 /// Predominant instrument recognition in polyphonic music (IRMAS's 11 instruments), after Zhong,
 /// Saito & Minematsu, "Fine-tuning ImageNet pre-trained models to be transferred for predominant
@@ -133,31 +135,31 @@ struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
     /// Windows per batch.
-    #[arg(value_parser = instrec::check::flag::batch, long, default_value_t = 64)]
+    #[arg(value_parser = instrec::check::flag::batch, long, default_value_t = PAPER.batch_size)]
     batch_size: usize,
     /// Peak learning rate (reached at the end of the warm-up).
-    #[arg(value_parser = instrec::check::flag::lr, long, default_value_t = 5e-4)]
+    #[arg(value_parser = instrec::check::flag::lr, long, default_value_t = PAPER.lr)]
     lr: f64,
     /// Weight decay.
-    #[arg(value_parser = instrec::check::flag::weight_decay, long, default_value_t = 5e-4)]
+    #[arg(value_parser = instrec::check::flag::weight_decay, long, default_value_t = PAPER.weight_decay)]
     weight_decay: f64,
     /// adam (L2 weight decay, as the paper's PyTorch code) or adamw.
-    #[arg(long, default_value = "adam")]
+    #[arg(long, default_value_t = PAPER.optimizer)]
     optimizer: instrec::train::OptimizerKind,
     /// Epochs of linear warm-up (then cosine annealing to 0 at the last epoch).
-    #[arg(value_parser = instrec::check::flag::count0, long, default_value_t = 5)]
+    #[arg(value_parser = instrec::check::flag::count0, long, default_value_t = PAPER.warmup_epochs)]
     warmup_epochs: usize,
     /// Maximum epochs.
-    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 300)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = PAPER.max_epochs)]
     max_epochs: usize,
     /// Early-stopping patience (epochs without a lower validation loss).
-    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 25)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = PAPER.patience)]
     patience: usize,
     /// Fraction of each class's training clips held out for validation.
-    #[arg(value_parser = instrec::check::flag::fraction, long, default_value_t = 0.15)]
+    #[arg(value_parser = instrec::check::flag::fraction, long, default_value_t = PAPER.val_fraction)]
     val_fraction: f64,
     /// song (no song on both sides) or random.
-    #[arg(long, default_value = "song")]
+    #[arg(long, default_value_t = PAPER.split)]
     split: instrec::data::SplitMode,
     /// flex (pure Rust CPU), tch (LibTorch) or cuda.
     #[arg(long, default_value = "flex")]
@@ -178,10 +180,10 @@ struct MixArgs {
     #[arg(long)]
     mix: bool,
     /// Share of training windows that become mixtures (with --mix).
-    #[arg(value_parser = instrec::check::flag::probability, long, requires = "mix", default_value_t = 0.5)]
+    #[arg(value_parser = instrec::check::flag::probability, long, requires = "mix", default_value_t = MixConfig::default().prob)]
     mix_prob: f64,
     /// Most instruments in one mixture, 2–6 (with --mix; the number is uniform in 2..=this).
-    #[arg(value_parser = instrec::check::flag::mix_sources, long, requires = "mix", default_value_t = 3)]
+    #[arg(value_parser = instrec::check::flag::mix_sources, long, requires = "mix", default_value_t = MixConfig::default().max_sources)]
     mix_sources: usize,
     /// Each source's gain range in dB, LOW,HIGH (with --mix); the powers are then scaled to sum
     /// to 1.
@@ -189,10 +191,10 @@ struct MixArgs {
     mix_gain_db: [f64; 2],
     /// Which clips join a window (with --mix): any other instrument, or one with the same genre
     /// tag or drum tag.
-    #[arg(long, requires = "mix", default_value = "any")]
+    #[arg(long, requires = "mix", default_value_t = MixConfig::default().partners)]
     mix_partners: instrec::data::mix::Partners,
     /// Validation examples that the mixture-calibrated thresholds are tuned on.
-    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 400)]
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = CalibrationConfig::default().mixtures)]
     calib_mixtures: usize,
     /// Relative shares of calibration examples with 1, 2, 3, ... instruments (equal by default:
     /// nothing is assumed about the test set).
@@ -205,13 +207,13 @@ struct MixArgs {
 
 impl MixArgs {
     fn apply(&self, c: &mut instrec::train::TrainConfig) {
-        c.mix = self.mix.then_some(instrec::data::mix::MixConfig {
+        c.mix = self.mix.then_some(MixConfig {
             prob: self.mix_prob,
             max_sources: self.mix_sources,
             gain_db: self.mix_gain_db,
             partners: self.mix_partners,
         });
-        c.calibration = instrec::data::mix::CalibrationConfig {
+        c.calibration = CalibrationConfig {
             mixtures: self.calib_mixtures,
             shares: self.calib_shares.clone(),
             gain_db: self.calib_gain_db,
@@ -1332,4 +1334,49 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
     }
     out!("demo finished in {:.0} s", start.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the library's: a run from bare flags is the paper's recipe, and
+    /// `--mix` alone gives the default mixing and calibration.
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["instrec", "train", "--data", "d", "--out", "o", "--mix"])
+            .unwrap();
+        let Command::Train(a) = cli.command else {
+            panic!("not train")
+        };
+        let mut c =
+            instrec::train::TrainConfig::paper("d".into(), a.arch, &a.init, a.channels, a.seed);
+        let paper = c.clone();
+        a.mixing.apply(&mut c);
+        assert_eq!(c.mix, Some(MixConfig::default()));
+        assert_eq!(c.calibration, CalibrationConfig::default());
+        let recipe = (
+            a.batch_size,
+            a.lr,
+            a.weight_decay,
+            a.optimizer,
+            a.warmup_epochs,
+            a.max_epochs,
+            a.patience,
+            a.val_fraction,
+            a.split,
+        );
+        let want = (
+            paper.batch_size,
+            paper.lr,
+            paper.weight_decay,
+            paper.optimizer,
+            paper.warmup_epochs,
+            paper.max_epochs,
+            paper.patience,
+            paper.val_fraction,
+            paper.split,
+        );
+        assert_eq!(recipe, want);
+    }
 }
