@@ -4,25 +4,65 @@
 //! "Fine-tuning ImageNet pre-trained models to be transferred for predominant instrument
 //! recognition in polyphonic music".
 //!
-//! The modules follow the pipeline, each handing a narrow type to the next:
-//! [`audio`] (decode, downmix, resample: [`audio::Audio`]) → [`features`] (log-mel, windows,
-//! channel modes: [`features::LogMel`], [`features::ClipFeatures`]).
+//! The modules follow the pipeline, each handing a narrow type to the next and importing only
+//! the ones above it in this list:
+//!
+//! - [`audio`]: the one decoding boundary — decode, downmix, resample ([`audio::Audio`],
+//!   [`audio::AudioStream`]);
+//! - [`features`]: log-mels, windows, channel modes ([`features::LogMel`],
+//!   [`features::ClipFeatures`]);
+//! - [`data`]: the IRMAS reader, validation splits, the feature cache, the synthetic corpus and
+//!   mixtures of clips ([`data::Irmas`], [`data::mix::Mixture`]);
+//! - [`model`]: ResNet18/50 and the Han CNN, weight import and export, model bundles
+//!   ([`model::Model`], [`model::bundle::BundleConfig`]);
+//! - [`eval`]: window scoring, s1/s2, thresholds and metrics, reports ([`eval::EvalReport`]);
+//! - [`train`]: the paper's recipe ([`train::PAPER`]), checkpoints, start and resume, threshold
+//!   tuning ([`train::TrainSummary`]);
+//! - [`tag`]: user audio and whole libraries → labels and timelines ([`tag::TagResult`]);
+//! - [`experiment`]: grids of runs and their tables; [`demo`]: the whole pipeline on a small
+//!   synthetic corpus.
+//!
+//! Beneath them all: [`util`] (atomic writes, the seeded generator), [`check`] (the range rule of
+//! every setting), [`backend`] (a name → a device), [`report`] (PNG plots of plain data), [`npy`]
+//! and [`bench`]. Nothing in the library parses arguments or prints; `main.rs` does.
 
-pub mod audio;
+// Beneath the pipeline.
 pub mod backend;
-pub mod bench;
 pub mod check;
-pub mod data;
-pub mod demo;
-pub mod eval;
-pub mod experiment;
-pub mod features;
-pub mod model;
 pub mod npy;
 pub mod report;
-pub mod tag;
-pub mod train;
 pub mod util;
+
+// The pipeline, in order (blank lines keep rustfmt from sorting it).
+/// Decode, downmix, resample.
+pub mod audio;
+
+/// Log-mels, windows, channel modes.
+pub mod features;
+
+/// Data sets, splits, the feature cache, the synthetic corpus, mixtures.
+pub mod data;
+
+/// Networks, weight import and export, bundles.
+pub mod model;
+
+/// Scoring, aggregation, thresholds, metrics.
+pub mod eval;
+
+/// The training recipe.
+pub mod train;
+
+/// Tagging files and libraries.
+pub mod tag;
+
+/// Grids of runs.
+pub mod experiment;
+
+/// The pipeline on a small synthetic corpus.
+pub mod demo;
+
+// Throughput measurements for `instrec bench`.
+pub mod bench;
 
 /// The 11 IRMAS instruments, in the order of every model output.
 pub const CLASSES: [&str; 11] = [
