@@ -24,22 +24,8 @@ pub const MAX_RATE: u32 = 384_000;
 /// More channels than this is no music recording (and would only multiply memory).
 pub const MAX_CHANNELS: usize = 64;
 
-/// A clear, one-line reason why a file could not be used, naming the file.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct AudioError {
-    pub path: String,
-    pub reason: String,
-}
-
-impl AudioError {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// A clear, one-line reason why an audio file could not be used, naming the file.
+pub type AudioError = crate::util::FileError;
 
 /// Which signal of a (possibly multi-channel) recording to analyse.
 #[derive(

@@ -13,14 +13,9 @@ pub struct NpyArray {
     pub data: Vec<f32>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NpyError {
-    #[error("{path}: {reason}")]
-    Format { path: String, reason: String },
-    // The I/O error is part of the message, not a separate source: printed once.
-    #[error("{path}: {error}")]
-    Io { path: String, error: std::io::Error },
-}
+/// Why a `.npy` file could not be read or written, naming it (an I/O error is part of the
+/// reason, not a separate source: printed once).
+pub type NpyError = crate::util::FileError;
 
 /// The `.npy` version 1.0 header of a little-endian float32 array in C order.
 fn header(shape: &[usize]) -> Vec<u8> {
@@ -80,30 +75,18 @@ impl NpyArray {
             }
             Ok(())
         })
-        .map_err(|error| NpyError::Io {
-            path: path.display().to_string(),
-            error,
-        })
+        .map_err(|error| NpyError::at(path, error))
     }
 
     /// Writes the array atomically (temporary file + rename).
     pub fn write(&self, path: &Path) -> Result<(), NpyError> {
-        write_atomic(path, &self.to_bytes()).map_err(|error| NpyError::Io {
-            path: path.display().to_string(),
-            error,
-        })
+        write_atomic(path, &self.to_bytes()).map_err(|error| NpyError::at(path, error))
     }
 
     /// Reads a `.npy` file of little-endian float32 or float64 values in C order.
     pub fn read(path: &Path) -> Result<Self, NpyError> {
-        let bytes = std::fs::read(path).map_err(|error| NpyError::Io {
-            path: path.display().to_string(),
-            error,
-        })?;
-        Self::from_bytes(&bytes).map_err(|reason| NpyError::Format {
-            path: path.display().to_string(),
-            reason,
-        })
+        let bytes = std::fs::read(path).map_err(|error| NpyError::at(path, error))?;
+        Self::from_bytes(&bytes).map_err(|reason| NpyError::at(path, reason))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {

@@ -162,6 +162,28 @@ mod tests {
     }
 }
 
+/// Why a file could not be used, naming it: the one shape (`{path}: {reason}`) of the errors
+/// about files in every layer (audio, bundles, weights, `.npy`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct FileError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl FileError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn at(path: &Path, reason: impl std::fmt::Display) -> Self {
+        Self::new(path.display().to_string(), reason.to_string())
+    }
+}
+
 /// `Display` for an enum as clap and serde name its values: both derive the names from the
 /// variants (lowercased), so each name is written once, in the variant.
 macro_rules! display_as_value {

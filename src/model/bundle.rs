@@ -145,18 +145,11 @@ impl BundleConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct BundleError {
-    pub path: String,
-    pub reason: String,
-}
+/// Why a bundle could not be read or written, naming the file.
+pub type BundleError = crate::util::FileError;
 
 fn err(path: &Path, reason: impl Into<String>) -> BundleError {
-    BundleError {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
+    BundleError::at(path, reason.into())
 }
 
 /// Metadata key in `model.safetensors` that records the classes the weights were trained with.
@@ -297,7 +290,7 @@ pub fn model_from_safetensors(model: Model, bytes: Vec<u8>) -> Result<Model, Str
             super::import::load_resnet_safetensors(r, bytes, "weights", super::import::Head::Load)
                 .map(Model::ResNet)
                 .map_err(|e| match e {
-                    super::import::ImportError::File { reason, .. } => reason,
+                    super::import::ImportError::File(e) => e.reason,
                     other => other.to_string(),
                 })
         }

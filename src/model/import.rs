@@ -13,8 +13,8 @@ use super::resnet::{ResNet, ResNetDepth};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{path}: {reason}")]
-    File { path: String, reason: String },
+    #[error(transparent)]
+    File(#[from] crate::util::FileError),
     #[error(
         "{file} is not in {dir} and could not be downloaded from {url} ({reason}); download it on a machine with internet access and put it in that folder (or set TORCH_HOME)"
     )]
@@ -51,10 +51,8 @@ fn not_fc(path: &str, _container: &str) -> bool {
 /// shape mismatch is an error naming the key (no silent partial load).
 pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet, ImportError> {
     let name = path.display().to_string();
-    let fail = |reason: String| ImportError::File {
-        path: name.clone(),
-        reason,
-    };
+    let fail =
+        |reason: String| ImportError::File(crate::util::FileError::new(name.clone(), reason));
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
@@ -109,10 +107,7 @@ pub fn load_resnet_safetensors(
     name: &str,
     head: Head,
 ) -> Result<ResNet, ImportError> {
-    let fail = |reason: String| ImportError::File {
-        path: name.to_string(),
-        reason,
-    };
+    let fail = |reason: String| ImportError::File(crate::util::FileError::new(name, reason));
     let store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .skip_enum_variants(true);

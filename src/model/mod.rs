@@ -10,6 +10,7 @@ pub mod resnet;
 
 use std::path::{Path, PathBuf};
 
+use crate::util::FileError;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -153,14 +154,14 @@ pub fn build_model(
     match init {
         Init::Random => Ok(model),
         Init::ImageNet { v2 } => {
-            let depth = arch.resnet_depth().ok_or_else(|| ImportError::File {
-                path: "imagenet".into(),
-                reason: format!("there are no ImageNet weights for {arch}"),
+            let depth = arch.resnet_depth().ok_or_else(|| {
+                FileError::new(
+                    "imagenet",
+                    format!("there are no ImageNet weights for {arch}"),
+                )
             })?;
-            let ckpt = Checkpoint::for_arch(depth, *v2).map_err(|reason| ImportError::File {
-                path: init.to_string(),
-                reason,
-            })?;
+            let ckpt = Checkpoint::for_arch(depth, *v2)
+                .map_err(|reason| FileError::new(init.to_string(), reason))?;
             let path = fetch_checkpoint(&ckpt, progress)?;
             load_into(model, &path, Head::Fresh)
         }
@@ -171,10 +172,7 @@ pub fn build_model(
 /// Loads weights from a file into `model`: `.pth` (torchvision layout; `head` says whether `fc`
 /// loads), `.safetensors` or a bundle directory (the whole model).
 pub fn load_into(model: Model, path: &Path, head: Head) -> Result<Model, ImportError> {
-    let fail = |reason: String| ImportError::File {
-        path: path.display().to_string(),
-        reason,
-    };
+    let fail = |reason: String| ImportError::File(FileError::at(path, reason));
     let weights = if path.is_dir() {
         path.join(bundle::WEIGHTS_FILE)
     } else {
