@@ -3,12 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-
 use crate::backend::Backend;
 use crate::data::synth::SynthOptions;
 use crate::eval::metrics::Aggregation;
-use crate::eval::{ClipScore, EvalReport};
+use crate::eval::{ClipScore, Error, EvalReport, Result};
 use crate::experiment::{ExperimentObserver, ensure_corpus, eval_dir, train_and_evaluate};
 use crate::features::ChannelMode;
 use crate::model::Arch;
@@ -114,17 +112,17 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
     .map(|f| eval.join(f))
     .collect();
     say("[4/4] tagging one test clip");
-    let device = config.backend.device().map_err(anyhow::Error::msg)?;
+    let device = config.backend.device()?;
     let tagger = Tagger::load(&run.join(crate::train::MODEL_DIR), &device)?;
     let clip = report
         .clip_scores
         .first()
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no test clip could be scored"))?;
+        .ok_or_else(|| Error::Invalid("no test clip could be scored".into()))?;
     let tagged = tagger.tag_file(&clip.path)?;
     let timeline = run.join("timeline.png");
     crate::report::plot_timeline(&timeline, "demo clip", &tagged.timeline_windows())
-        .map_err(|e| anyhow::anyhow!("timeline not written: {e}"))?;
+        .map_err(|e| Error::Invalid(format!("timeline not written: {e}")))?;
     written.extend([run.join("loss.png"), timeline]);
     Ok(Demo {
         report,

@@ -5,17 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::data::SplitMode;
 use crate::data::mix::{CalibrationConfig, MixConfig};
 use crate::eval::metrics::{Aggregation, Metrics};
-use crate::eval::{EvalOptions, EvalReport, ThresholdKind};
+use crate::eval::{EvalOptions, EvalReport, Result, ThresholdKind};
 use crate::features::ChannelMode;
 use crate::model::Arch;
 use crate::train::{OptimizerKind, TrainConfig};
+use crate::util::FileError;
 use crate::util::write_atomic;
 
 fn default_seeds() -> Vec<u64> {
@@ -125,9 +125,9 @@ pub struct SynthSection {
 
 impl ExperimentConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| FileError::at(path, e))?;
         let mut c: Self = toml::from_str(&text)
-            .with_context(|| format!("{}: invalid experiment config", path.display()))?;
+            .map_err(|e| FileError::at(path, format!("invalid experiment config: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if c.data.is_relative() {
             c.data = base.join(&c.data);
@@ -136,7 +136,7 @@ impl ExperimentConfig {
             c.out = base.join(&c.out);
         }
         // The same rules as the flags, before any run starts.
-        let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+        let bad = |e: String| FileError::at(path, e);
         c.mixing.check().map_err(|e| bad(format!("[mixing] {e}")))?;
         c.calibration
             .check()
@@ -154,7 +154,8 @@ impl ExperimentConfig {
         {
             return Err(bad(
                 "the grid has no runs (archs, inits, channels, mix, seeds, thresholds and aggregations must each list one)".into(),
-            ));
+            )
+            .into());
         }
         Ok(c)
     }
@@ -407,12 +408,11 @@ pub fn ensure_corpus(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<bool> {
     use crate::data::soundfont::{find_soundfont, load_soundfont};
-    let sf = load_soundfont(&find_soundfont(None).map_err(anyhow::Error::msg)?)
-        .map_err(anyhow::Error::msg)?;
+    let sf = load_soundfont(&find_soundfont(None)?)?;
     if !crate::data::synth::needs_render(&opts.out, &sf, opts) {
         return Ok(false);
     }
-    crate::data::synth::render_corpus(&sf, opts, progress).map_err(anyhow::Error::msg)?;
+    crate::data::synth::render_corpus(&sf, opts, progress)?;
     Ok(true)
 }
 
@@ -447,8 +447,8 @@ pub fn train_and_evaluate(
         crate::train::start_or_resume(tc, run_dir, obs)?;
     }
     let read =
-        |p: &Path| -> Result<Vec<u8>> { std::fs::read(p).with_context(|| p.display().to_string()) };
-    let device = tc.backend.device().map_err(anyhow::Error::msg)?;
+        |p: &Path| -> Result<Vec<u8>> { Ok(std::fs::read(p).map_err(|e| FileError::at(p, e))?) };
+    let device = tc.backend.device()?;
     let mut reports = Vec::new();
     for &aggregation in aggregations {
         let dir = eval_dir(run_dir, aggregation);
@@ -469,11 +469,11 @@ pub fn train_and_evaluate(
         }
         reports.push(
             serde_json::from_slice::<EvalReport>(&read(&path)?)
-                .with_context(|| path.display().to_string())?,
+                .map_err(|e| FileError::at(&path, e))?,
         );
     }
     let summary: crate::train::TrainSummary = serde_json::from_slice(&read(&summary_path)?)
-        .with_context(|| summary_path.display().to_string())?;
+        .map_err(|e| FileError::at(&summary_path, e))?;
     Ok(RunResult {
         config: tc.clone(),
         reports,

@@ -24,14 +24,14 @@ impl Observer for StopAfter {
     }
 }
 
-fn finished(o: anyhow::Result<Outcome>) -> TrainSummary {
+fn finished(o: instrec::eval::Result<Outcome>) -> TrainSummary {
     match o.unwrap() {
         Outcome::Finished(s) => s,
         Outcome::Interrupted { epochs_done } => panic!("interrupted after {epochs_done} epochs"),
     }
 }
 
-fn interrupted(o: anyhow::Result<Outcome>) -> usize {
+fn interrupted(o: instrec::eval::Result<Outcome>) -> usize {
     match o.unwrap() {
         Outcome::Interrupted { epochs_done } => epochs_done,
         Outcome::Finished(_) => panic!("trained to the end"),

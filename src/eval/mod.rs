@@ -15,7 +15,6 @@ pub mod metrics;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,42 @@ use crate::model::Model;
 use crate::model::bundle::{BundleConfig, Thresholds, load_bundle};
 use crate::util::write_atomic;
 use metrics::{Aggregation, Metrics};
+
+/// What stops an evaluation, a training run, an experiment or the demo (the layers above
+/// `model`); every message names the file or the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    File(#[from] crate::util::FileError),
+    #[error(transparent)]
+    Import(#[from] crate::model::import::ImportError),
+    /// An I/O error whose message already starts with its path.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Writing our own types as JSON (a bug if it ever fails).
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A bad setting, a data set that cannot be used, a run that cannot go on.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Self::Invalid(s)
+    }
+}
+
+/// A result of the layers above `model`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Returns early with [`Error::Invalid`] and a formatted message.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err($crate::eval::Error::Invalid(format!($($arg)*)))
+    };
+}
+pub(crate) use fail;
 
 /// Sigmoid scores of a batch of logits, one `Vec` per row.
 pub fn sigmoid_scores(logits: Tensor<2>) -> Vec<Vec<f32>> {
@@ -208,13 +243,13 @@ pub fn evaluate(
     device: &Device,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<EvalReport> {
-    crate::check::hop("hop", opts.hop).map_err(anyhow::Error::msg)?;
-    crate::check::batch("batch_size", opts.batch_size).map_err(anyhow::Error::msg)?;
-    crate::check::threshold("fixed threshold", opts.fixed_threshold).map_err(anyhow::Error::msg)?;
+    crate::check::hop("hop", opts.hop)?;
+    crate::check::batch("batch_size", opts.batch_size)?;
+    crate::check::threshold("fixed threshold", opts.fixed_threshold)?;
     let (model, config) = load_bundle(model_dir, device)?;
-    let set = Irmas::read(data).map_err(anyhow::Error::msg)?;
+    let set = Irmas::read(data)?;
     if set.test.is_empty() {
-        bail!(
+        fail!(
             "{}: no test clips (IRMAS-TestingData-Part*/)",
             data.display()
         );
@@ -263,7 +298,7 @@ pub fn evaluate(
     }
     // A report over no clip would be all zeros: an error, not a result.
     if clip_scores.is_empty() {
-        bail!(
+        fail!(
             "{}: none of the {} test clips could be scored ({})",
             data.display(),
             set.test.len(),
@@ -415,7 +450,7 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
     // The numbers are saved by now; a plot that cannot be written still fails the command.
     crate::report::plot_per_class(&bar, &f1, &main.kind.to_string())
         .and_then(|_| crate::report::plot_pr(&pr, &curve))
-        .map_err(|e| anyhow::anyhow!("plots not written: {e}"))?;
+        .map_err(|e| Error::Invalid(format!("plots not written: {e}")))?;
     written.extend([bar, pr]);
     Ok(written)
 }

@@ -9,7 +9,6 @@ pub mod schedule;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
@@ -22,10 +21,11 @@ use crate::data::cache;
 use crate::data::mix::{self, CalibrationConfig, MixConfig, Mixture, SourceInfo};
 use crate::data::{Irmas, SplitMode, split_validation};
 use crate::eval::metrics::{self, Aggregation};
-use crate::eval::{score_windows, sigmoid_scores};
+use crate::eval::{Error, Result, fail, score_windows, sigmoid_scores};
 use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
 use crate::model::bundle::{BundleConfig, MixtureThresholds, Provenance, Thresholds, save_bundle};
 use crate::model::{Arch, Init, Model, bce_with_logits, build_model};
+use crate::util::FileError;
 use crate::util::{Rng, write_atomic};
 use schedule::Schedule;
 
@@ -289,12 +289,12 @@ pub struct RunData {
 
 /// Reads the data set, splits it and loads (or builds) the feature cache.
 pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData> {
-    let set = Irmas::read(&config.data).map_err(anyhow::Error::msg)?;
+    let set = Irmas::read(&config.data)?;
     for i in &set.issues {
         obs.message(&format!("warning: {i}"));
     }
     if set.train.is_empty() {
-        bail!("{}: no training clips", config.data.display());
+        fail!("{}: no training clips", config.data.display());
     }
     let files = set.all_files();
     obs.message(&format!(
@@ -338,7 +338,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     let (train_paths, train_info) = train_meta.into_iter().unzip();
     let (valid_paths, valid_info) = valid_meta.into_iter().unzip();
     if train.is_empty() || valid.is_empty() {
-        bail!(
+        fail!(
             "{}: too few training clips for a validation split ({} train, {} validation)",
             config.data.display(),
             train.len(),
@@ -464,8 +464,8 @@ pub enum Outcome {
 
 /// Starts a new run in `run_dir` (its `train.json` is written first).
 pub fn start(config: &TrainConfig, run_dir: &Path, obs: &dyn Observer) -> Result<Outcome> {
-    config.check().map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(run_dir).with_context(|| format!("{}", run_dir.display()))?;
+    config.check()?;
+    std::fs::create_dir_all(run_dir).map_err(|e| FileError::at(run_dir, e))?;
     write_atomic(
         &run_dir.join(CONFIG_FILE),
         &serde_json::to_vec_pretty(config)?,
@@ -497,18 +497,17 @@ pub fn start_or_resume(
 pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
     let p = run_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&p)
-        .with_context(|| format!("{}: cannot resume, no run here", p.display()))?;
+        .map_err(|e| FileError::at(&p, format!("cannot resume, no run here ({e})")))?;
     let c = serde_json::from_str::<TrainConfig>(&text)
-        .with_context(|| format!("{}: invalid run config", p.display()))?;
-    c.check()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        .map_err(|e| FileError::at(&p, format!("invalid run config: {e}")))?;
+    c.check().map_err(|e| FileError::at(&p, e))?;
     Ok(c)
 }
 
 fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) -> Result<Outcome> {
     let started = Instant::now();
     let n_classes = crate::CLASSES.len();
-    let device = config.backend.device().map_err(anyhow::Error::msg)?;
+    let device = config.backend.device()?;
     let train_device = device.clone().autodiff();
     // Model, optimizer and state: fresh, or from the checkpoint (first, so a missing weight
     // file fails before any feature extraction).
@@ -525,9 +524,9 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         let mut store = BurnpackStore::from_file(ckpt.join("model.bpk"));
         model
             .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join("model.bpk").display()))?;
+            .map_err(|e| FileError::at(&ckpt.join("model.bpk"), e))?;
         let record = OptimizerRecord::load(ckpt.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: {e:?}", ckpt.join("optim.bpk").display()))?;
+            .map_err(|e| FileError::at(&ckpt.join("optim.bpk"), format!("{e:?}")))?;
         let optim = make_optimizer(&config).load_record(record);
         obs.message(&format!("resuming after epoch {}", state.epochs_done));
         (model, optim, state)
@@ -535,7 +534,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         if resume {
             obs.message("no checkpoint yet: starting from the beginning");
         }
-        let init: Init = config.init.parse().map_err(anyhow::Error::msg)?;
+        let init: Init = config.init.parse()?;
         // The backend's seed is process-wide: seeding and drawing the initial weights hold a lock,
         // so runs trained side by side in one process (tests, a library user) each get their seed's
         // weights.
@@ -634,7 +633,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
                     .collect();
                 clips.sort();
                 clips.dedup();
-                bail!(
+                fail!(
                     "epoch {epoch}, batch {}: the training loss is {l}; training stops (the last \
                      checkpoint and best model are kept). Try a lower --lr; the batch's clips: {}",
                     b + 1,
@@ -648,7 +647,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         let train_secs = t0.elapsed().as_secs_f64();
         let (val_loss, val_f1) = validate(&model, &data.valid, &device, config.batch_size);
         if !val_loss.is_finite() {
-            bail!(
+            fail!(
                 "epoch {epoch}: the validation loss is {val_loss}; training stops (the last checkpoint and best model are kept)"
             );
         }
@@ -716,7 +715,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         })
         .collect();
     crate::report::plot_losses(&run_dir.join("loss.png"), &losses)
-        .map_err(|e| anyhow::anyhow!("loss plot not written: {e}"))?;
+        .map_err(|e| Error::Invalid(format!("loss plot not written: {e}")))?;
     Ok(Outcome::Finished(summary))
 }
 
@@ -837,11 +836,11 @@ fn save_checkpoint(
     let mut store = BurnpackStore::from_file(tmp.join("model.bpk")).overwrite(true);
     model
         .save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("checkpoint model: {e}"))?;
+        .map_err(|e| FileError::at(&tmp.join("model.bpk"), e))?;
     optim
         .to_record()
         .save(tmp.join("optim.bpk"))
-        .map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?;
+        .map_err(|e| FileError::at(&tmp.join("optim.bpk"), format!("{e:?}")))?;
     write_atomic(&tmp.join("state.json"), &serde_json::to_vec(state)?)?;
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
