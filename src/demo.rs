@@ -50,9 +50,9 @@ impl DemoOptions {
             ChannelMode::Dup,
             1,
         );
-        c.max_epochs = self.epochs;
-        c.warmup_epochs = 1;
-        c.patience = self.epochs;
+        c.recipe.max_epochs = self.epochs;
+        c.recipe.warmup_epochs = 1;
+        c.recipe.patience = self.epochs;
         c.backend = self.backend;
         c.cache_dir = self.dir.join("cache");
         c

@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::data::SplitMode;
 use crate::data::mix::{CalibrationConfig, MixConfig};
 use crate::eval::metrics::{Aggregation, Metrics};
 use crate::eval::{EvalOptions, EvalReport, Result, ThresholdKind};
 use crate::features::ChannelMode;
 use crate::model::Arch;
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::train::{Recipe, TrainConfig};
 use crate::util::FileError;
 use crate::util::write_atomic;
 
@@ -92,26 +91,12 @@ pub struct ExperimentConfig {
     /// Rows per run: s1 and/or s2 aggregation (each evaluated, with thresholds tuned for it).
     #[serde(default = "default_aggregations")]
     pub aggregations: Vec<Aggregation>,
+    /// `[train]`: the hyper-parameters that differ from the paper's.
     #[serde(default)]
-    pub train: TrainOverrides,
+    pub train: Recipe,
     /// When present and `data` holds no data set yet, render a synthetic corpus there first.
     #[serde(default)]
     pub synth: Option<SynthSection>,
-}
-
-/// Training settings that differ from the paper's.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainOverrides {
-    pub batch_size: Option<usize>,
-    pub lr: Option<f64>,
-    pub weight_decay: Option<f64>,
-    pub optimizer: Option<OptimizerKind>,
-    pub warmup_epochs: Option<usize>,
-    pub max_epochs: Option<usize>,
-    pub patience: Option<usize>,
-    pub val_fraction: Option<f64>,
-    pub split: Option<SplitMode>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,16 +162,7 @@ impl ExperimentConfig {
                         let mut t = TrainConfig::paper(self.data.clone(), arch, init, ch, seed);
                         t.mix = mix.then(|| self.mixing.clone());
                         t.calibration = self.calibration.clone();
-                        let o = &self.train;
-                        t.batch_size = o.batch_size.unwrap_or(t.batch_size);
-                        t.lr = o.lr.unwrap_or(t.lr);
-                        t.weight_decay = o.weight_decay.unwrap_or(t.weight_decay);
-                        t.optimizer = o.optimizer.unwrap_or(t.optimizer);
-                        t.warmup_epochs = o.warmup_epochs.unwrap_or(t.warmup_epochs);
-                        t.max_epochs = o.max_epochs.unwrap_or(t.max_epochs);
-                        t.patience = o.patience.unwrap_or(t.patience);
-                        t.val_fraction = o.val_fraction.unwrap_or(t.val_fraction);
-                        t.split = o.split.unwrap_or(t.split);
+                        t.recipe = self.train;
                         t.backend = backend;
                         t.cache_dir = cache_dir.to_path_buf();
                         let init_name = Path::new(init)
@@ -458,7 +434,7 @@ pub fn train_and_evaluate(
                 &run_dir.join(crate::train::MODEL_DIR),
                 &tc.data,
                 &EvalOptions {
-                    batch_size: tc.batch_size,
+                    batch_size: tc.recipe.batch_size,
                     aggregation,
                     ..EvalOptions::paper(cache_dir.to_path_buf())
                 },
@@ -575,7 +551,7 @@ mod tests {
         assert!(
             s.runs(Backend::Flex, Path::new("/tmp"))
                 .iter()
-                .all(|(_, c)| c.max_epochs <= 20)
+                .all(|(_, c)| c.recipe.max_epochs <= 20)
         );
     }
 }

@@ -987,15 +987,15 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
                 a.channels,
                 a.seed,
             );
-            c.batch_size = a.batch_size;
-            c.lr = a.lr;
-            c.weight_decay = a.weight_decay;
-            c.optimizer = a.optimizer;
-            c.warmup_epochs = a.warmup_epochs;
-            c.max_epochs = a.max_epochs;
-            c.patience = a.patience;
-            c.val_fraction = a.val_fraction;
-            c.split = a.split;
+            c.recipe.batch_size = a.batch_size;
+            c.recipe.lr = a.lr;
+            c.recipe.weight_decay = a.weight_decay;
+            c.recipe.optimizer = a.optimizer;
+            c.recipe.warmup_epochs = a.warmup_epochs;
+            c.recipe.max_epochs = a.max_epochs;
+            c.recipe.patience = a.patience;
+            c.recipe.val_fraction = a.val_fraction;
+            c.recipe.split = a.split;
             c.backend = a.backend;
             if let Some(d) = &a.cache_dir {
                 c.cache_dir = d.clone();
@@ -1367,15 +1367,15 @@ mod tests {
             a.split,
         );
         let want = (
-            paper.batch_size,
-            paper.lr,
-            paper.weight_decay,
-            paper.optimizer,
-            paper.warmup_epochs,
-            paper.max_epochs,
-            paper.patience,
-            paper.val_fraction,
-            paper.split,
+            paper.recipe.batch_size,
+            paper.recipe.lr,
+            paper.recipe.weight_decay,
+            paper.recipe.optimizer,
+            paper.recipe.warmup_epochs,
+            paper.recipe.max_epochs,
+            paper.recipe.patience,
+            paper.recipe.val_fraction,
+            paper.recipe.split,
         );
         assert_eq!(recipe, want);
     }

@@ -64,9 +64,9 @@ fn config(cache: &Path, epochs: usize) -> TrainConfig {
         ChannelMode::Dup,
         3,
     );
-    c.max_epochs = epochs;
-    c.warmup_epochs = 1;
-    c.patience = epochs;
+    c.recipe.max_epochs = epochs;
+    c.recipe.warmup_epochs = 1;
+    c.recipe.patience = epochs;
     c.cache_dir = cache.to_path_buf();
     c
 }
@@ -253,7 +253,7 @@ fn log_without_times(dir: &Path) -> Vec<(usize, String, String, String)> {
 fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
     let cache = tempfile::tempdir().unwrap();
     let mut c = config(cache.path(), 3);
-    c.batch_size = 32;
+    c.recipe.batch_size = 32;
     let whole = tempfile::tempdir().unwrap();
     finished(start(&c, whole.path(), &Quiet));
     let parts = tempfile::tempdir().unwrap();
@@ -274,7 +274,7 @@ fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
 fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
     let cache = tempfile::tempdir().unwrap();
     let mut c = config(cache.path(), 2);
-    c.batch_size = 32;
+    c.recipe.batch_size = 32;
     c.mix = Some(instrec::data::mix::MixConfig::default());
     let whole = tempfile::tempdir().unwrap();
     finished(start(&c, whole.path(), &Quiet));

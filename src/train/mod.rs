@@ -41,8 +41,10 @@ pub enum OptimizerKind {
 
 crate::util::display_as_value!(OptimizerKind);
 
-/// The paper's training hyper-parameters (Section 4.3).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The training hyper-parameters (Section 4.3); missing ones in a TOML `[train]` section are the
+/// paper's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Recipe {
     pub batch_size: usize,
     pub lr: f64,
@@ -70,6 +72,12 @@ pub const PAPER: Recipe = Recipe {
     split: SplitMode::Song,
 };
 
+impl Default for Recipe {
+    fn default() -> Self {
+        PAPER
+    }
+}
+
 /// Everything that defines a training run; saved as `train.json` in the run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -79,15 +87,9 @@ pub struct TrainConfig {
     pub init: String,
     pub channels: ChannelMode,
     pub seed: u64,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub optimizer: OptimizerKind,
-    pub warmup_epochs: usize,
-    pub max_epochs: usize,
-    pub patience: usize,
-    pub val_fraction: f64,
-    pub split: SplitMode,
+    /// The hyper-parameters (flat in `train.json`, as before they had a type of their own).
+    #[serde(flatten)]
+    pub recipe: Recipe,
     pub backend: Backend,
     /// Feature cache folder.
     pub cache_dir: PathBuf,
@@ -104,13 +106,13 @@ impl TrainConfig {
     /// an experiment TOML, a run's train.json); the message names the setting.
     pub fn check(&self) -> Result<(), String> {
         use crate::check as c;
-        c::batch("batch_size", self.batch_size)?;
-        c::real("lr", self.lr, 0.0, 10.0, false)?;
-        c::real("weight_decay", self.weight_decay, 0.0, 1.0, true)?;
-        c::count("max_epochs", self.max_epochs)?;
-        c::count0("warmup_epochs", self.warmup_epochs)?;
-        c::count("patience", self.patience)?;
-        c::real("val_fraction", self.val_fraction, 0.0, 0.9, false)?;
+        c::batch("batch_size", self.recipe.batch_size)?;
+        c::real("lr", self.recipe.lr, 0.0, 10.0, false)?;
+        c::real("weight_decay", self.recipe.weight_decay, 0.0, 1.0, true)?;
+        c::count("max_epochs", self.recipe.max_epochs)?;
+        c::count0("warmup_epochs", self.recipe.warmup_epochs)?;
+        c::count("patience", self.recipe.patience)?;
+        c::real("val_fraction", self.recipe.val_fraction, 0.0, 0.9, false)?;
         if let Some(m) = &self.mix {
             m.check()?;
         }
@@ -125,15 +127,7 @@ impl TrainConfig {
             init: init.to_string(),
             channels,
             seed,
-            batch_size: PAPER.batch_size,
-            lr: PAPER.lr,
-            weight_decay: PAPER.weight_decay,
-            optimizer: PAPER.optimizer,
-            warmup_epochs: PAPER.warmup_epochs,
-            max_epochs: PAPER.max_epochs,
-            patience: PAPER.patience,
-            val_fraction: PAPER.val_fraction,
-            split: PAPER.split,
+            recipe: PAPER,
             backend: Backend::Flex,
             cache_dir: cache::default_cache_dir(),
             mix: None,
@@ -271,6 +265,14 @@ pub const MODEL_DIR: &str = "model";
 const MIX_STREAM: u64 = 0x6D69_7869_6E67;
 const CHECKPOINT_DIR: &str = "checkpoint";
 
+/// burn's random generator is process-wide: whatever seeds it or draws from it (initial weights,
+/// dropout) holds this lock, so runs trained side by side in one process (tests, a library user)
+/// each draw their own seed's weights (two Han runs side by side still share one dropout stream).
+fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A window of a clip: (index into the clip list, start frame).
 type WindowRef = (usize, usize);
 
@@ -315,7 +317,12 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     for f in &features.failures {
         obs.message(&format!("warning: skipped {f}"));
     }
-    let split = split_validation(&set.train, config.val_fraction, config.seed, config.split);
+    let split = split_validation(
+        &set.train,
+        config.recipe.val_fraction,
+        config.seed,
+        config.recipe.split,
+    );
     // Moved out of the cache, not copied: training holds each clip's features once.
     type Picked = (Vec<(ClipFeatures, Vec<usize>)>, Vec<(PathBuf, SourceInfo)>);
     let mut pick = |idx: &[usize]| -> Picked {
@@ -397,14 +404,16 @@ fn batch_tensors(
 }
 
 fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    match config.optimizer {
+    match config.recipe.optimizer {
         OptimizerKind::Adam => AdamConfig::new()
             .with_epsilon(1e-8)
-            .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+            .with_weight_decay(Some(WeightDecayConfig::new(
+                config.recipe.weight_decay as f32,
+            )))
             .init(),
         OptimizerKind::AdamW => AdamWConfig::new()
             .with_epsilon(1e-8)
-            .with_weight_decay(config.weight_decay as f32)
+            .with_weight_decay(config.recipe.weight_decay as f32)
             .init(),
     }
 }
@@ -535,11 +544,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
             obs.message("no checkpoint yet: starting from the beginning");
         }
         let init: Init = config.init.parse()?;
-        // The backend's seed is process-wide: seeding and drawing the initial weights hold a lock,
-        // so runs trained side by side in one process (tests, a library user) each get their seed's
-        // weights.
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = backend_rng();
         train_device.seed(config.seed);
         let model = build_model(config.arch, n_classes, &init, &train_device, &|d, t| {
             obs.download(d, t)
@@ -552,7 +557,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         let state = CheckpointState {
             epochs_done: 0,
             steps_done: 0,
-            early: EarlyStopping::new(config.patience),
+            early: EarlyStopping::new(config.recipe.patience),
             log: Vec::new(),
             stopped: false,
         };
@@ -560,11 +565,11 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
     };
     let data = load_run_data(&config, obs)?;
     let train_windows = windows_of(&data.train, Windowing::training());
-    let steps_per_epoch = train_windows.len().div_ceil(config.batch_size);
+    let steps_per_epoch = train_windows.len().div_ceil(config.recipe.batch_size);
     let schedule = Schedule::new(
-        config.lr,
-        config.warmup_epochs,
-        config.max_epochs,
+        config.recipe.lr,
+        config.recipe.warmup_epochs,
+        config.recipe.max_epochs,
         steps_per_epoch,
     );
     obs.message(&format!(
@@ -574,7 +579,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         data.train.len(),
         train_windows.len(),
         steps_per_epoch,
-        config.batch_size,
+        config.recipe.batch_size,
         data.valid.len()
     ));
 
@@ -589,7 +594,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         scheduler.step();
     }
 
-    while !state.stopped && state.epochs_done < config.max_epochs {
+    while !state.stopped && state.epochs_done < config.recipe.max_epochs {
         if state.epochs_done > 0 && obs.interrupt(state.epochs_done) {
             return Ok(Outcome::Interrupted {
                 epochs_done: state.epochs_done,
@@ -613,12 +618,20 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
                 .map(|&(c, s)| Mixture::single(c, s, data.train_info[c].label))
                 .collect(),
         };
-        obs.epoch_start(epoch, config.max_epochs, steps_per_epoch);
+        obs.epoch_start(epoch, config.recipe.max_epochs, steps_per_epoch);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
-        for (b, batch) in examples.chunks(config.batch_size).enumerate() {
+        for (b, batch) in examples.chunks(config.recipe.batch_size).enumerate() {
             let (x, y) = batch_tensors(&data.train, batch, n_classes, &train_device);
-            let loss = bce_with_logits(model.forward(x), y);
+            // Dropout draws from the backend's generator too.
+            let logits = match model {
+                Model::Han(_) => {
+                    let _guard = backend_rng();
+                    model.forward(x)
+                }
+                Model::ResNet(_) => model.forward(x),
+            };
+            let loss = bce_with_logits(logits, y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr_now = scheduler.step();
             lr = lr_now.base();
@@ -645,7 +658,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
             obs.batch(b + 1, l);
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let (val_loss, val_f1) = validate(&model, &data.valid, &device, config.batch_size);
+        let (val_loss, val_f1) = validate(&model, &data.valid, &device, config.recipe.batch_size);
         if !val_loss.is_finite() {
             fail!(
                 "epoch {epoch}: the validation loss is {val_loss}; training stops (the last checkpoint and best model are kept)"
@@ -684,7 +697,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         &config.calibration,
         config.seed,
         &device,
-        config.batch_size,
+        config.recipe.batch_size,
     );
     bundle.thresholds = thresholds.clone();
     bundle.thresholds_s2 = Some(thresholds_s2);
