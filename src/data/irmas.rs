@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::CLASSES;
+use crate::util::FileError;
 
 pub const TRAIN_DIR: &str = "IRMAS-TrainingData";
 pub const TEST_DIR_PREFIX: &str = "IRMAS-TestingData-Part";
@@ -188,9 +189,9 @@ fn is_ext(p: &Path, ext: &str) -> bool {
 impl Irmas {
     /// Reads whatever of the official layout is present below `root`. It is an error only when
     /// neither the training folder nor a testing part is there.
-    pub fn read(root: &Path) -> Result<Self, String> {
+    pub fn read(root: &Path) -> Result<Self, FileError> {
         if !root.is_dir() {
-            return Err(format!("{}: not a directory", root.display()));
+            return Err(FileError::at(root, "not a directory"));
         }
         let mut set = Irmas {
             root: root.to_path_buf(),
@@ -198,7 +199,7 @@ impl Irmas {
         };
         let train_dir = root.join(TRAIN_DIR);
         let mut test_dirs: Vec<PathBuf> = sorted_entries(root)
-            .map_err(|e| format!("{}: cannot list: {e}", root.display()))?
+            .map_err(|e| FileError::at(root, format!("cannot list: {e}")))?
             .into_iter()
             .filter(|p| {
                 p.is_dir()
@@ -209,9 +210,9 @@ impl Irmas {
             .collect();
         test_dirs.sort();
         if !train_dir.is_dir() && test_dirs.is_empty() {
-            return Err(format!(
-                "{}: no {TRAIN_DIR}/ or {TEST_DIR_PREFIX}N/ folder: not an IRMAS directory",
-                root.display()
+            return Err(FileError::at(
+                root,
+                format!("no {TRAIN_DIR}/ or {TEST_DIR_PREFIX}N/ folder: not an IRMAS directory"),
             ));
         }
         if train_dir.is_dir() {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use rustysynth::SoundFont;
 
+use crate::util::FileError;
+
 /// The packed built-in SoundFont (see the module doc).
 const EMBEDDED: &[u8] = include_bytes!("../../assets/instrec-gm.sf2.z");
 
@@ -34,7 +36,7 @@ impl std::fmt::Display for SoundFontSource {
 }
 
 /// The explicit path, else `$INSTREC_SOUNDFONT`, else the built-in SoundFont.
-pub fn find_soundfont(explicit: Option<&Path>) -> Result<SoundFontSource, String> {
+pub fn find_soundfont(explicit: Option<&Path>) -> Result<SoundFontSource, FileError> {
     let (path, from) = match (explicit, std::env::var_os("INSTREC_SOUNDFONT")) {
         (Some(p), _) => (p.to_path_buf(), ""),
         (None, Some(p)) => (PathBuf::from(p), " (from INSTREC_SOUNDFONT)"),
@@ -43,26 +45,34 @@ pub fn find_soundfont(explicit: Option<&Path>) -> Result<SoundFontSource, String
     if path.is_file() {
         Ok(SoundFontSource::File(path))
     } else {
-        Err(format!("{}{from}: no such SoundFont file", path.display()))
+        Err(FileError::new(
+            format!("{}{from}", path.display()),
+            "no such SoundFont file",
+        ))
     }
 }
 
 /// The built-in SoundFont as a plain `.sf2` file's bytes.
-pub fn embedded_bytes() -> Result<Vec<u8>, String> {
-    unpack(EMBEDDED)
-        .map_err(|e| format!("{}: damaged in this build ({e})", SoundFontSource::Embedded))
+pub fn embedded_bytes() -> Result<Vec<u8>, FileError> {
+    unpack(EMBEDDED).map_err(|e| {
+        FileError::new(
+            SoundFontSource::Embedded.to_string(),
+            format!("damaged in this build ({e})"),
+        )
+    })
 }
 
-pub fn load_soundfont(source: &SoundFontSource) -> Result<Arc<SoundFont>, String> {
+pub fn load_soundfont(source: &SoundFontSource) -> Result<Arc<SoundFont>, FileError> {
     let bytes = match source {
         SoundFontSource::Embedded => embedded_bytes()?,
-        SoundFontSource::File(p) => {
-            std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?
-        }
+        SoundFontSource::File(p) => std::fs::read(p).map_err(|e| FileError::at(p, e))?,
     };
-    SoundFont::new(&mut &bytes[..])
-        .map(Arc::new)
-        .map_err(|e| format!("{source}: not a readable SoundFont ({e:?})"))
+    SoundFont::new(&mut &bytes[..]).map(Arc::new).map_err(|e| {
+        FileError::new(
+            source.to_string(),
+            format!("not a readable SoundFont ({e:?})"),
+        )
+    })
 }
 
 /// Byte range of the `smpl` chunk's data in a SoundFont (RIFF `sfbk` → LIST `sdta` → `smpl`).

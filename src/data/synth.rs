@@ -22,7 +22,7 @@ use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
 use crate::CLASSES;
 use crate::audio::write_wav_i16;
-use crate::util::{Rng, write_atomic};
+use crate::util::{FileError, Rng, write_atomic};
 
 const RATE: u32 = 44_100;
 
@@ -396,7 +396,7 @@ pub fn render_corpus(
     sf: &Arc<SoundFont>,
     opts: &SynthOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<SynthReport, String> {
+) -> Result<SynthReport, FileError> {
     let mut jobs = Vec::new();
     for class in 0..CLASSES.len() {
         let mut made = 0;
@@ -426,18 +426,17 @@ pub fn render_corpus(
     write_manifest(&opts.out, &manifest)?;
     let train_root = opts.out.join(TRAIN_DIR);
     for c in CLASSES {
-        std::fs::create_dir_all(train_root.join(c))
-            .map_err(|e| format!("{}: {e}", train_root.display()))?;
+        std::fs::create_dir_all(train_root.join(c)).map_err(|e| FileError::at(&train_root, e))?;
     }
     for p in 1..=3 {
         let d = opts
             .out
             .join(format!("{TEST_DIR_PREFIX}{p}"))
             .join(format!("Part{p}"));
-        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(&d).map_err(|e| FileError::at(&d, e))?;
     }
     let done = AtomicUsize::new(0);
-    let seconds: Result<Vec<f64>, String> = jobs
+    let seconds: Result<Vec<f64>, FileError> = jobs
         .par_iter()
         .map(|job| {
             let s = render_job(sf, opts, job)?;
@@ -490,11 +489,11 @@ impl Manifest {
     }
 }
 
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), FileError> {
+    std::fs::create_dir_all(dir).map_err(|e| FileError::at(dir, e))?;
     let path = dir.join(MANIFEST);
-    let json = serde_json::to_vec_pretty(m).map_err(|e| e.to_string())?;
-    write_atomic(&path, &json).map_err(|e| format!("{}: {e}", path.display()))
+    let json = serde_json::to_vec_pretty(m).map_err(|e| FileError::at(&path, e))?;
+    write_atomic(&path, &json).map_err(|e| FileError::at(&path, e))
 }
 
 fn read_manifest(dir: &Path) -> Option<Manifest> {
@@ -523,7 +522,7 @@ pub fn needs_render(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bool {
 
 /// Empties a folder that a previous `instrec synth` made (its manifest and IRMAS folders); a
 /// folder with anything else in it is refused, so a corpus never mixes with other files.
-fn clear_for(dir: &Path) -> Result<(), String> {
+fn clear_for(dir: &Path) -> Result<(), FileError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
@@ -536,19 +535,19 @@ fn clear_for(dir: &Path) -> Result<(), String> {
     }
     let ours = |n: &str| n == MANIFEST || n == TRAIN_DIR || n.starts_with(TEST_DIR_PREFIX);
     if read_manifest(dir).is_none() || !names.iter().all(|n| ours(n)) {
-        return Err(format!(
-            "{}: not empty and not a corpus made by instrec synth; choose an empty or new folder",
-            dir.display()
+        return Err(FileError::at(
+            dir,
+            "not empty and not a corpus made by instrec synth; choose an empty or new folder",
         ));
     }
     for n in names.iter().filter(|n| *n != MANIFEST) {
         let p = dir.join(n);
-        std::fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::remove_dir_all(&p).map_err(|e| FileError::at(&p, e))?;
     }
     Ok(())
 }
 
-fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64, String> {
+fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64, FileError> {
     match *job {
         Job::Train {
             class,
@@ -566,13 +565,14 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
             accompaniment_programs(&mut events, &song, &mut rng);
             melody(&mut events, &mut rng, &song, class, 0, length, 0.05);
             accompaniment(&mut events, &mut rng, &song, length);
-            let [l, r] = render(sf, events, length, &mut rng)?;
+            let [l, r] =
+                render(sf, events, length, &mut rng).map_err(|e| FileError::at(&opts.out, e))?;
             let path = opts
                 .out
                 .join(TRAIN_DIR)
                 .join(CLASSES[class])
                 .join(train_name(class, &song, song_no, excerpt));
-            write_wav_i16(&path, RATE, &[l, r]).map_err(|e| format!("{}: {e}", path.display()))?;
+            write_wav_i16(&path, RATE, &[l, r]).map_err(|e| FileError::at(&path, e))?;
             Ok(length)
         }
         Job::Test { index } => {
@@ -592,7 +592,8 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
             }
             accompaniment_programs(&mut events, &song, &mut rng);
             accompaniment(&mut events, &mut rng, &song, length);
-            let [l, r] = render(sf, events, length, &mut rng)?;
+            let [l, r] =
+                render(sf, events, length, &mut rng).map_err(|e| FileError::at(&opts.out, e))?;
             let part = 1 + index % 3;
             let dir = opts
                 .out
@@ -605,13 +606,13 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
                 1 + index % 4
             );
             let wav = dir.join(format!("{stem}.wav"));
-            write_wav_i16(&wav, RATE, &[l, r]).map_err(|e| format!("{}: {e}", wav.display()))?;
+            write_wav_i16(&wav, RATE, &[l, r]).map_err(|e| FileError::at(&wav, e))?;
             let labels: String = classes
                 .iter()
                 .map(|&c| format!("{}\t\n", CLASSES[c]))
                 .collect();
             let txt = dir.join(format!("{stem}.txt"));
-            write_atomic(&txt, labels.as_bytes()).map_err(|e| format!("{}: {e}", txt.display()))?;
+            write_atomic(&txt, labels.as_bytes()).map_err(|e| FileError::at(&txt, e))?;
             Ok(length)
         }
     }
