@@ -1165,80 +1165,44 @@ fn tag_library(
     out: &std::path::Path,
     a: &TagArgs,
 ) -> Result<ExitCode> {
-    use instrec::tag::{FileStamp, TagLine, TagLog};
-    let files = match a.shard {
-        Some((k, n)) => instrec::tag::shard(files, k, n),
-        None => files,
+    let opts = instrec::tag::LibraryOptions {
+        out: out.to_path_buf(),
+        resume: a.resume,
+        shard: a.shard,
+        timeline: !a.no_timeline,
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
-    let (mut log, done) = TagLog::open(out, a.resume, &tagger.config.classes)?;
-    // Each file's stamp, taken once: it decides the skip and goes into the file's record.
-    let mut stamps = std::collections::HashMap::new();
-    let todo: Vec<PathBuf> = files
-        .into_iter()
-        .filter(|f| {
-            let stamp = FileStamp::of(f);
-            let finished = stamp.is_some_and(|s| done.contains(&(f.clone(), s)));
-            let zero = FileStamp {
-                size: 0,
-                mtime_ns: 0,
-            };
-            stamps.insert(f.clone(), stamp.unwrap_or(zero));
-            !finished
-        })
-        .collect();
-    let skipped = done.len();
-    let pb = indicatif::ProgressBar::new(todo.len() as u64);
+    let pb = indicatif::ProgressBar::new(0);
     pb.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}  eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let start = std::time::Instant::now();
-    let (mut audio_s, mut failures) = (0.0f64, Vec::new());
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut write_error = None;
-    tagger.tag_many(&todo, threads, &mut |f, r| {
-        let stamp = stamps[f];
-        let line = match r {
-            Ok(r) => {
-                audio_s += r.duration_s;
-                TagLine::result(&r, &tagger.config.classes, stamp, !a.no_timeline)
-            }
-            Err(e) => {
-                pb.suspend(|| eprintln!("error: {e}"));
-                failures.push(e.to_string());
-                TagLine::failure(f, stamp, e.reason)
-            }
-        };
-        if let Err(e) = log.write(&line) {
-            write_error.get_or_insert(e);
+    let summary = instrec::tag::tag_library(tagger, files, &opts, &mut |p| {
+        if let Some(e) = p.failure {
+            pb.suspend(|| eprintln!("error: {e}"));
         }
-        pb.inc(1);
+        pb.set_length(p.of as u64);
+        pb.set_position(p.done as u64);
         pb.set_message(format!(
             "{:.2} h of audio, {:.0} audio-s/s",
-            audio_s / 3600.0,
-            audio_s / start.elapsed().as_secs_f64().max(1e-9)
+            p.audio_s / 3600.0,
+            p.audio_s / start.elapsed().as_secs_f64().max(1e-9)
         ));
-    });
-    if let Some(e) = write_error {
-        return Err(e.into());
-    }
+    })?;
     pb.finish_and_clear();
-    out!(
-        "{} files tagged into {} ({} already there), {:.2} h of audio at {:.0} audio-s/s, {} failed",
-        todo.len() - failures.len(),
-        out.display(),
-        skipped,
-        audio_s / 3600.0,
-        audio_s / start.elapsed().as_secs_f64().max(1e-9),
-        failures.len()
-    );
-    if failures.is_empty() {
+    out!("{}", summary.text(out));
+    if summary.failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("{} of {} file(s) failed:", failures.len(), todo.len());
-    for f in &failures {
+    eprintln!(
+        "{} of {} file(s) failed:",
+        summary.failures.len(),
+        summary.attempted
+    );
+    for f in &summary.failures {
         eprintln!("  {f}");
     }
     Ok(ExitCode::from(2))
