@@ -136,3 +136,112 @@ pub fn peak_rss_mb() -> f64 {
     }
     u.ru_maxrss as f64 / 1024.0
 }
+
+/// What `instrec bench tag` measures: end-to-end tagging of a folder, through the parallel
+/// pipeline and file by file.
+#[derive(Debug, Clone)]
+pub struct TagBench {
+    pub files: usize,
+    pub dir: std::path::PathBuf,
+    pub arch: crate::model::Arch,
+    pub threads: usize,
+    /// The pipeline: audio seconds, wall seconds, failed files, most windows waiting.
+    pub pipeline: (f64, f64, usize, usize),
+    /// File by file: audio seconds, wall seconds.
+    pub file_by_file: (f64, f64),
+    pub peak_rss_mb: f64,
+}
+
+impl TagBench {
+    pub fn text(&self, backend: crate::backend::Backend) -> String {
+        let (audio, wall, failed, waiting) = self.pipeline;
+        let (audio1, wall1) = self.file_by_file;
+        format!(
+            "tagging {} files of {} with {} on {backend}\n\
+             pipeline ({} decoding threads): {audio:.1} s of audio in {wall:.2} s = {:.1} audio-s/s ({failed} failed, at most {waiting} windows waiting)\n\
+             file by file: {audio1:.1} s of audio in {wall1:.2} s = {:.1} audio-s/s\n\
+             peak memory (RSS): {:.0} MB",
+            self.files,
+            self.dir.display(),
+            self.arch,
+            self.threads,
+            audio / wall,
+            audio1 / wall1,
+            self.peak_rss_mb
+        )
+    }
+}
+
+/// Tags every test clip of `dir` with the bundle in `model_dir`: once through
+/// [`crate::tag::Tagger::tag_many`] with `threads` decoding threads, once file by file.
+/// Without `dir`, `clips` synthetic test clips are rendered (once) into the temporary folder;
+/// without a model, a ResNet18 with random weights is used (speed does not depend on them).
+pub fn bench_tag(
+    dir: Option<std::path::PathBuf>,
+    model_dir: Option<std::path::PathBuf>,
+    clips: usize,
+    threads: usize,
+    device: &burn::tensor::Device,
+) -> crate::eval::Result<TagBench> {
+    use crate::data::synth;
+    use crate::model::{Arch, Model, bundle};
+    let tmp = std::env::temp_dir();
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            // Test clips only: 1 training clip per class is the least synth renders.
+            let opts = synth::SynthOptions {
+                out: tmp.join(format!("instrec-bench-tag-{clips}")),
+                train_per_class: 1,
+                test_clips: clips,
+                seed: 5,
+            };
+            let sf = crate::data::soundfont::load_soundfont(
+                &crate::data::soundfont::SoundFontSource::Embedded,
+            )?;
+            if !synth::corpus_is_complete(&opts.out, &sf, &opts) {
+                synth::render_corpus(&sf, &opts, &|_, _| {})?;
+            }
+            opts.out
+        }
+    };
+    let model_dir = match model_dir {
+        Some(m) => m,
+        None => {
+            let m = tmp.join(format!("instrec-bench-tag-model-{}", std::process::id()));
+            bundle::save_bundle(
+                &m,
+                &Model::new(Arch::ResNet18, crate::CLASSES.len(), device),
+                &bundle::BundleConfig::new(Arch::ResNet18, crate::features::ChannelMode::Dup),
+            )?;
+            m
+        }
+    };
+    let tagger = crate::tag::Tagger::load(&model_dir, device)?;
+    let files: Vec<std::path::PathBuf> =
+        crate::tag::collect_audio_files(std::slice::from_ref(&dir))
+            .into_iter()
+            .filter(|p| {
+                !p.components()
+                    .any(|c| c.as_os_str() == crate::data::irmas::TRAIN_DIR)
+            })
+            .collect();
+    let t0 = Instant::now();
+    let stats = tagger.tag_many(&files, threads, &mut |_, _| {});
+    let wall = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let audio_s: f64 = files
+        .iter()
+        .filter_map(|f| tagger.tag_file(f).ok())
+        .map(|r| r.duration_s)
+        .sum();
+    Ok(TagBench {
+        files: files.len(),
+        dir,
+        arch: tagger.config.arch,
+        threads,
+        pipeline: (stats.audio_s, wall, stats.failed, stats.max_waiting),
+        file_by_file: (audio_s, t1.elapsed().as_secs_f64()),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

@@ -664,82 +664,16 @@ fn bench_tag(
     backend: Backend,
 ) -> Result<ExitCode> {
     let device = backend.device().map_err(anyhow::Error::msg)?;
-    let tmp = std::env::temp_dir();
-    let dir = match dir {
-        Some(d) => d,
-        None => {
-            // Test clips only: 1 training clip per class is the least synth renders.
-            let opts = synth::SynthOptions {
-                out: tmp.join(format!("instrec-bench-tag-{clips}")),
-                train_per_class: 1,
-                test_clips: clips,
-                seed: 5,
-            };
-            let sf = instrec::data::soundfont::load_soundfont(
-                &instrec::data::soundfont::SoundFontSource::Embedded,
-            )
-            .map_err(anyhow::Error::msg)?;
-            if !synth::corpus_is_complete(&opts.out, &sf, &opts) {
-                eprintln!(
-                    "rendering {clips} synthetic test clips into {}",
-                    opts.out.display()
-                );
-                synth::render_corpus(&sf, &opts, &|_, _| {}).map_err(anyhow::Error::msg)?;
-            }
-            opts.out
-        }
-    };
-    let model_dir = match model {
-        Some(m) => bundle_dir(&m),
-        None => {
-            let m = tmp.join(format!("instrec-bench-tag-model-{}", std::process::id()));
-            instrec::model::bundle::save_bundle(
-                &m,
-                &Model::new(Arch::ResNet18, CLASSES.len(), &device),
-                &instrec::model::bundle::BundleConfig::new(Arch::ResNet18, ChannelMode::Dup),
-            )?;
-            m
-        }
-    };
-    let tagger = instrec::tag::Tagger::load(&model_dir, &device)?;
-    let files: Vec<PathBuf> = instrec::tag::collect_audio_files(std::slice::from_ref(&dir))
-        .into_iter()
-        .filter(|p| {
-            !p.components()
-                .any(|c| c.as_os_str() == instrec::data::irmas::TRAIN_DIR)
-        })
-        .collect();
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    out!(
-        "tagging {} files of {} with {} on {}",
-        files.len(),
-        dir.display(),
-        tagger.config.arch,
-        backend
-    );
-    let t0 = std::time::Instant::now();
-    let stats = tagger.tag_many(&files, threads, &mut |_, _| {});
-    let wall = t0.elapsed().as_secs_f64();
-    out!(
-        "pipeline ({threads} decoding threads): {:.1} s of audio in {wall:.2} s = {:.1} audio-s/s ({} failed, at most {} windows waiting)",
-        stats.audio_s,
-        stats.audio_s / wall,
-        stats.failed,
-        stats.max_waiting
-    );
-    let t0 = std::time::Instant::now();
-    let audio_s: f64 = files
-        .iter()
-        .filter_map(|f| tagger.tag_file(f).ok())
-        .map(|r| r.duration_s)
-        .sum();
-    let wall = t0.elapsed().as_secs_f64();
-    out!(
-        "file by file: {audio_s:.1} s of audio in {wall:.2} s = {:.1} audio-s/s",
-        audio_s / wall
-    );
-    out!("peak memory (RSS): {:.0} MB", bench::peak_rss_mb());
+    let r = bench::bench_tag(
+        dir,
+        model.as_deref().map(bundle_dir),
+        clips,
+        threads,
+        &device,
+    )?;
+    out!("{}", r.text(backend));
     Ok(ExitCode::SUCCESS)
 }
 
