@@ -22,9 +22,10 @@
 //! - [`experiment`]: grids of runs and their tables; [`demo`]: the whole pipeline on a small
 //!   synthetic corpus.
 //!
-//! Beneath them all: [`util`] (atomic writes, the seeded generator), [`check`] (the range rule of
-//! every setting), [`backend`] (a name → a device), [`report`] (PNG plots of plain data), [`npy`]
-//! and [`bench`]. Nothing in the library parses arguments or prints; `main.rs` does.
+//! Beneath them all: [`util`] (atomic writes, file errors, the seeded generator), [`check`] (the
+//! range rule of every setting), [`backend`] (a name → a device), [`report`] (PNG plots of plain
+//! data), [`npy`]. On top: [`bench`] (the throughput measurements of `instrec bench`). Nothing in
+//! the library parses arguments or prints; `main.rs` does.
 
 // Beneath the pipeline.
 pub mod backend;
