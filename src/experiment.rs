@@ -26,18 +26,19 @@ fn default_mix() -> Vec<bool> {
 }
 
 fn default_thresholds() -> Vec<ThresholdSource> {
-    vec![ThresholdSource::Single]
+    vec![ThresholdSource::default()]
 }
 
 fn default_aggregations() -> Vec<Aggregation> {
-    vec![Aggregation::S1]
+    vec![Aggregation::default()]
 }
 
 /// Where a table row's tuned thresholds come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ThresholdSource {
     /// Tuned on the single validation clips (the paper's way).
+    #[default]
     Single,
     /// Calibrated on validation mixtures of 1–3 instruments.
     Mixtures,
@@ -208,9 +209,9 @@ pub struct Row {
     pub channels: ChannelMode,
     #[serde(default)]
     pub mix: bool,
-    #[serde(default = "single")]
+    #[serde(default)]
     pub thresholds: ThresholdSource,
-    #[serde(default = "s1")]
+    #[serde(default)]
     pub aggregation: Aggregation,
     pub seeds: Vec<u64>,
     /// (mean, sd) of micro precision, recall, F1 with the tuned global threshold.
@@ -224,14 +225,6 @@ pub struct Row {
     pub f1_oracle: (f64, f64),
     pub f1_fixed: (f64, f64),
     pub epochs: (f64, f64),
-}
-
-fn single() -> ThresholdSource {
-    ThresholdSource::Single
-}
-
-fn s1() -> Aggregation {
-    Aggregation::S1
 }
 
 /// One evaluated run: its config, its report for each aggregation, and its epochs.

@@ -478,26 +478,42 @@ fn tag_goes_on_past_bad_files_and_reports_them() {
     assert!(lines[1..].iter().all(|l| l.split(',').count() == 14));
 }
 
-#[test]
-fn experiment_grid_runs_skips_finished_runs_and_tabulates() {
-    let cache = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "name = \"tiny\"\ndata = \"{}\"\nout = \"{}\"\narchs = [\"han\"]\ninits = [\"random\"]\nchannels = [\"dup\"]\nseeds = [1, 2]\n[train]\nmax_epochs = 1\nwarmup_epochs = 0\n",
-        corpus().display(),
-        out.path().display()
-    );
-    let cfg = out.path().join("tiny.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    let run = |cfg: &PathBuf| {
+/// A grid on the test corpus, in a fresh folder: `axes` and `sections` go into its TOML; `run()`
+/// runs `instrec experiment` on it (again and again).
+struct Grid {
+    cache: tempfile::TempDir,
+    out: tempfile::TempDir,
+    cfg: PathBuf,
+}
+
+impl Grid {
+    fn new(axes: &str, sections: &str) -> Self {
+        let (cache, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let toml = format!(
+            "name = \"grid\"\ndata = \"{}\"\nout = \"{}\"\narchs = [\"han\"]\ninits = [\"random\"]\nchannels = [\"dup\"]\n{axes}\n[train]\nmax_epochs = 1\nwarmup_epochs = 0\n{sections}",
+            corpus().display(),
+            out.path().display()
+        );
+        let cfg = out.path().join("grid.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        Self { cache, out, cfg }
+    }
+
+    fn run(&self) -> std::process::Output {
         instrec(&[
             "experiment",
-            cfg.to_str().unwrap(),
+            self.cfg.to_str().unwrap(),
             "--cache-dir",
-            cache.path().to_str().unwrap(),
+            self.cache.path().to_str().unwrap(),
         ])
-    };
-    let o = run(&cfg);
+    }
+}
+
+#[test]
+fn experiment_grid_runs_skips_finished_runs_and_tabulates() {
+    let grid = Grid::new("seeds = [1, 2]", "");
+    let out = &grid.out;
+    let o = grid.run();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(table.contains("| han | N (random) | dup | 2 |"), "{table}");
@@ -506,28 +522,19 @@ fn experiment_grid_runs_skips_finished_runs_and_tabulates() {
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     // A second run finds both runs finished.
-    let o = run(&cfg);
+    let o = grid.run();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.matches("finished earlier, skipped").count(), 2, "{err}");
 }
 
 #[test]
 fn experiment_grid_varies_mixing_threshold_source_and_aggregation() {
-    let cache = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "name = \"mixing\"\ndata = \"{}\"\nout = \"{}\"\narchs = [\"han\"]\ninits = [\"random\"]\nchannels = [\"dup\"]\nseeds = [1]\nmix = [false, true]\nthresholds = [\"single\", \"mixtures\"]\naggregations = [\"s1\", \"s2\"]\n[train]\nmax_epochs = 1\nwarmup_epochs = 0\n[calibration]\nmixtures = 30\n",
-        corpus().display(),
-        out.path().display()
+    let grid = Grid::new(
+        "seeds = [1]\nmix = [false, true]\nthresholds = [\"single\", \"mixtures\"]\naggregations = [\"s1\", \"s2\"]",
+        "[calibration]\nmixtures = 30\n",
     );
-    let cfg = out.path().join("mixing.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    let o = instrec(&[
-        "experiment",
-        cfg.to_str().unwrap(),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ]);
+    let out = &grid.out;
+    let o = grid.run();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Two runs (paper, --mix), each evaluated with s1 and s2.
     for run in ["han-random-dup-seed1", "han-random-dup-mix-seed1"] {
