@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 
 use crate::CLASSES;
+use crate::util::FileError;
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans.LICENSE`), so plots need no system font.
 pub const EMBEDDED_FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -39,16 +40,19 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// Writes the PNG through a temporary file, so a failure leaves no half-written plot.
-fn atomic_png(path: &Path, draw: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), String> {
-    ensure_font()?;
+fn atomic_png(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), FileError> {
+    ensure_font().map_err(|e| FileError::at(path, format!("no font to draw with: {e}")))?;
     let tmp = crate::util::prepare_target(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| FileError::at(path, e))?
         .with_extension("png");
     let r = draw(&tmp).and_then(|_| std::fs::rename(&tmp, path).map_err(err));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    r.map_err(|e| format!("{}: {e}", path.display()))
+    r.map_err(|e| FileError::at(path, e))
 }
 
 /// One epoch's losses, for [`plot_losses`].
@@ -68,9 +72,9 @@ pub struct TimelineWindow<'a> {
 }
 
 /// Training and validation loss per epoch.
-pub fn plot_losses(path: &Path, log: &[EpochLosses]) -> Result<(), String> {
+pub fn plot_losses(path: &Path, log: &[EpochLosses]) -> Result<(), FileError> {
     if log.is_empty() {
-        return Err("no epochs to plot".into());
+        return Err(FileError::at(path, "no epochs to plot"));
     }
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, (800, 500)).into_drawing_area();
@@ -121,7 +125,7 @@ pub fn plot_losses(path: &Path, log: &[EpochLosses]) -> Result<(), String> {
 }
 
 /// One F1 bar per class.
-pub fn plot_per_class(path: &Path, f1: &[f64], what: &str) -> Result<(), String> {
+pub fn plot_per_class(path: &Path, f1: &[f64], what: &str) -> Result<(), FileError> {
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, (800, 450)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
@@ -157,7 +161,7 @@ pub fn plot_per_class(path: &Path, f1: &[f64], what: &str) -> Result<(), String>
 }
 
 /// Micro precision against micro recall over the threshold sweep.
-pub fn plot_pr(path: &Path, points: &[(f64, f64)]) -> Result<(), String> {
+pub fn plot_pr(path: &Path, points: &[(f64, f64)]) -> Result<(), FileError> {
     atomic_png(path, |tmp| {
         let root = BitMapBackend::new(tmp, (600, 600)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
@@ -185,9 +189,13 @@ pub fn plot_pr(path: &Path, points: &[(f64, f64)]) -> Result<(), String> {
 }
 
 /// A heat map of the window scores of a tagged file: classes × time.
-pub fn plot_timeline(path: &Path, title: &str, windows: &[TimelineWindow]) -> Result<(), String> {
+pub fn plot_timeline(
+    path: &Path,
+    title: &str,
+    windows: &[TimelineWindow],
+) -> Result<(), FileError> {
     if windows.is_empty() {
-        return Err("no windows".into());
+        return Err(FileError::at(path, "no windows"));
     }
     let end = windows.iter().map(|w| w.end_s).fold(0.0, f64::max);
     atomic_png(path, |tmp| {
