@@ -620,32 +620,7 @@ fn features(args: FeaturesArgs) -> Result<ExitCode> {
 
 fn export_cmd(a: ExportArgs) -> Result<ExitCode> {
     let dir = bundle_dir(&a.model);
-    if instrec::model::bundle::read_config(&dir)?
-        .arch
-        .resnet_depth()
-        .is_none()
-    {
-        anyhow::bail!(
-            "{}: the Han CNN has no torchvision original; its model.safetensors is the export",
-            dir.display()
-        );
-    }
-    // Loaded (checksum, classes and values checked) and written anew: bundles from before the
-    // torchvision layout are converted on the way.
-    let (model, config) = instrec::model::bundle::load_bundle(&dir, &burn::tensor::Device::flex())?;
-    let bytes = instrec::model::bundle::model_to_safetensors(&model, &config.classes)
-        .map_err(anyhow::Error::msg)?;
-    let out = match a.out.extension().and_then(|e| e.to_str()) {
-        Some("pth") | Some("pt") => {
-            instrec::model::export::safetensors_to_pth(&bytes).map_err(anyhow::Error::msg)?
-        }
-        Some("safetensors") => bytes,
-        _ => anyhow::bail!(
-            "{}: the name must end in .pth or .safetensors",
-            a.out.display()
-        ),
-    };
-    instrec::util::write_atomic(&a.out, &out).with_context(|| a.out.display().to_string())?;
+    let config = instrec::model::export::export_bundle(&dir, &a.out)?;
     out!(
         "{} ({}, {} classes) → {}",
         dir.display(),

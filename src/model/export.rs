@@ -150,3 +150,41 @@ fn zip_stored(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     out.extend([0, 0]);
     out
 }
+
+/// Writes a ResNet bundle's weights as a plain torchvision state dict: `.pth` (as `torch.save`
+/// writes it) or `.safetensors`, by `out`'s extension. The bundle is loaded first (checksum,
+/// classes and values checked), so bundles from before the torchvision layout are converted.
+/// Returns the bundle's config.
+pub fn export_bundle(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<super::bundle::BundleConfig, crate::util::FileError> {
+    use crate::util::FileError;
+    if super::bundle::read_config(dir)?
+        .arch
+        .resnet_depth()
+        .is_none()
+    {
+        return Err(FileError::at(
+            dir,
+            "the Han CNN has no torchvision original; its model.safetensors is the export",
+        ));
+    }
+    let (model, config) = super::bundle::load_bundle(dir, &burn::tensor::Device::flex())?;
+    let bytes = super::bundle::model_to_safetensors(&model, &config.classes)
+        .map_err(|e| FileError::at(dir, e))?;
+    let data = match out.extension().and_then(|e| e.to_str()) {
+        Some("pth") | Some("pt") => {
+            safetensors_to_pth(&bytes).map_err(|e| FileError::at(out, e))?
+        }
+        Some("safetensors") => bytes,
+        _ => {
+            return Err(FileError::at(
+                out,
+                "the name must end in .pth or .safetensors",
+            ));
+        }
+    };
+    crate::util::write_atomic(out, &data).map_err(|e| FileError::at(out, e))?;
+    Ok(config)
+}
