@@ -575,6 +575,40 @@ impl ClipFeatures {
     }
 }
 
+/// What [`write_log_mel`] wrote, and of what.
+#[derive(Debug, Clone)]
+pub struct LogMelFile {
+    pub seconds: f64,
+    pub sample_rate: u32,
+    pub channels: usize,
+    pub n_mels: usize,
+    pub frames: usize,
+}
+
+/// Writes one signal of `stream` as a float32 `.npy` `[n_mels, frames]` (torchaudio's layout),
+/// streamed: memory holds the output array and one decoder block, whatever the file's length.
+pub fn write_log_mel(
+    stream: AudioStream,
+    channel: Channel,
+    out: &std::path::Path,
+) -> Result<LogMelFile, crate::util::FileError> {
+    let extractor = MelExtractor::new(FeatureSettings::default());
+    let mut stream = MelStream::new(stream, &[channel], &extractor);
+    let mut columns = Vec::new();
+    while let Some(c) = stream.next_columns()? {
+        columns.extend(c.into_iter().flatten());
+    }
+    let n_mels = extractor.settings().n_mels;
+    crate::npy::NpyArray::write_columns(out, n_mels, &columns)?;
+    Ok(LogMelFile {
+        seconds: stream.samples() as f64 / stream.sample_rate() as f64,
+        sample_rate: stream.sample_rate(),
+        channels: stream.channels(),
+        n_mels,
+        frames: columns.len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,8 @@ use instrec::backend::Backend;
 use instrec::bench;
 use instrec::data::mix::{CalibrationConfig, MixConfig};
 use instrec::data::{Irmas, cache, synth};
-use instrec::features::{ChannelMode, FeatureSettings, MelExtractor};
-use instrec::model::import::Head;
-use instrec::model::{Arch, Model};
-use instrec::npy::NpyArray;
+use instrec::features::{ChannelMode, FeatureSettings};
+use instrec::model::Arch;
 use instrec::train::PAPER;
 
 /// Predominant instrument recognition in polyphonic music (IRMAS's 11 instruments), after Zhong,
@@ -585,7 +583,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn features(args: FeaturesArgs) -> Result<ExitCode> {
-    // Streamed: memory holds the output array and one decoder block, whatever the file's length.
     let (stream, name) = match &args.audio {
         Some(p) => (audio::AudioStream::open(p)?, p.display().to_string()),
         None => (
@@ -597,22 +594,15 @@ fn features(args: FeaturesArgs) -> Result<ExitCode> {
             "bundled example clip".to_string(),
         ),
     };
-    let extractor = MelExtractor::new(FeatureSettings::default());
-    let mut stream = instrec::features::MelStream::new(stream, &[args.channel], &extractor);
-    let mut columns = Vec::new();
-    while let Some(c) = stream.next_columns()? {
-        columns.extend(c.into_iter().flatten());
-    }
-    let n_mels = extractor.settings().n_mels;
-    NpyArray::write_columns(&args.out, n_mels, &columns)?;
+    let f = instrec::features::write_log_mel(stream, args.channel, &args.out)?;
     eprintln!(
-        "{name}: {:.3} s, {} Hz, {} channel(s) → {} [{} mels × {} frames, {:?}]",
-        stream.samples() as f64 / stream.sample_rate() as f64,
-        stream.sample_rate(),
-        stream.channels(),
+        "{name}: {:.3} s, {} Hz, {} channel(s) → {} [{} mels × {} frames, {}]",
+        f.seconds,
+        f.sample_rate,
+        f.channels,
         args.out.display(),
-        n_mels,
-        columns.len(),
+        f.n_mels,
+        f.frames,
         args.channel
     );
     Ok(ExitCode::SUCCESS)
@@ -690,37 +680,16 @@ fn bench_features(
 }
 
 fn forward(args: ForwardArgs) -> Result<ExitCode> {
-    use burn::tensor::{Tensor, TensorData};
     let device = args.backend.device().map_err(anyhow::Error::msg)?;
-    let input = NpyArray::read(&args.input)?;
-    let shape: [usize; 4] = input.shape.clone().try_into().map_err(|_| {
-        anyhow::anyhow!(
-            "{}: expected a 4-D array [batch, 3, frames, mels], got shape {:?}",
-            args.input.display(),
-            input.shape
-        )
-    })?;
-    if shape[1] != 3 {
-        anyhow::bail!(
-            "{}: expected 3 channels, got {}",
-            args.input.display(),
-            shape[1]
-        );
-    }
-    let model = Model::new(args.arch, args.num_classes, &device);
-    let model = instrec::model::load_into(model, &args.weights, Head::Load)?;
-    let x = Tensor::<4>::from_data(TensorData::new(input.data, shape), &device);
-    let y = match (&model, args.pooled) {
-        (Model::ResNet(r), true) => r.features(x),
-        (Model::Han(_), true) => anyhow::bail!("--pooled is only defined for ResNets"),
-        (m, false) => m.forward(x),
-    };
-    let dims = y.dims().to_vec();
-    let data = y
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    NpyArray::new(dims.clone(), data).write(&args.out)?;
+    let dims = instrec::model::forward_npy(
+        args.arch,
+        args.num_classes,
+        &args.weights,
+        &args.input,
+        &args.out,
+        args.pooled,
+        &device,
+    )?;
     eprintln!(
         "{} → {} {:?}",
         args.input.display(),
@@ -771,18 +740,13 @@ fn prepare(args: PrepareArgs) -> Result<ExitCode> {
         &|done, _| pb.set_position(done as u64),
     )?;
     pb.finish_and_clear();
-    let verb = match &outcome {
-        cache::CacheOutcome::Reused => "up to date, nothing to do".to_string(),
-        cache::CacheOutcome::Built => "built".to_string(),
-        cache::CacheOutcome::Rebuilt { reason } => format!("rebuilt ({reason})"),
-    };
     out!(
         "{} clips ({} training, {} test), channels {}: cache {} in {:.1} s → {}",
         files.len(),
         set.train.len(),
         set.test.len(),
         args.channels,
-        verb,
+        outcome,
         start.elapsed().as_secs_f64(),
         cache.path.display()
     );

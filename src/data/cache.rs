@@ -100,6 +100,16 @@ pub enum CacheOutcome {
     Rebuilt { reason: String },
 }
 
+impl std::fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reused => f.write_str("up to date, nothing to do"),
+            Self::Built => f.write_str("built"),
+            Self::Rebuilt { reason } => write!(f, "rebuilt ({reason})"),
+        }
+    }
+}
+
 /// The key of a set of inputs: SHA-256 over the settings, the channel mode and each file's path,
 /// size and modification time.
 pub fn cache_key(files: &[PathBuf], settings: &FeatureSettings, mode: ChannelMode) -> String {

@@ -169,6 +169,51 @@ pub fn build_model(
     }
 }
 
+/// `instrec forward`: the eval-mode output of a model with `weights` for a `.npy` batch
+/// `[batch, 3, frames, mels]`, written as `.npy` (`pooled`: a ResNet's 512/2048 pooled features
+/// instead of the logits). Returns the output's shape.
+pub fn forward_npy(
+    arch: Arch,
+    num_classes: usize,
+    weights: &Path,
+    input: &Path,
+    out: &Path,
+    pooled: bool,
+    device: &Device,
+) -> Result<Vec<usize>, ImportError> {
+    use crate::npy::NpyArray;
+    use burn::tensor::TensorData;
+    let x = NpyArray::read(input)?;
+    let shape: [usize; 4] = x.shape.clone().try_into().map_err(|_| {
+        FileError::at(
+            input,
+            format!(
+                "expected a 4-D array [batch, 3, frames, mels], got shape {:?}",
+                x.shape
+            ),
+        )
+    })?;
+    if shape[1] != 3 {
+        return Err(FileError::at(input, format!("expected 3 channels, got {}", shape[1])).into());
+    }
+    let model = load_into(Model::new(arch, num_classes, device), weights, Head::Load)?;
+    let x = Tensor::<4>::from_data(TensorData::new(x.data, shape), device);
+    let y = match (&model, pooled) {
+        (Model::ResNet(r), true) => r.features(x),
+        (Model::Han(_), true) => {
+            return Err(FileError::new("--pooled", "is only defined for ResNets").into());
+        }
+        (m, false) => m.forward(x),
+    };
+    let dims = y.dims().to_vec();
+    let data = y
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| FileError::at(out, format!("{e:?}")))?;
+    NpyArray::new(dims.clone(), data).write(out)?;
+    Ok(dims)
+}
+
 /// Loads weights from a file into `model`: `.pth` (torchvision layout; `head` says whether `fc`
 /// loads), `.safetensors` or a bundle directory (the whole model).
 pub fn load_into(model: Model, path: &Path, head: Head) -> Result<Model, ImportError> {
