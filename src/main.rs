@@ -950,53 +950,28 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
     let mut failures = Vec::new();
     let mut results = Vec::new();
     if matches!(a.format, TagFormat::Csv) {
-        out!("file,start_s,end_s,{}", tagger.config.classes.join(","));
+        out!(
+            "{}",
+            instrec::tag::window_csv_header(&tagger.config.classes)
+        );
     }
     for f in &files {
         match tagger.tag_file(f) {
             Ok(r) => {
                 match a.format {
-                    TagFormat::Table => out!(
-                        "{}  [{:.1} s, {} windows]: {}",
-                        r.path.display(),
-                        r.duration_s,
-                        r.timeline.len(),
-                        r.predominant_text()
-                    ),
+                    TagFormat::Table => out!("{}", r.table_line()),
                     TagFormat::Csv => {
-                        for w in &r.timeline {
-                            let s: Vec<String> =
-                                w.scores.iter().map(|v| format!("{v:.4}")).collect();
-                            out!(
-                                "\"{}\",{:.3},{:.3},{}",
-                                r.path.display(),
-                                w.start_s,
-                                w.end_s,
-                                s.join(",")
-                            );
+                        for row in r.csv_rows() {
+                            out!("{row}");
                         }
                     }
                     TagFormat::Json => {}
                 }
                 if let Some(t) = &a.timeline {
-                    let path = if files.len() == 1 {
-                        t.clone()
-                    } else {
-                        let stem = f
-                            .file_stem()
-                            .map_or("clip".into(), |s| s.to_string_lossy().into_owned());
-                        let base = t
-                            .file_stem()
-                            .map_or("timeline".into(), |s| s.to_string_lossy().into_owned());
-                        t.with_file_name(format!("{base}-{stem}.png"))
-                    };
-                    let title = r
-                        .path
-                        .file_name()
-                        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+                    let path = instrec::tag::timeline_path(t, f, files.len() > 1);
                     // A requested output that cannot be written is a failure, not a warning.
                     if let Err(e) =
-                        instrec::report::plot_timeline(&path, &title, &r.timeline_windows())
+                        instrec::report::plot_timeline(&path, &r.title(), &r.timeline_windows())
                     {
                         let e = format!("timeline not written: {e}");
                         eprintln!("error: {e}");
@@ -1012,13 +987,8 @@ fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
         }
     }
     if matches!(a.format, TagFormat::Json) {
-        let out = serde_json::json!({
-            "classes": tagger.config.classes,
-            "thresholds": tagger.thresholds,
-            "files": results,
-            "failures": failures,
-        });
-        out!("{}", serde_json::to_string_pretty(&out)?);
+        let report = instrec::tag::json_report(&tagger, &results, &failures);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     }
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
