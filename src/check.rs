@@ -59,6 +59,35 @@ pub fn count0(what: &str, v: usize) -> Result<usize, String> {
     within(what, v, 0, MAX_COUNT)
 }
 
+/// A probability: 0 < p ≤ 1.
+pub fn probability(what: &str, p: f64) -> Result<f64, String> {
+    real(what, p, 0.0, 1.0, false)
+}
+
+/// Instruments in one mixture: 2 ≤ n ≤ [`MAX_MIX_SOURCES`].
+pub fn mix_sources(what: &str, n: usize) -> Result<usize, String> {
+    within(what, n, 2, MAX_MIX_SOURCES)
+}
+
+/// A gain range in dB: each end in −60…60, LOW ≤ HIGH.
+pub fn db_range(what: &str, g: [f64; 2]) -> Result<[f64; 2], String> {
+    for v in g {
+        real(what, v, -60.0, 60.0, true)?;
+    }
+    if g[0] > g[1] {
+        return Err(format!(
+            "{what} must be a range LOW,HIGH with LOW <= HIGH, got {},{}",
+            g[0], g[1]
+        ));
+    }
+    Ok(g)
+}
+
+/// A relative share: finite, 0 ≤ s ≤ 10⁶.
+pub fn share(what: &str, s: f64) -> Result<f64, String> {
+    real(what, s, 0.0, 1e6, true)
+}
+
 /// Clap value parsers: the flag's text through the rule (clap names the flag in its error).
 pub mod flag {
     fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
@@ -66,7 +95,7 @@ pub mod flag {
             .parse::<T>()
             .map_err(|_| format!("'{s}' is not a number"))
     }
-    fn rule<T: std::fmt::Display>(r: Result<T, String>) -> Result<T, String> {
+    fn rule<T>(r: Result<T, String>) -> Result<T, String> {
         // clap already names the flag: drop the setting's own name from the message.
         r.map_err(|e| {
             e.split_once(" must ")
@@ -100,31 +129,21 @@ pub mod flag {
     pub fn fraction(s: &str) -> Result<f64, String> {
         rule(super::real("fraction", num(s)?, 0.0, 0.9, false))
     }
-    /// A probability: 0 < p ≤ 1.
     pub fn probability(s: &str) -> Result<f64, String> {
-        rule(super::real("p", num(s)?, 0.0, 1.0, false))
+        rule(super::probability("p", num(s)?))
     }
-    /// Instruments in one mixture: 2 ≤ n ≤ 6.
     pub fn mix_sources(s: &str) -> Result<usize, String> {
-        rule(super::within("n", num(s)?, 2, super::MAX_MIX_SOURCES))
+        rule(super::mix_sources("n", num(s)?))
     }
-    /// A gain range in dB, `LOW,HIGH`, each in −60…60, LOW ≤ HIGH.
+    /// `LOW,HIGH` in dB.
     pub fn db_range(s: &str) -> Result<[f64; 2], String> {
         let (lo, hi) = s
             .split_once(',')
             .ok_or_else(|| format!("'{s}' is not a range LOW,HIGH in dB"))?;
-        let g = [num(lo)?, num(hi)?];
-        for v in g {
-            rule(super::real("g", v, -60.0, 60.0, true))?;
-        }
-        if g[0] > g[1] {
-            return Err(format!("'{s}': LOW must not exceed HIGH"));
-        }
-        Ok(g)
+        rule(super::db_range("g", [num(lo)?, num(hi)?]))
     }
-    /// A relative share: finite, ≥ 0.
     pub fn share(s: &str) -> Result<f64, String> {
-        rule(super::real("share", num(s)?, 0.0, 1e6, true))
+        rule(super::share("share", num(s)?))
     }
 }
 

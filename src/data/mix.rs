@@ -58,27 +58,14 @@ impl Default for MixConfig {
     }
 }
 
-use crate::check::MAX_MIX_SOURCES as MAX_SOURCES;
-
-/// The gain range rule shared by mixing and calibration.
-fn check_gain(what: &str, g: [f64; 2]) -> Result<(), String> {
-    for v in g {
-        crate::check::real(what, v, -60.0, 60.0, true)?;
-    }
-    if g[0] > g[1] {
-        return Err(format!(
-            "{what} must be a range LOW,HIGH with LOW <= HIGH, got {},{}",
-            g[0], g[1]
-        ));
-    }
-    Ok(())
-}
+use crate::check::{self, MAX_MIX_SOURCES as MAX_SOURCES};
 
 impl MixConfig {
+    /// The flags' rules (`check`), for settings read from a TOML or a run's `train.json`.
     pub fn check(&self) -> Result<(), String> {
-        crate::check::real("mix.prob", self.prob, 0.0, 1.0, false)?;
-        crate::check::within("mix.max_sources", self.max_sources, 2, MAX_SOURCES)?;
-        check_gain("mix.gain_db", self.gain_db)
+        check::probability("mix.prob", self.prob)?;
+        check::mix_sources("mix.max_sources", self.max_sources)?;
+        check::db_range("mix.gain_db", self.gain_db).map(|_| ())
     }
 }
 
@@ -108,7 +95,7 @@ impl Default for CalibrationConfig {
 
 impl CalibrationConfig {
     pub fn check(&self) -> Result<(), String> {
-        crate::check::within("calibration.mixtures", self.mixtures, 1, 100_000)?;
+        check::within("calibration.mixtures", self.mixtures, 1, 100_000)?;
         if self.shares.is_empty() || self.shares.len() > MAX_SOURCES {
             return Err(format!(
                 "calibration.shares must list 1 to {MAX_SOURCES} shares (of 1, 2, ... instruments), got {}",
@@ -116,12 +103,12 @@ impl CalibrationConfig {
             ));
         }
         for &s in &self.shares {
-            crate::check::real("calibration.shares", s, 0.0, 1e6, true)?;
+            check::share("calibration.shares", s)?;
         }
         if self.shares.iter().sum::<f64>() <= 0.0 {
             return Err("calibration.shares must not all be 0".into());
         }
-        check_gain("calibration.gain_db", self.gain_db)
+        check::db_range("calibration.gain_db", self.gain_db).map(|_| ())
     }
 }
 
