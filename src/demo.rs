@@ -101,16 +101,7 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
         .into_iter()
         .next()
         .expect("one report per aggregation");
-    let eval = eval_dir(&run, Aggregation::S1);
-    let mut written: Vec<PathBuf> = [
-        "report.json",
-        "report.md",
-        "per_class_f1.png",
-        "pr_curve.png",
-    ]
-    .iter()
-    .map(|f| eval.join(f))
-    .collect();
+    let mut written = crate::eval::report_files(&eval_dir(&run, Aggregation::S1)).to_vec();
     say("[4/4] tagging one test clip");
     let device = config.backend.device()?;
     let tagger = Tagger::load(&run.join(crate::train::MODEL_DIR), &device)?;

@@ -427,17 +427,14 @@ pub fn markdown(r: &EvalReport) -> String {
 /// Writes `report.json`, `report.md`, `per_class_f1.png` and `pr_curve.png` into `dir`.
 pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let json = dir.join("report.json");
+    let [json, md, bar, pr] = report_files(dir);
     write_atomic(&json, &serde_json::to_vec_pretty(r)?)?;
-    let md = dir.join("report.md");
     write_atomic(&md, markdown(r).as_bytes())?;
-    let mut written = vec![json, md];
     let main = r
         .result(ThresholdKind::TunedGlobal)
         .or_else(|| r.result(ThresholdKind::Fixed))
         .expect("fixed is always there");
     let f1: Vec<f64> = main.metrics.per_class.iter().map(|p| p.f1).collect();
-    let bar = dir.join("per_class_f1.png");
     let scores: Vec<Vec<f32>> = r.clip_scores.iter().map(|c| c.scores.clone()).collect();
     let labels: Vec<Vec<usize>> = r.clip_scores.iter().map(|c| c.labels.clone()).collect();
     let curve: Vec<(f64, f64)> = metrics::threshold_grid()
@@ -446,13 +443,23 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<Vec<PathBuf>> {
             (m.micro.recall, m.micro.precision)
         })
         .collect();
-    let pr = dir.join("pr_curve.png");
     // The numbers are saved by now; a plot that cannot be written still fails the command.
     crate::report::plot_per_class(&bar, &f1, &main.kind.to_string())
         .and_then(|_| crate::report::plot_pr(&pr, &curve))
         .map_err(|e| Error::Invalid(format!("plots not written: {e}")))?;
-    written.extend([bar, pr]);
-    Ok(written)
+    Ok(vec![json, md, bar, pr])
+}
+
+/// The files [`write_report`] writes into `dir`: `report.json`, `report.md`,
+/// `per_class_f1.png`, `pr_curve.png`.
+pub fn report_files(dir: &Path) -> [PathBuf; 4] {
+    [
+        "report.json",
+        "report.md",
+        "per_class_f1.png",
+        "pr_curve.png",
+    ]
+    .map(|f| dir.join(f))
 }
 
 #[cfg(test)]
