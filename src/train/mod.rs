@@ -438,13 +438,13 @@ fn validate(
             labels: valid[c].1.clone(),
         })
         .collect();
-    for (batch, refs) in examples.chunks(batch_size).zip(windows.chunks(batch_size)) {
+    for batch in examples.chunks(batch_size) {
         let (x, y) = batch_tensors(valid, batch, n_classes, device);
         let logits = eval.forward(x);
         let loss = bce_with_logits(logits.clone(), y);
         loss_sum += scalar(loss) * batch.len() as f64;
-        for (&(c, _), s) in refs.iter().zip(sigmoid_scores(logits)) {
-            per_clip[c].push(s);
+        for (m, s) in batch.iter().zip(sigmoid_scores(logits)) {
+            per_clip[m.sources[0].0].push(s);
         }
     }
     let scores: Vec<Vec<f32>> = per_clip
