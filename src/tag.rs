@@ -113,6 +113,36 @@ pub enum TunedOn {
 
 crate::util::display_as_value!(TunedOn);
 
+/// A bundle's thresholds of one kind, for `n` classes; an error names what the bundle lacks.
+fn tuned(
+    t: &crate::model::bundle::Thresholds,
+    n: usize,
+    which: TunedOn,
+) -> Result<Vec<f32>, String> {
+    let missing = |what: &str| {
+        format!("the bundle has no thresholds {what} (trained before they existed, or not tuned)")
+    };
+    match which {
+        TunedOn::Clips if t.source == "validation-tuned" => Ok(vec![t.global; n]),
+        TunedOn::Clips => Err(missing("tuned on validation clips")),
+        TunedOn::ClipsPerClass => t
+            .per_class
+            .clone()
+            .ok_or_else(|| missing("tuned per class on validation clips")),
+        TunedOn::Mixtures | TunedOn::MixturesPerClass => {
+            let m = t
+                .mixture
+                .as_ref()
+                .ok_or_else(|| missing("calibrated on validation mixtures"))?;
+            Ok(if which == TunedOn::Mixtures {
+                vec![m.global; n]
+            } else {
+                m.per_class.clone()
+            })
+        }
+    }
+}
+
 /// A loaded model ready to tag files.
 pub struct Tagger {
     pub model: Model,
@@ -133,12 +163,10 @@ impl Tagger {
     pub fn load(model_dir: &Path, device: &Device) -> Result<Self, BundleError> {
         let (model, config) = load_bundle(model_dir, device)?;
         let n = config.classes.len();
-        let t = &config.thresholds;
-        let thresholds = match (&t.mixture, &t.per_class) {
-            (Some(m), _) => vec![m.global; n],
-            (None, Some(p)) => p.clone(),
-            (None, None) => vec![t.global; n],
-        };
+        let thresholds = [TunedOn::Mixtures, TunedOn::ClipsPerClass]
+            .into_iter()
+            .find_map(|which| tuned(&config.thresholds, n, which).ok())
+            .unwrap_or_else(|| vec![config.thresholds.global; n]);
         Ok(Self {
             extractor: MelExtractor::new(config.features.clone()),
             model,
@@ -153,33 +181,7 @@ impl Tagger {
 
     /// Uses the bundle's thresholds of one kind; an error names what the bundle lacks.
     pub fn with_tuned(mut self, which: TunedOn) -> Result<Self, String> {
-        let n = self.config.classes.len();
-        let t = &self.config.thresholds;
-        let missing = |what: &str| {
-            format!(
-                "the bundle has no thresholds {what} (trained before they existed, or not tuned)"
-            )
-        };
-        let tuned = t.source == "validation-tuned";
-        self.thresholds = match which {
-            TunedOn::Clips if tuned => vec![t.global; n],
-            TunedOn::ClipsPerClass => t
-                .per_class
-                .clone()
-                .ok_or_else(|| missing("tuned per class on validation clips"))?,
-            TunedOn::Clips => return Err(missing("tuned on validation clips")),
-            TunedOn::Mixtures | TunedOn::MixturesPerClass => {
-                let m = t
-                    .mixture
-                    .as_ref()
-                    .ok_or_else(|| missing("calibrated on validation mixtures"))?;
-                if which == TunedOn::Mixtures {
-                    vec![m.global; n]
-                } else {
-                    m.per_class.clone()
-                }
-            }
-        };
+        self.thresholds = tuned(&self.config.thresholds, self.config.classes.len(), which)?;
         Ok(self)
     }
 
