@@ -203,6 +203,36 @@ struct MixArgs {
     calib_gain_db: [f64; 2],
 }
 
+impl TrainArgs {
+    /// The run these flags describe.
+    fn config(&self, data: PathBuf) -> instrec::train::TrainConfig {
+        let mut c = instrec::train::TrainConfig::paper(
+            data,
+            self.arch,
+            &self.init,
+            self.channels,
+            self.seed,
+        );
+        c.recipe = instrec::train::Recipe {
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            optimizer: self.optimizer,
+            warmup_epochs: self.warmup_epochs,
+            max_epochs: self.max_epochs,
+            patience: self.patience,
+            val_fraction: self.val_fraction,
+            split: self.split,
+        };
+        c.backend = self.backend;
+        if let Some(d) = &self.cache_dir {
+            c.cache_dir = d.clone();
+        }
+        self.mixing.apply(&mut c);
+        c
+    }
+}
+
 impl MixArgs {
     fn apply(&self, c: &mut instrec::train::TrainConfig) {
         c.mix = self.mix.then_some(MixConfig {
@@ -853,27 +883,7 @@ fn train_cmd(a: TrainArgs) -> Result<ExitCode> {
     let (outcome, dir) = match (&a.resume, &a.data, &a.out) {
         (Some(dir), _, _) => (instrec::train::resume(dir, &bars)?, dir.clone()),
         (None, Some(data), Some(out)) => {
-            let mut c = instrec::train::TrainConfig::paper(
-                data.clone(),
-                a.arch,
-                &a.init,
-                a.channels,
-                a.seed,
-            );
-            c.recipe.batch_size = a.batch_size;
-            c.recipe.lr = a.lr;
-            c.recipe.weight_decay = a.weight_decay;
-            c.recipe.optimizer = a.optimizer;
-            c.recipe.warmup_epochs = a.warmup_epochs;
-            c.recipe.max_epochs = a.max_epochs;
-            c.recipe.patience = a.patience;
-            c.recipe.val_fraction = a.val_fraction;
-            c.recipe.split = a.split;
-            c.backend = a.backend;
-            if let Some(d) = &a.cache_dir {
-                c.cache_dir = d.clone();
-            }
-            a.mixing.apply(&mut c);
+            let c = a.config(data.clone());
             (instrec::train::start(&c, out, &bars)?, out.clone())
         }
         _ => anyhow::bail!("give --data and --out, or --resume RUN_DIR"),
@@ -1147,43 +1157,111 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    fn train_config(flags: &[&str]) -> instrec::train::TrainConfig {
+        let mut args = vec!["instrec", "train", "--data", "d", "--out", "o"];
+        args.extend(flags);
+        let Command::Train(a) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not train")
+        };
+        a.config("d".into())
+    }
+
     /// The flags' defaults are the library's: a run from bare flags is the paper's recipe, and
     /// `--mix` alone gives the default mixing and calibration.
     #[test]
     fn flag_defaults_are_the_library_defaults() {
-        let cli = Cli::try_parse_from(["instrec", "train", "--data", "d", "--out", "o", "--mix"])
-            .unwrap();
-        let Command::Train(a) = cli.command else {
-            panic!("not train")
+        let paper = instrec::train::TrainConfig::paper(
+            "d".into(),
+            Arch::ResNet18,
+            "imagenet",
+            ChannelMode::Dup,
+            1,
+        );
+        assert_eq!(train_config(&[]), paper);
+        let mixed = train_config(&["--mix"]);
+        assert_eq!(mixed.mix, Some(MixConfig::default()));
+        assert_eq!(mixed.calibration, CalibrationConfig::default());
+    }
+
+    /// Every training flag lands in its own setting.
+    #[test]
+    fn each_train_flag_sets_its_setting() {
+        let c = train_config(&[
+            "--arch",
+            "han",
+            "--init",
+            "random",
+            "--channels",
+            "stereo",
+            "--seed",
+            "9",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.001",
+            "--weight-decay",
+            "0.01",
+            "--optimizer",
+            "adamw",
+            "--warmup-epochs",
+            "2",
+            "--max-epochs",
+            "40",
+            "--patience",
+            "7",
+            "--val-fraction",
+            "0.2",
+            "--split",
+            "random",
+            "--cache-dir",
+            "cc",
+            "--mix",
+            "--mix-prob",
+            "0.3",
+            "--mix-sources",
+            "2",
+            "--mix-gain-db=-3,0",
+            "--mix-partners",
+            "genre",
+            "--calib-mixtures",
+            "50",
+            "--calib-shares",
+            "1,2",
+            "--calib-gain-db=-9,-1",
+        ]);
+        let want = instrec::train::Recipe {
+            batch_size: 32,
+            lr: 0.001,
+            weight_decay: 0.01,
+            optimizer: instrec::train::OptimizerKind::AdamW,
+            warmup_epochs: 2,
+            max_epochs: 40,
+            patience: 7,
+            val_fraction: 0.2,
+            split: instrec::data::SplitMode::Random,
         };
-        let mut c =
-            instrec::train::TrainConfig::paper("d".into(), a.arch, &a.init, a.channels, a.seed);
-        let paper = c.clone();
-        a.mixing.apply(&mut c);
-        assert_eq!(c.mix, Some(MixConfig::default()));
-        assert_eq!(c.calibration, CalibrationConfig::default());
-        let recipe = (
-            a.batch_size,
-            a.lr,
-            a.weight_decay,
-            a.optimizer,
-            a.warmup_epochs,
-            a.max_epochs,
-            a.patience,
-            a.val_fraction,
-            a.split,
+        assert_eq!(c.recipe, want);
+        assert_eq!(
+            (c.arch, c.init.as_str(), c.channels, c.seed),
+            (Arch::Han, "random", ChannelMode::Stereo, 9)
         );
-        let want = (
-            paper.recipe.batch_size,
-            paper.recipe.lr,
-            paper.recipe.weight_decay,
-            paper.recipe.optimizer,
-            paper.recipe.warmup_epochs,
-            paper.recipe.max_epochs,
-            paper.recipe.patience,
-            paper.recipe.val_fraction,
-            paper.recipe.split,
+        assert_eq!(c.cache_dir, PathBuf::from("cc"));
+        assert_eq!(
+            c.mix,
+            Some(MixConfig {
+                prob: 0.3,
+                max_sources: 2,
+                gain_db: [-3.0, 0.0],
+                partners: instrec::data::mix::Partners::Genre,
+            })
         );
-        assert_eq!(recipe, want);
+        assert_eq!(
+            c.calibration,
+            CalibrationConfig {
+                mixtures: 50,
+                shares: vec![1.0, 2.0],
+                gain_db: [-9.0, -1.0],
+            }
+        );
     }
 }
