@@ -109,7 +109,7 @@ pub fn bench_model(
     time_train(1);
     let train = time_train(steps);
 
-    let eval = model.valid();
+    let eval = model.valid().fold_batchnorm();
     let xi = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), device);
     let time_infer = |n: usize| {
         let start = Instant::now();

@@ -162,6 +162,7 @@ impl Tagger {
     /// ones tuned on validation clips; else its global one.
     pub fn load(model_dir: &Path, device: &Device) -> Result<Self, BundleError> {
         let (model, config) = load_bundle(model_dir, device)?;
+        let model = model.fold_batchnorm();
         let n = config.classes.len();
         let thresholds = [TunedOn::Mixtures, TunedOn::ClipsPerClass]
             .into_iter()

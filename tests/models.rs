@@ -140,6 +140,7 @@ fn prng_resnet(arch: &str, device: &Device) -> ResNet {
 fn compare(model: &ResNet, dir: &Path, input: &str, logits: &str, pooled: &str, device: &Device) {
     let input = NpyArray::read(&dir.join(input)).unwrap();
     let x = tensor4(&input, device);
+    assert!(!model.bn1.folded, "compare() takes an unfolded model");
     let ours_pooled = model
         .features(x.clone())
         .into_data()
@@ -155,6 +156,28 @@ fn compare(model: &ResNet, dir: &Path, input: &str, logits: &str, pooled: &str, 
     eprintln!("{logits}: logits max|Δ|/max|y| {el:.2e}, pooled {ep:.2e}");
     assert!(el <= 1e-4, "{logits}: logits relative error {el:.2e}");
     assert!(ep <= 1e-4, "{pooled}: pooled relative error {ep:.2e}");
+
+    // Inference folds every BatchNorm into its convolution: the same logits within 1e-5.
+    let folded = model.clone().fold_batchnorm();
+    let input = tensor4(&input, device);
+    let folded_logits = folded
+        .forward(input)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let (fe, fp) = (
+        rel_err(&folded_logits, &ours_logits),
+        rel_err(&folded_logits, &exp_logits.data),
+    );
+    eprintln!("{logits}: BN-folded vs unfolded {fe:.2e}, vs PyTorch {fp:.2e}");
+    assert!(
+        fe <= 1e-5,
+        "{logits}: BN-folded logits relative error {fe:.2e}"
+    );
+    assert!(
+        fp <= 1e-4,
+        "{logits}: BN-folded vs PyTorch relative error {fp:.2e}"
+    );
 }
 
 fn check_prng(arch: &str, device: &Device) {

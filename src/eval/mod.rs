@@ -247,6 +247,7 @@ pub fn evaluate(
     crate::check::batch("batch_size", opts.batch_size)?;
     crate::check::threshold("fixed threshold", opts.fixed_threshold)?;
     let (model, config) = load_bundle(model_dir, device)?;
+    let model = model.fold_batchnorm();
     let set = Irmas::read(data)?;
     if set.test.is_empty() {
         fail!(

@@ -2,6 +2,7 @@
 //! (the device picks it), with torchvision weight import and a self-contained model bundle.
 
 pub mod bundle;
+pub mod conv;
 pub mod export;
 pub mod han;
 pub mod import;
@@ -86,6 +87,15 @@ impl Model {
             .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
             .map(|t| t.shape.iter().product::<usize>())
             .sum()
+    }
+
+    /// The network for inference: a ResNet's BatchNorms folded into its convolutions (exact to
+    /// float rounding; see [`ResNet::fold_batchnorm`]); Han as it is. Not for training.
+    pub fn fold_batchnorm(self) -> Self {
+        match self {
+            Self::ResNet(r) => Self::ResNet(r.fold_batchnorm()),
+            han => han,
+        }
     }
 
     /// Logits `[batch, classes]` for windows `[batch, 3, frames, mels]` (Han reads channel 0).

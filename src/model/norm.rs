@@ -8,7 +8,8 @@
 //! (`weight`, `bias`, `running_mean`, `running_var`), so `.pth` files load without renaming.
 
 use burn::module::{Flag, Module, Param, RunningState};
-use burn::tensor::{Device, Tensor};
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor, TensorData};
 
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
@@ -19,6 +20,8 @@ pub struct BatchNorm2d {
     pub training: Param<Flag>,
     pub momentum: f64,
     pub epsilon: f64,
+    /// Folded into the preceding convolution ([`fold`]): the identity from then on.
+    pub folded: bool,
 }
 
 impl BatchNorm2d {
@@ -35,10 +38,14 @@ impl BatchNorm2d {
             training: Param::from_bool(true),
             momentum: Self::MOMENTUM,
             epsilon: Self::EPSILON,
+            folded: false,
         }
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        if self.folded {
+            return input;
+        }
         if input.device().is_autodiff() && self.training.is_enabled() {
             self.forward_train(input)
         } else {
@@ -82,4 +89,55 @@ impl BatchNorm2d {
         self.running_var.update(var.detach());
         result.output
     }
+}
+
+/// Folds an eval-mode BatchNorm into the bias-free convolution before it:
+/// `W' = W·s`, `b' = β − μ·s` with `s = γ / √(var + ε)` per output channel, computed in f64.
+/// The convolution then gives what conv → BN gave, and the BatchNorm becomes the identity.
+pub fn fold(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
+    if bn.folded {
+        return;
+    }
+    let host = |t: Tensor<1>| -> Vec<f64> {
+        let v: Vec<f32> = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .expect("converted to f32");
+        v.into_iter().map(f64::from).collect()
+    };
+    let device = conv.weight.device();
+    let (gamma, beta) = (host(bn.weight.val()), host(bn.bias.val()));
+    let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
+    let scale: Vec<f64> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + bn.epsilon).sqrt())
+        .collect();
+    let old_bias = conv.bias.as_ref().map(|b| host(b.val()));
+    let bias: Vec<f32> = (0..scale.len())
+        .map(|c| {
+            let b0 = old_bias.as_ref().map_or(0.0, |b| b[c]);
+            ((b0 - mean[c]) * scale[c] + beta[c]) as f32
+        })
+        .collect();
+    let w = conv.weight.val();
+    let dims = w.dims();
+    let per_out = dims[1] * dims[2] * dims[3];
+    let w: Vec<f32> = w
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .expect("converted to f32");
+    let w: Vec<f32> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 * scale[i / per_out]) as f32)
+        .collect();
+    conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, dims), &device));
+    conv.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(bias, [dims[0]]),
+        &device,
+    )));
+    bn.folded = true;
 }

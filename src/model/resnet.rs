@@ -12,7 +12,18 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::norm::BatchNorm2d;
+use super::conv::conv2d;
+use super::norm::{self, BatchNorm2d};
+
+/// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
+/// all on the Flex backend.
+fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, then_relu: bool) -> Tensor<4> {
+    if bn.folded {
+        return conv2d(conv, x, then_relu);
+    }
+    let y = bn.forward(conv2d(conv, x, false));
+    if then_relu { relu(y) } else { y }
+}
 
 /// The two torchvision ResNets of the paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,7 +80,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        conv_bn(&self.conv, &self.bn, x, false)
     }
 }
 
@@ -106,8 +117,8 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = conv_bn(&self.conv1, &self.bn1, x, true);
+        let out = conv_bn(&self.conv2, &self.bn2, out, false);
         relu(out + identity)
     }
 }
@@ -144,9 +155,9 @@ impl Bottleneck {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = conv_bn(&self.conv1, &self.bn1, x, true);
+        let out = conv_bn(&self.conv2, &self.bn2, out, true);
+        let out = conv_bn(&self.conv3, &self.bn3, out, false);
         relu(out + identity)
     }
 }
@@ -177,6 +188,25 @@ impl Block {
         match self {
             Self::Basic(b) => b.forward(x),
             Self::Bottleneck(b) => b.forward(x),
+        }
+    }
+
+    fn fold_batchnorm(&mut self) {
+        let down = match self {
+            Self::Basic(b) => {
+                norm::fold(&mut b.conv1, &mut b.bn1);
+                norm::fold(&mut b.conv2, &mut b.bn2);
+                &mut b.downsample
+            }
+            Self::Bottleneck(b) => {
+                norm::fold(&mut b.conv1, &mut b.bn1);
+                norm::fold(&mut b.conv2, &mut b.bn2);
+                norm::fold(&mut b.conv3, &mut b.bn3);
+                &mut b.downsample
+            }
+        };
+        if let Some(d) = down {
+            norm::fold(&mut d.conv, &mut d.bn);
         }
     }
 }
@@ -211,6 +241,25 @@ impl ResNet {
         if let Some(b) = &self.fc.bias {
             let _ = b.val();
         }
+    }
+
+    /// For inference only: every BatchNorm folded into its convolution (eval-mode statistics), so
+    /// each conv → BN → ReLU is one convolution with a bias and a fused ReLU. The logits equal the
+    /// unfolded model's to float rounding; training a folded model is not meaningful.
+    pub fn fold_batchnorm(mut self) -> Self {
+        norm::fold(&mut self.conv1, &mut self.bn1);
+        for block in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            block.fold_batchnorm();
+        }
+        self
     }
 
     /// A randomly initialised ResNet (torchvision's initialisation) with `num_classes` outputs.
@@ -254,7 +303,7 @@ impl ResNet {
 
     /// Globally average-pooled features before `fc`: `[batch, 512 or 2048]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = conv_bn(&self.conv1, &self.bn1, x, true);
         let mut x = self.maxpool.forward(x);
         for block in self
             .layer1

@@ -427,7 +427,7 @@ fn validate(
 ) -> (f64, f64) {
     let n_classes = crate::CLASSES.len();
     let windows = windows_of(valid, Windowing::training());
-    let eval = model.valid();
+    let eval = model.valid().fold_batchnorm();
     let mut loss_sum = 0.0;
     let mut per_clip: Vec<Vec<Vec<f32>>> = vec![Vec::new(); valid.len()];
     let examples: Vec<Mixture> = windows
@@ -692,7 +692,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         config.calibration.mixtures
     ));
     let (thresholds, thresholds_s2) = tune_all_thresholds(
-        &best,
+        &best.clone().fold_batchnorm(),
         &data,
         &config.calibration,
         config.seed,

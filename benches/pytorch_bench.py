@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""What `instrec bench model` and `instrec bench features` measure, done with PyTorch.
+
+    pip install torch torchaudio torchvision numpy soundfile
+    python3 benches/pytorch_bench.py model --arch resnet18 --threads 2 [--device cuda]
+    python3 benches/pytorch_bench.py features FILE.wav --clips 20
+
+model: torchvision ResNet18/50 with 11 outputs on random [64, 3, 43, 128] windows; a training
+step is forward + BCEWithLogits + backward + Adam(5e-4, weight decay 5e-4); inference is the
+eval-mode forward under torch.inference_mode. One untimed warm-up step each, as instrec does.
+features: soundfile decode, channel mean, torchaudio.functional.resample to 22,050 Hz,
+MelSpectrogram(n_fft=2048, hop_length=512, n_mels=128), ln(x + 1e-6), one thread.
+Prints one JSON line. Not part of CI (benches/compare.sh runs it next to instrec).
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def bench_model(a):
+    import torchvision
+
+    torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    net = getattr(torchvision.models, a.arch)(num_classes=11).to(dev)
+    x = (torch.randn(a.batch, 3, 43, 128) * 3 - 8).to(dev)
+    y = (torch.rand(a.batch, 11) < 0.2).float().to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-4, weight_decay=5e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train(n):
+        net.train()
+        t = time.perf_counter()
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            loss.item()
+        sync()
+        return time.perf_counter() - t
+
+    def infer(n):
+        net.eval()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(n):
+                net(x).cpu()
+        sync()
+        return time.perf_counter() - t
+
+    train(1)
+    tr = train(a.steps)
+    infer(1)
+    inf = infer(a.steps)
+    return {
+        "what": "model",
+        "arch": a.arch,
+        "device": a.device,
+        "threads": a.threads,
+        "batch": a.batch,
+        "train_samples_per_s": a.batch * a.steps / tr,
+        "infer_samples_per_s": a.batch * a.steps / inf,
+        "torch": torch.__version__,
+    }
+
+
+def bench_features(a):
+    import soundfile
+    import torchaudio
+
+    torch.set_num_threads(1)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=22050, n_fft=2048, hop_length=512, n_mels=128
+    )
+
+    def one():
+        data, sr = soundfile.read(a.audio, dtype="float32", always_2d=True)
+        x = torch.from_numpy(np.ascontiguousarray(data.T)).mean(0)
+        if sr != 22050:
+            x = torchaudio.functional.resample(x, sr, 22050)
+        m = torch.log(mel(x) + 1e-6)
+        return data.shape[0] / sr, m
+
+    one()
+    t = time.perf_counter()
+    audio = sum(one()[0] for _ in range(a.clips))
+    wall = time.perf_counter() - t
+    return {
+        "what": "features",
+        "threads": 1,
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+        "audio_s_per_s": audio / wall,
+        "torchaudio": torchaudio.__version__,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("model")
+    m.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
+    m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--batch", type=int, default=64)
+    m.add_argument("--steps", type=int, default=5)
+    m.add_argument("--device", default="cpu")
+    f = sub.add_parser("features")
+    f.add_argument("audio")
+    f.add_argument("--clips", type=int, default=20)
+    a = ap.parse_args()
+    r = bench_model(a) if a.cmd == "model" else bench_features(a)
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+//! 2-D convolution on the Flex (CPU) backend as im2col + one GEMM over many images at once,
+//! forward and backward. Other backends keep burn's own convolution.
+//!
+//! Why: burn-flex multiplies image by image, so in ResNet's late stages (3×8 and 2×4 outputs for a
+//! 43×128 window) each GEMM has 8–24 columns and re-reads the whole weight matrix per image; its
+//! weight gradient is a convolution over batch↔channel-swapped tensors (again a GEMM with 9
+//! columns) and its input gradient a transposed convolution. Here the columns of all images of a
+//! chunk go into one GEMM, and the two gradients are the two other products of the same three
+//! matrices: `dW = dY·colᵀ`, `dcol = Wᵀ·dY` then col2im.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The most floats one chunk's im2col matrix may hold (16 MB): images are grouped up to it.
+/// Even ResNet's stem then multiplies over ~28,000 columns at a time.
+const CHUNK_FLOATS: usize = 1 << 22;
+
+/// Scratch buffers reused across calls: fresh multi-megabyte buffers cost a page fault and a
+/// page clear per 4 KB (≈10 % of a training step when each call allocated its own).
+static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A scratch buffer of `len` floats; its contents are unspecified (every user overwrites it).
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn take(len: usize) -> Self {
+        let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = match pool.iter().position(|b| b.capacity() >= len) {
+            Some(i) => pool.swap_remove(i),
+            None => pool.pop().unwrap_or_default(),
+        };
+        drop(pool);
+        v.resize(len, 0.0);
+        Self(v)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+        // A few buffers cover a forward or backward pass; more would only hold memory.
+        if pool.len() < 4 {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+/// Shapes of one convolution (no groups, no dilation: what the ResNets use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+}
+
+impl Geometry {
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad[0] - self.k_h) / self.stride[0] + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad[1] - self.k_w) / self.stride[1] + 1
+    }
+    /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
+    fn k(&self) -> usize {
+        self.c_in * self.k_h * self.k_w
+    }
+    /// Output positions per image.
+    fn p(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+    fn images_per_chunk(&self) -> usize {
+        (CHUNK_FLOATS / (self.k() * self.p()).max(1)).clamp(1, self.batch.max(1))
+    }
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let per = self.images_per_chunk();
+        let batch = self.batch;
+        (0..batch.div_ceil(per)).map(move |i| (i * per, ((i + 1) * per).min(batch)))
+    }
+}
+
+/// The output columns `lo..hi` of one kernel tap that read inside the input along one axis.
+fn valid_range(out: usize, input: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
+    // Input index = o·stride + tap − pad must lie in 0..input.
+    let lo = pad.saturating_sub(tap).div_ceil(stride).min(out);
+    let hi = if input + pad > tap {
+        ((input + pad - tap - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
+/// im2col of images `b0..b1`: `col[k][(b − b0)·P + p]`, k = (channel, kernel row, kernel column).
+fn im2col(x: &[f32], g: &Geometry, b0: usize, b1: usize, col: &mut [f32]) {
+    let (p, out_h, out_w) = (g.p(), g.out_h(), g.out_w());
+    let n = (b1 - b0) * p;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.pad;
+    col[..g.k() * n]
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let c = row / (g.k_h * g.k_w);
+            let (ki, kj) = ((row / g.k_w) % g.k_h, row % g.k_w);
+            let (w_lo, w_hi) = valid_range(out_w, g.w, sw, pw, kj);
+            let (h_lo, h_hi) = valid_range(out_h, g.h, sh, ph, ki);
+            for (bi, b) in (b0..b1).enumerate() {
+                let plane = &x[(b * g.c_in + c) * g.h * g.w..][..g.h * g.w];
+                let out = &mut dst[bi * p..(bi + 1) * p];
+                for oh in 0..out_h {
+                    let orow = &mut out[oh * out_w..(oh + 1) * out_w];
+                    if oh < h_lo || oh >= h_hi {
+                        orow.fill(0.0);
+                        continue;
+                    }
+                    let ih = oh * sh + ki - ph;
+                    let src = &plane[ih * g.w..(ih + 1) * g.w];
+                    orow[..w_lo].fill(0.0);
+                    orow[w_hi..].fill(0.0);
+                    let first = w_lo * sw + kj - pw;
+                    if sw == 1 {
+                        orow[w_lo..w_hi].copy_from_slice(&src[first..first + (w_hi - w_lo)]);
+                    } else {
+                        for (i, v) in orow[w_lo..w_hi].iter_mut().enumerate() {
+                            *v = src[first + i * sw];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The adjoint of [`im2col`]: adds `col` (images `b0..b1`) into `dx` laid out `[c][b][h·w]`.
+fn col2im(col: &[f32], g: &Geometry, b0: usize, b1: usize, dx_cb: &mut [f32]) {
+    let (p, out_h, out_w) = (g.p(), g.out_h(), g.out_w());
+    let n = (b1 - b0) * p;
+    let hw = g.h * g.w;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.pad;
+    let taps = g.k_h * g.k_w;
+    dx_cb
+        .par_chunks_mut(g.batch * hw)
+        .enumerate()
+        .for_each(|(c, planes)| {
+            for tap in 0..taps {
+                let (ki, kj) = (tap / g.k_w, tap % g.k_w);
+                let src_row = &col[(c * taps + tap) * n..][..n];
+                let (w_lo, w_hi) = valid_range(out_w, g.w, sw, pw, kj);
+                let (h_lo, h_hi) = valid_range(out_h, g.h, sh, ph, ki);
+                for (bi, b) in (b0..b1).enumerate() {
+                    let plane = &mut planes[b * hw..(b + 1) * hw];
+                    for oh in h_lo..h_hi {
+                        let ih = oh * sh + ki - ph;
+                        let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
+                        let src = &src_row[bi * p + oh * out_w..][..out_w];
+                        let first = w_lo * sw + kj - pw;
+                        for (i, v) in src[w_lo..w_hi].iter().enumerate() {
+                            dst[first + i * sw] += v;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// `c[m×n] (+)= a·b`, row-major `c`; `a` and `b` are given with (row, column) strides so that
+/// transposes cost nothing.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_strides: [usize; 2],
+    b: &[f32],
+    b_strides: [usize; 2],
+) {
+    assert!(c.len() >= m * n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_strides[0] + (k - 1) * a_strides[1]);
+    assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_strides[0] + (n - 1) * b_strides[1]);
+    // SAFETY: the asserts above keep every index gemm reads or writes inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_strides[1] as isize,
+            a_strides[0] as isize,
+            b.as_ptr(),
+            b_strides[1] as isize,
+            b_strides[0] as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
+/// Forward: `y[b][co][p] = Σ_k w[co][k]·col[k][b·P + p] + bias[co]`, then ReLU if asked (the
+/// inference path with BatchNorm folded in).
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geometry) -> Vec<f32> {
+    let (k, p, c_out) = (g.k(), g.p(), g.c_out);
+    let mut y = vec![0f32; g.batch * c_out * p];
+    let mut col = Scratch::take(k * g.images_per_chunk() * p);
+    let mut out = Scratch::take(c_out * g.images_per_chunk() * p);
+    for (b0, b1) in g.chunks() {
+        let n = (b1 - b0) * p;
+        im2col(x, g, b0, b1, &mut col.0);
+        gemm(c_out, n, k, &mut out.0, false, w, [k, 1], &col.0, [n, 1]);
+        y[b0 * c_out * p..b1 * c_out * p]
+            .par_chunks_mut(c_out * p)
+            .enumerate()
+            .for_each(|(bi, img)| {
+                for (co, dst) in img.chunks_mut(p).enumerate() {
+                    let src = &out.0[co * n + bi * p..][..p];
+                    let add = bias.map_or(0.0, |b| b[co]);
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        let v = s + add;
+                        *d = if relu { v.max(0.0) } else { v };
+                    }
+                }
+            });
+    }
+    y
+}
+
+/// Backward: the gradients of the input and of the weights (each only if asked) for the
+/// output gradient `dy` `[b][co][p]`.
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (k, p, c_out) = (g.k(), g.p(), g.c_out);
+    let per = g.images_per_chunk();
+    let mut col = Scratch::take(k * per * p);
+    let mut dyc = Scratch::take(c_out * per * p);
+    let mut dw = want_dw.then(|| vec![0f32; c_out * k]);
+    let mut dx_cb = want_dx.then(|| vec![0f32; g.c_in * g.batch * g.h * g.w]);
+    for (i, (b0, b1)) in g.chunks().enumerate() {
+        let n = (b1 - b0) * p;
+        // dY of the chunk as [co][b·P + p].
+        dyc.0[..c_out * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(co, row)| {
+                for (bi, b) in (b0..b1).enumerate() {
+                    row[bi * p..(bi + 1) * p].copy_from_slice(&dy[(b * c_out + co) * p..][..p]);
+                }
+            });
+        if let Some(dw) = &mut dw {
+            im2col(x, g, b0, b1, &mut col.0);
+            // dW[co][k] += Σ_n dY[co][n]·col[k][n]
+            gemm(c_out, k, n, dw, i > 0, &dyc.0, [n, 1], &col.0, [1, n]);
+        }
+        if let Some(dx_cb) = &mut dx_cb {
+            // dcol[k][n] = Σ_co W[co][k]·dY[co][n]
+            gemm(k, n, c_out, &mut col.0, false, w, [1, k], &dyc.0, [n, 1]);
+            col2im(&col.0, g, b0, b1, dx_cb);
+        }
+    }
+    // [c][b][hw] → [b][c][hw]
+    let dx = dx_cb.map(|cb| {
+        let hw = g.h * g.w;
+        let mut dx = vec![0f32; cb.len()];
+        dx.par_chunks_mut(g.c_in * hw)
+            .enumerate()
+            .for_each(|(b, img)| {
+                for (c, plane) in img.chunks_mut(hw).enumerate() {
+                    plane.copy_from_slice(&cb[(c * g.batch + b) * hw..][..hw]);
+                }
+            });
+        dx
+    });
+    (dx, dw)
+}
+
+fn geometry(x: [usize; 4], w: [usize; 4], conv: &Conv2d) -> Option<Geometry> {
+    let ([batch, c_in, h, w_in], [c_out, c_in_w, k_h, k_w]) = (x, w);
+    let pad = match &conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == bottom && left == right =>
+        {
+            [*top, *left]
+        }
+        burn::nn::PaddingConfig2d::Valid => [0, 0],
+        _ => return None,
+    };
+    let g = Geometry {
+        batch,
+        c_in,
+        h,
+        w: w_in,
+        c_out,
+        k_h,
+        k_w,
+        stride: conv.stride,
+        pad,
+    };
+    let fits = conv.groups == 1
+        && conv.dilation == [1, 1]
+        && c_in == c_in_w
+        && h + 2 * pad[0] >= k_h
+        && w_in + 2 * pad[1] >= k_w
+        && g.stride.iter().all(|&s| s > 0);
+    fits.then_some(g)
+}
+
+fn flex_tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// Where a tensor lives, for choosing a convolution.
+enum Route {
+    Flex,
+    FlexAutodiff,
+    Other,
+}
+
+fn route(x: &Tensor<4>) -> Route {
+    use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
+    if x.dtype() != DType::F32 {
+        return Route::Other;
+    }
+    let device = x.device();
+    let autodiff = device.is_autodiff();
+    let strategy = device.gradient_checkpointing_strategy();
+    match device.inner().as_dispatch() {
+        DispatchDevice::Flex(_) if !autodiff => Route::Flex,
+        DispatchDevice::Flex(_) if strategy == Some(GradientCheckpointingStrategy::Disabled) => {
+            Route::FlexAutodiff
+        }
+        #[allow(unreachable_patterns)]
+        _ => Route::Other,
+    }
+}
+
+/// `conv.forward(x)`, then ReLU if `relu`; on Flex through this module's kernels.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let plain = |x: Tensor<4>| {
+        let y = conv.forward(x);
+        if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
+    };
+    let weight = conv.weight.val();
+    let Some(g) = geometry(x.dims(), weight.dims(), conv) else {
+        return plain(x);
+    };
+    match route(&x) {
+        Route::Flex => {
+            let (Ok(xp), Ok(wp)) = (
+                x.clone().try_into_primitive::<Flex>(),
+                weight.try_into_primitive::<Flex>(),
+            ) else {
+                return plain(x);
+            };
+            let bias = match conv
+                .bias
+                .as_ref()
+                .map(|b| b.val().try_into_primitive::<Flex>())
+            {
+                None => None,
+                Some(Ok(b)) => Some(b.to_contiguous()),
+                Some(Err(_)) => return plain(x),
+            };
+            let (xp, wp) = (xp.to_contiguous(), wp.to_contiguous());
+            let y = forward(
+                xp.storage::<f32>(),
+                wp.storage::<f32>(),
+                bias.as_ref().map(|b| b.storage::<f32>()),
+                relu,
+                &g,
+            );
+            Tensor::from_primitive::<Flex>(flex_tensor(y, [g.batch, g.c_out, g.out_h(), g.out_w()]))
+        }
+        Route::FlexAutodiff if conv.bias.is_none() => {
+            let Some(y) = autodiff_conv(x.clone(), weight, g) else {
+                return plain(x);
+            };
+            if relu {
+                burn::tensor::activation::relu(y)
+            } else {
+                y
+            }
+        }
+        _ => plain(x),
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (NodeId, NodeId, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x_state, w_state, g) = ops.state;
+        let x = ckpt.retrieve_node_output::<FlexTensor>(x_state);
+        let w = ckpt.retrieve_node_output::<FlexTensor>(w_state);
+        let (x, w, dy) = (x.to_contiguous(), w.to_contiguous(), dy.to_contiguous());
+        let (dx, dw) = backward(
+            x.storage::<f32>(),
+            w.storage::<f32>(),
+            dy.storage::<f32>(),
+            &g,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, flex_tensor(dx, [g.batch, g.c_in, g.h, g.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, flex_tensor(dw, [g.c_out, g.c_in, g.k_h, g.k_w]));
+        }
+    }
+}
+
+/// The convolution as one autodiff node with [`backward`] as its gradient; `None` if the tensors
+/// are not both autodiff Flex tensors.
+fn autodiff_conv(x: Tensor<4>, weight: Tensor<4>, g: Geometry) -> Option<Tensor<4>> {
+    type Ad = Autodiff<Flex, NoCheckpointing>;
+    let (Ok(x), Ok(w)) = (
+        x.try_into_primitive::<Ad>(),
+        weight.try_into_primitive::<Ad>(),
+    ) else {
+        return None;
+    };
+    let run = |x: &FlexTensor, w: &FlexTensor| {
+        let (x, w) = (x.to_contiguous(), w.to_contiguous());
+        let y = forward(x.storage::<f32>(), w.storage::<f32>(), None, false, &g);
+        flex_tensor(y, [g.batch, g.c_out, g.out_h(), g.out_w()])
+    };
+    let out = match ConvBackward
+        .prepare::<NoCheckpointing>([x.node(), w.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let w_state = prep.checkpoint(&w);
+            let y = run(x.primitive(), w.primitive());
+            prep.finish((x_state, w_state, g), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run(x.primitive(), w.primitive())),
+    };
+    Some(Tensor::from_primitive::<Ad>(out))
+}

@@ -1,0 +1,156 @@
+//! instrec's own CPU kernels against burn's paths on random inputs: the convolution forward
+//! and its two gradients (model::conv) for the ResNet shapes, strides 1 and 2, with and without
+//! padding, over one and several image chunks.
+
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use instrec::model::conv;
+
+fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// max |a − b| over max |b|.
+fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(ours.len(), expected.len());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
+    let max = ours
+        .iter()
+        .zip(expected)
+        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+    max / scale
+}
+
+/// (batch, c_in, h, w, c_out, kernel, stride, pad)
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CASES: &[Case] = &[
+    // ResNet18 on a 43×128 window: stem, stage 1, downsampling 3×3 and 1×1, stage 4.
+    (3, 3, 43, 128, 64, 7, 2, 3),
+    (2, 64, 11, 32, 64, 3, 1, 1),
+    (2, 64, 11, 32, 128, 3, 2, 1),
+    (2, 64, 11, 32, 128, 1, 2, 0),
+    (4, 256, 3, 8, 512, 3, 2, 1),
+    (4, 512, 2, 4, 512, 3, 1, 1),
+    // ResNet50's 1×1 reduce.
+    (2, 256, 6, 16, 64, 1, 1, 0),
+    // Odd shapes: no padding, even kernel, padding wider than the stride.
+    (3, 5, 7, 9, 4, 3, 1, 0),
+    (2, 3, 6, 5, 4, 2, 2, 1),
+    (1, 2, 5, 5, 3, 3, 3, 2),
+    // Several chunks: 64·9 rows × 200·200 positions exceed one chunk per image.
+    (2, 64, 200, 200, 4, 3, 1, 1),
+];
+
+fn layer(case: &Case, bias: bool, device: &Device) -> Conv2d {
+    let &(_, cin, _, _, cout, k, s, p) = case;
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([s, s])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(bias)
+        .init(device)
+}
+
+fn options(case: &Case) -> ConvOptions<2> {
+    let &(_, _, _, _, _, _, s, p) = case;
+    ConvOptions::new([s, s], [p, p], [1, 1], 1)
+}
+
+#[test]
+fn conv_forward_matches_burn_with_and_without_bias_and_relu() {
+    let device = Device::flex();
+    for case in CASES {
+        let &(b, cin, h, w, ..) = case;
+        for bias in [false, true] {
+            let layer = layer(case, bias, &device);
+            let x = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let reference = conv2d(
+                x.clone(),
+                layer.weight.val(),
+                layer.bias.as_ref().map(|b| b.val()),
+                options(case),
+            );
+            let ours = conv::conv2d(&layer, x.clone(), false);
+            assert_eq!(ours.dims(), reference.dims(), "{case:?}");
+            let e = rel_err(&values(ours), &values(reference.clone()));
+            assert!(
+                e < 1e-5,
+                "{case:?} bias {bias}: forward relative error {e:.2e}"
+            );
+            let ours = values(conv::conv2d(&layer, x, true));
+            let e = rel_err(&ours, &values(burn::tensor::activation::relu(reference)));
+            assert!(
+                e < 1e-5,
+                "{case:?} bias {bias}: fused ReLU relative error {e:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_gradients_match_burns_autodiff() {
+    let device = Device::flex().autodiff();
+    for case in CASES {
+        let &(b, cin, h, w, ..) = case;
+        let layer = layer(case, false, &device);
+        let x0 = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        // A random linear function of the output, so every output gradient differs.
+        let r = Tensor::<4>::random(
+            conv2d(x0.clone(), layer.weight.val(), None, options(case)).dims(),
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let probe = |y: Tensor<4>| (y * r.clone()).sum();
+        let x = x0.clone().detach().require_grad();
+        let weight = layer.weight.val().detach().require_grad();
+        let loss = probe(conv2d(x.clone(), weight.clone(), None, options(case)));
+        let grads = loss.backward();
+        let (dx_ref, dw_ref) = (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap());
+
+        let x = x0.detach().require_grad();
+        let mut ours = layer.clone();
+        ours.weight = Param::from_tensor(layer.weight.val().detach().require_grad());
+        let loss = probe(conv::conv2d(&ours, x.clone(), false));
+        let grads = loss.backward();
+        let dx = x.grad(&grads).unwrap();
+        let dw = ours.weight.val().grad(&grads).unwrap();
+
+        // Each gradient sums up to 80,000 products in f32 in another order than burn: ~√n·ε
+        // relative apart (≈2e-5), where a wrong index or a missed chunk is off by O(1).
+        let e = rel_err(&values(dx), &values(dx_ref));
+        assert!(e < 1e-4, "{case:?}: input gradient relative error {e:.2e}");
+        let e = rel_err(&values(dw), &values(dw_ref));
+        assert!(e < 1e-4, "{case:?}: weight gradient relative error {e:.2e}");
+    }
+}
+
+#[test]
+fn conv_gradient_is_the_numerical_derivative() {
+    // f(x) = Σ conv(x)·r: its derivative along a direction d equals (f(x + εd) − f(x − εd)) / 2ε.
+    let device = Device::flex().autodiff();
+    let case = &(2, 3, 7, 6, 4, 3, 2, 1);
+    let layer = layer(case, false, &device);
+    let x = Tensor::<4>::random([2, 3, 7, 6], Distribution::Normal(0.0, 1.0), &device);
+    let r = Tensor::<4>::random([2, 4, 4, 3], Distribution::Normal(0.0, 1.0), &device);
+    let d = Tensor::<4>::random([2, 3, 7, 6], Distribution::Normal(0.0, 1.0), &device);
+    let xg = x.clone().require_grad();
+    let grads = (conv::conv2d(&layer, xg.clone(), false) * r.clone())
+        .sum()
+        .backward();
+    let analytic = (xg.grad(&grads).unwrap() * d.clone().inner())
+        .sum()
+        .into_scalar::<f64>();
+    let eps = 1e-2;
+    let f = |x: Tensor<4>| {
+        (conv::conv2d(&layer, x, false) * r.clone())
+            .sum()
+            .into_scalar::<f64>()
+    };
+    let numeric = (f(x.clone() + d.clone() * eps) - f(x - d * eps)) / (2.0 * eps);
+    let e = (analytic - numeric).abs() / analytic.abs().max(1.0);
+    assert!(e < 1e-3, "analytic {analytic} vs numeric {numeric}");
+}
