@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{Cursor, ErrorKind};
 use std::path::Path;
 
-use symphonia::core::audio::SampleBuffer;
+use symphonia::core::audio::{AudioBuffer, Signal};
 use symphonia::core::codecs::{CODEC_TYPE_FLAC, CODEC_TYPE_NULL, CodecType, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::FormatOptions;
@@ -93,10 +93,19 @@ pub fn select_channel(channels: &[Vec<f32>], which: Channel) -> Vec<f32> {
     match which {
         Channel::Mono if channels.len() == 1 => channels[0].clone(),
         Channel::Mono => {
+            // Channel by channel (vectorised), summed in channel order as before.
+            if let [a, b] = channels {
+                return a.iter().zip(b).map(|(a, b)| (a + b) / 2.0).collect();
+            }
+            let mut out = channels[0].clone();
+            for c in &channels[1..] {
+                for (o, v) in out.iter_mut().zip(c) {
+                    *o += v;
+                }
+            }
             let n = channels.len() as f32;
-            (0..channels[0].len())
-                .map(|i| channels.iter().map(|c| c[i]).sum::<f32>() / n)
-                .collect()
+            out.iter_mut().for_each(|o| *o /= n);
+            out
         }
         Channel::Left => channels[0].clone(),
         Channel::Right => channels[1.min(channels.len() - 1)].clone(),
@@ -143,7 +152,7 @@ pub struct AudioStream {
     decoded: u64,
     bad_packets: usize,
     pending: Option<Vec<Vec<f32>>>,
-    buf: Option<SampleBuffer<f32>>,
+    buf: Option<AudioBuffer<f32>>,
     finished: bool,
 }
 
@@ -367,18 +376,15 @@ impl AudioStream {
                     if decoded.frames() == 0 {
                         continue;
                     }
-                    let needed = decoded.capacity() as u64;
+                    // Planar f32 (i16 → s / 32768, as torchaudio): each channel is one copy.
                     let b = match &mut self.buf {
-                        Some(b) if b.capacity() as u64 >= needed * n_ch as u64 => b,
-                        _ => self.buf.insert(SampleBuffer::new(needed, spec)),
+                        Some(b) if b.capacity() >= decoded.capacity() && *b.spec() == spec => b,
+                        _ => self
+                            .buf
+                            .insert(AudioBuffer::new(decoded.capacity() as u64, spec)),
                     };
-                    b.copy_interleaved_ref(decoded);
-                    let mut block = vec![Vec::with_capacity(b.samples().len() / n_ch); n_ch];
-                    for frame in b.samples().chunks_exact(n_ch) {
-                        for (c, &s) in block.iter_mut().zip(frame) {
-                            c.push(s);
-                        }
-                    }
+                    decoded.convert(b);
+                    let block: Vec<Vec<f32>> = (0..n_ch).map(|c| b.chan(c).to_vec()).collect();
                     self.decoded += block[0].len() as u64;
                     return Ok(Some(block));
                 }
@@ -460,7 +466,9 @@ impl StreamResampler {
         self.received += x.len();
         // A step is final once its whole filter span has arrived.
         while self.step * orig + taps - width <= self.received {
-            self.emit_step(out, usize::MAX);
+            if self.emit_halving_run(out) == 0 {
+                self.emit_step(out, usize::MAX);
+            }
         }
         self.trim();
     }
@@ -479,32 +487,99 @@ impl StreamResampler {
     fn emit_step(&mut self, out: &mut Vec<f32>, target: usize) {
         let r = self.kernel.as_ref().expect("resampling");
         let start = (self.step * r.orig) as isize - r.width as isize;
-        let at = |i: isize| -> f64 {
+        let at = |i: isize| -> f32 {
             if i < 0 || i as usize >= self.received {
                 0.0
             } else {
-                self.buf[i as usize - self.base] as f64
+                self.buf[i as usize - self.base]
             }
         };
-        let inside = start >= 0 && (start as usize + r.taps) <= self.received;
+        // Whole padded spans inside the buffer take the fast path.
+        let inside = start >= 0 && (start as usize + r.padded) <= self.buf.len() + self.base;
+        let mut edge = Vec::new();
         for phase in 0..r.new {
             if self.produced == target {
                 break;
             }
-            let k = &r.kernel[phase * r.taps..(phase + 1) * r.taps];
-            let acc: f64 = if inside {
-                let s = &self.buf[start as usize - self.base..start as usize - self.base + r.taps];
-                s.iter().zip(k).map(|(&a, &b)| a as f64 * b).sum()
+            let k = &r.kernel[phase * r.padded..][..r.padded];
+            // In f32, as torchaudio's conv1d; the same sum at the edges, where the span is copied
+            // out with zeros past either end, so a stream equals the whole signal bit for bit.
+            let acc = if r.is_halving() {
+                // The order emit_halving_run sums in.
+                (0..r.taps).fold(0f32, |acc, j| acc + k[j] * at(start + j as isize))
+            } else if inside {
+                crate::util::dot(&self.buf[start as usize - self.base..][..r.padded], k)
             } else {
-                k.iter()
-                    .enumerate()
-                    .map(|(j, &b)| at(start + j as isize) * b)
-                    .sum()
+                edge.clear();
+                edge.extend((0..r.padded as isize).map(|j| at(start + j)));
+                crate::util::dot(&edge, k)
             };
-            out.push(acc as f32);
+            out.push(acc);
             self.produced += 1;
         }
         self.step += 1;
+    }
+
+    /// 44.1 → 22.05 kHz (every IRMAS file): the outputs of the steps whose span lies inside
+    /// the buffer, eight at a time across outputs from the even and odd samples, each summed
+    /// over the taps in order (as `emit_step` sums a single one). Returns the steps emitted.
+    fn emit_halving_run(&mut self, out: &mut Vec<f32>) -> usize {
+        let Some(r) = self.kernel.as_ref().filter(|r| r.is_halving()) else {
+            return 0;
+        };
+        let (taps, width) = (r.taps, r.width);
+        let first = self.step;
+        if 2 * first < width + self.base || self.received + width < taps {
+            return 0;
+        }
+        // Steps s with 2s − width + taps ≤ received.
+        let end = (self.received + width - taps) / 2 + 1;
+        if end < first + 8 {
+            return 0;
+        }
+        let m = end - first;
+        let x = &self.buf[2 * first - width - self.base..];
+        let lanes = m + taps / 2;
+        let (mut even, mut odd) = (vec![0f32; lanes], vec![0f32; lanes]);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(x.chunks(2)) {
+            *e = pair[0];
+            *o = pair.get(1).copied().unwrap_or(0.0);
+        }
+        let k = &r.kernel[..taps];
+        let tap = |i: usize, j: usize| {
+            if j.is_multiple_of(2) {
+                even[i + j / 2]
+            } else {
+                odd[i + j / 2]
+            }
+        };
+        out.reserve(m);
+        let mut i = 0;
+        while i + 8 <= m {
+            let mut acc = [0f32; 8];
+            let lane =
+                |v: &[f32], at: usize| -> [f32; 8] { v[at..at + 8].try_into().expect("8 lanes") };
+            for (q, pair) in k.chunks(2).enumerate() {
+                let e = lane(&even, i + q);
+                for l in 0..8 {
+                    acc[l] += pair[0] * e[l];
+                }
+                if let Some(&k1) = pair.get(1) {
+                    let o = lane(&odd, i + q);
+                    for l in 0..8 {
+                        acc[l] += k1 * o[l];
+                    }
+                }
+            }
+            out.extend_from_slice(&acc);
+            i += 8;
+        }
+        for i in i..m {
+            out.push((0..taps).fold(0f32, |acc, j| acc + k[j] * tap(i, j)));
+        }
+        self.step += m;
+        self.produced += m;
+        m
     }
 
     /// Drops input no future step reads.
@@ -538,9 +613,11 @@ pub struct Resampler {
     new: usize,
     /// Half-width of the filter in input samples.
     width: usize,
-    /// `new` phases × `taps` coefficients.
-    kernel: Vec<f64>,
+    /// `new` phases × `padded` coefficients: `taps` of them, then zeros up to a multiple of 8 so
+    /// that each output is whole 8-lane products (a zero tap adds an exact 0).
+    kernel: Vec<f32>,
     taps: usize,
+    padded: usize,
 }
 
 impl Resampler {
@@ -556,8 +633,9 @@ impl Resampler {
         let base_freq = orig.min(new) as f64 * Self::ROLLOFF;
         let width = (lpw * orig as f64 / base_freq).ceil() as usize;
         let taps = 2 * width + orig;
+        let padded = taps.next_multiple_of(8);
         let scale = base_freq / orig as f64;
-        let mut kernel = Vec::with_capacity(new * taps);
+        let mut kernel = Vec::with_capacity(new * padded);
         for phase in 0..new {
             for k in 0..taps {
                 let idx = (k as f64 - width as f64) / orig as f64;
@@ -567,8 +645,9 @@ impl Resampler {
                 let tp = t * std::f64::consts::PI;
                 let sinc = if tp == 0.0 { 1.0 } else { tp.sin() / tp };
                 // torchaudio builds the kernel in the input's dtype (float32).
-                kernel.push(((sinc * window * scale) as f32) as f64);
+                kernel.push((sinc * window * scale) as f32);
             }
+            kernel.resize((phase + 1) * padded, 0.0);
         }
         Self {
             orig,
@@ -576,7 +655,13 @@ impl Resampler {
             width,
             kernel,
             taps,
+            padded,
         }
+    }
+
+    /// Exactly 2:1 (44.1 → 22.05 kHz), which has its own vectorised loop.
+    fn is_halving(&self) -> bool {
+        self.orig == 2 && self.new == 1
     }
 
     /// Output length for `n` input samples.

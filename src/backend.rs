@@ -12,10 +12,10 @@ use burn::tensor::Device;
 pub enum Backend {
     /// burn's pure-Rust CPU backend (always available).
     Flex,
-    /// LibTorch on the CPU (cargo feature `tch`).
+    /// LibTorch, on the CPU or a CUDA GPU with --device cuda:N (cargo feature `tch`).
     #[value(alias = "libtorch")]
     Tch,
-    /// CUDA GPU 0 (cargo feature `cuda`).
+    /// burn's CubeCL CUDA backend (cargo feature `cuda`; its build downloads LLVM).
     Cuda,
 }
 
@@ -34,18 +34,63 @@ impl Backend {
         v
     }
 
-    /// The inference device of this backend (call `.autodiff()` on it to train), or an error
-    /// saying which cargo feature the binary lacks.
+    /// The inference device of this backend on its default device (the CPU; GPU 0 for `cuda`).
+    /// Call `.autodiff()` on it to train.
     pub fn device(self) -> Result<Device, String> {
-        match self {
-            Self::Flex => Ok(Device::flex()),
+        let default = match self {
+            Self::Cuda => DeviceSpec::Cuda(0),
+            _ => DeviceSpec::Cpu,
+        };
+        self.device_on(default)
+    }
+
+    /// [`Backend::device_on`] `spec`, or [`Backend::device`] without one.
+    pub fn device_for(self, spec: Option<DeviceSpec>) -> Result<Device, String> {
+        match spec {
+            Some(d) => self.device_on(d),
+            None => self.device(),
+        }
+    }
+
+    /// The inference device of this backend on `spec`, or an error saying why there is none:
+    /// a cargo feature the binary lacks, a backend that has no such device, or a GPU index that
+    /// LibTorch does not see.
+    pub fn device_on(self, spec: DeviceSpec) -> Result<Device, String> {
+        match (self, spec) {
+            (Self::Flex, DeviceSpec::Cpu) => Ok(Device::flex()),
+            (Self::Flex, DeviceSpec::Cuda(_)) => Err(format!(
+                "--device {spec}: the flex backend runs on the CPU only; for a GPU use --backend tch --device {spec} (a build with `--features tch`)"
+            )),
             #[cfg(feature = "tch")]
             #[allow(deprecated)]
-            Self::Tch => Ok(Device::libtorch()),
+            (Self::Tch, DeviceSpec::Cpu) => Ok(Device::libtorch()),
+            #[cfg(feature = "tch")]
+            (Self::Tch, DeviceSpec::Cuda(n)) => {
+                use burn::backend::Backend as _;
+                // Type id 0 is CUDA for LibTorch; 0 devices: no GPU, no driver or a CPU-only torch.
+                let count = burn::backend::LibTorch::device_count(0);
+                if n < count {
+                    Ok(Device::libtorch_cuda(n))
+                } else {
+                    Err(format!(
+                        "--device {spec}: LibTorch sees {count} CUDA device(s){}",
+                        if count == 0 {
+                            " (no GPU, no CUDA driver, or a CPU-only torch build)"
+                        } else {
+                            ""
+                        }
+                    ))
+                }
+            }
             #[cfg(feature = "cuda")]
-            Self::Cuda => Ok(Device::cuda(0)),
+            (Self::Cuda, DeviceSpec::Cuda(n)) => Ok(Device::cuda(n)),
+            #[cfg(feature = "cuda")]
+            (Self::Cuda, DeviceSpec::Cpu) => Err(
+                "the cuda backend needs a GPU: --device cuda:N (or --backend flex/tch for the CPU)"
+                    .into(),
+            ),
             #[allow(unreachable_patterns)]
-            other => Err(format!(
+            (other, _) => Err(format!(
                 "backend '{}' is not compiled into this binary: rebuild with `cargo build --release --features {}`",
                 other, other
             )),
@@ -53,9 +98,72 @@ impl Backend {
     }
 }
 
+/// Where a backend runs: `cpu`, or `cuda:N` (`cuda` is `cuda:0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("'{s}' is not a device: expected cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_specs_parse_and_flex_refuses_a_gpu() {
+        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(3)));
+        for bad in ["", "cuda:", "cuda:x", "gpu0", "CUDA:1"] {
+            let e = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(e.contains("cpu, cuda or cuda:N"), "{bad}: {e}");
+        }
+        let e = Backend::Flex.device_on(DeviceSpec::Cuda(1)).unwrap_err();
+        assert!(e.contains("--backend tch --device cuda:1"), "{e}");
+        if !cfg!(feature = "tch") {
+            let e = Backend::Tch.device_on(DeviceSpec::Cuda(0)).unwrap_err();
+            assert!(e.contains("--features tch"), "{e}");
+        }
+    }
 
     #[test]
     fn flex_is_always_there_and_missing_features_are_named() {

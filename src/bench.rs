@@ -153,7 +153,7 @@ pub struct TagBench {
 }
 
 impl TagBench {
-    pub fn text(&self, backend: crate::backend::Backend) -> String {
+    pub fn text(&self, backend: &str) -> String {
         let (audio, wall, failed, waiting) = self.pipeline;
         let (audio1, wall1) = self.file_by_file;
         format!(

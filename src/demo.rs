@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DeviceSpec};
 use crate::data::synth::SynthOptions;
 use crate::eval::metrics::Aggregation;
 use crate::eval::{ClipScore, Error, EvalReport, Result};
@@ -21,6 +21,7 @@ pub struct DemoOptions {
     pub test_clips: usize,
     pub epochs: usize,
     pub backend: Backend,
+    pub device: Option<DeviceSpec>,
 }
 
 /// The corpus's seed: the same demo everywhere.
@@ -54,6 +55,7 @@ impl DemoOptions {
         c.recipe.warmup_epochs = 1;
         c.recipe.patience = self.epochs;
         c.backend = self.backend;
+        c.device = self.device;
         c.cache_dir = self.dir.join("cache");
         c
     }
@@ -103,7 +105,7 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
         .expect("one report per aggregation");
     let mut written = crate::eval::report_files(&eval_dir(&run, Aggregation::S1)).to_vec();
     say("[4/4] tagging one test clip");
-    let device = config.backend.device()?;
+    let device = config.backend.device_for(config.device)?;
     let tagger = Tagger::load(&run.join(crate::train::MODEL_DIR), &device)?;
     let clip = report
         .clip_scores

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DeviceSpec};
 use crate::data::mix::{CalibrationConfig, MixConfig};
 use crate::eval::metrics::{Aggregation, Metrics};
 use crate::eval::{EvalOptions, EvalReport, Result, ThresholdKind};
@@ -127,14 +127,14 @@ impl ExperimentConfig {
         c.calibration
             .check()
             .map_err(|e| bad(format!("[calibration] {e}")))?;
-        if let Some((_, run)) = c.runs(Backend::Flex, Path::new(".")).first() {
+        if let Some((_, run)) = c.runs(Backend::Flex, None, Path::new(".")).first() {
             run.check().map_err(|e| bad(format!("[train] {e}")))?;
         }
         if let Some(s) = &c.synth {
             crate::check::count("[synth] train_per_class", s.train_per_class).map_err(bad)?;
             crate::check::count("[synth] test_clips", s.test_clips).map_err(bad)?;
         }
-        if c.runs(Backend::Flex, Path::new(".")).is_empty()
+        if c.runs(Backend::Flex, None, Path::new(".")).is_empty()
             || c.thresholds.is_empty()
             || c.aggregations.is_empty()
         {
@@ -147,7 +147,12 @@ impl ExperimentConfig {
     }
 
     /// Every run of the grid, in order.
-    pub fn runs(&self, backend: Backend, cache_dir: &Path) -> Vec<(String, TrainConfig)> {
+    pub fn runs(
+        &self,
+        backend: Backend,
+        device: Option<DeviceSpec>,
+        cache_dir: &Path,
+    ) -> Vec<(String, TrainConfig)> {
         let mut v = Vec::new();
         for &arch in &self.archs {
             for init in &self.inits {
@@ -165,6 +170,7 @@ impl ExperimentConfig {
                         t.calibration = self.calibration.clone();
                         t.recipe = self.train;
                         t.backend = backend;
+                        t.device = device;
                         t.cache_dir = cache_dir.to_path_buf();
                         let init_name = Path::new(init)
                             .file_stem()
@@ -417,7 +423,7 @@ pub fn train_and_evaluate(
     }
     let read =
         |p: &Path| -> Result<Vec<u8>> { Ok(std::fs::read(p).map_err(|e| FileError::at(p, e))?) };
-    let device = tc.backend.device()?;
+    let device = tc.backend.device_for(tc.device)?;
     let mut reports = Vec::new();
     for &aggregation in aggregations {
         let dir = eval_dir(run_dir, aggregation);
@@ -455,6 +461,7 @@ pub fn train_and_evaluate(
 pub fn run_experiment(
     config: &ExperimentConfig,
     backend: Backend,
+    device: Option<DeviceSpec>,
     cache_dir: &Path,
     obs: &dyn ExperimentObserver,
 ) -> Result<Vec<Row>> {
@@ -473,7 +480,7 @@ pub fn run_experiment(
             ));
         }
     }
-    let runs = config.runs(backend, cache_dir);
+    let runs = config.runs(backend, device, cache_dir);
     let mut results = Vec::new();
     for (i, (name, tc)) in runs.iter().enumerate() {
         let dir = config.out.join(name);
@@ -515,14 +522,14 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
         let t1 = ExperimentConfig::load(&root.join("table1.toml")).unwrap();
         // Table 1: ResNet50, ImageNet, three channel modes, three seeds.
-        assert_eq!(t1.runs(Backend::Flex, Path::new("/tmp")).len(), 9);
+        assert_eq!(t1.runs(Backend::Flex, None, Path::new("/tmp")).len(), 9);
         let t2 = ExperimentConfig::load(&root.join("table2.toml")).unwrap();
         // Table 2: Han (random only) + ResNet18/50 × {imagenet, random}, duplication, 3 seeds.
-        assert_eq!(t2.runs(Backend::Flex, Path::new("/tmp")).len(), 15);
+        assert_eq!(t2.runs(Backend::Flex, None, Path::new("/tmp")).len(), 15);
         // Mixing: the paper's recipe and --mix, 3 seeds each; mixing runs carry the [mixing]
         // settings, and every run the [calibration] ones.
         let m = ExperimentConfig::load(&root.join("mixing.toml")).unwrap();
-        let runs = m.runs(Backend::Flex, Path::new("/tmp"));
+        let runs = m.runs(Backend::Flex, None, Path::new("/tmp"));
         assert_eq!(runs.len(), 6);
         assert_eq!(runs.iter().filter(|(_, c)| c.mix.is_some()).count(), 3);
         assert!(
@@ -542,7 +549,7 @@ mod tests {
         let s = ExperimentConfig::load(&root.join("synthetic.toml")).unwrap();
         assert!(s.synth.is_some());
         assert!(
-            s.runs(Backend::Flex, Path::new("/tmp"))
+            s.runs(Backend::Flex, None, Path::new("/tmp"))
                 .iter()
                 .all(|(_, c)| c.recipe.max_epochs <= 20)
         );

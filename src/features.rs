@@ -116,10 +116,12 @@ impl LogMel {
 /// once and reuse it (it is `Sync`: share one across threads).
 pub struct MelExtractor {
     settings: FeatureSettings,
-    fft: Arc<dyn RealToComplex<f64>>,
-    window: Vec<f64>,
-    /// For each mel band: the first FFT bin with a non-zero weight and the weights from there.
-    filters: Vec<(usize, Vec<f64>)>,
+    /// In f32, as torch.stft computes for a float32 signal.
+    fft: Arc<dyn RealToComplex<f32>>,
+    window: Vec<f32>,
+    /// For each mel band: the first FFT bin with a non-zero weight and the weights from there
+    /// (each bin feeds at most two HTK triangles, so this is the whole sparse filter bank).
+    filters: Vec<(usize, Vec<f32>)>,
 }
 
 impl std::fmt::Debug for MelExtractor {
@@ -167,17 +169,17 @@ pub fn mel_filterbank(settings: &FeatureSettings) -> Vec<Vec<f64>> {
 impl MelExtractor {
     pub fn new(settings: FeatureSettings) -> Self {
         let n = settings.n_fft;
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
         // Periodic Hann window (torch.hann_window(n, periodic=True)).
         let window = (0..n)
-            .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+            .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
             .collect();
         let fb = mel_filterbank(&settings);
         let filters = (0..settings.n_mels)
             .map(|m| {
                 let nz: Vec<usize> = (0..fb.len()).filter(|&f| fb[f][m] > 0.0).collect();
                 match (nz.first(), nz.last()) {
-                    (Some(&a), Some(&b)) => (a, (a..=b).map(|f| fb[f][m]).collect()),
+                    (Some(&a), Some(&b)) => (a, (a..=b).map(|f| fb[f][m] as f32).collect()),
                     _ => (0, Vec::new()),
                 }
             })
@@ -201,9 +203,9 @@ impl MelExtractor {
         let mut data = vec![0f32; s.n_mels * frames];
         let mut work = self.workspace();
         let mut column = vec![0f32; s.n_mels];
-        let n = signal.len();
         for t in 0..frames {
-            self.frame(|i| signal[reflect(i, n)], t, &mut work, &mut column);
+            self.load_frame(signal, 0, signal.len(), t, &mut work.frame);
+            self.frame(&mut work, &mut column);
             for (m, v) in column.iter().enumerate() {
                 data[m * frames + t] = *v;
             }
@@ -222,11 +224,11 @@ impl MelExtractor {
         let frames = s.frames_for(signal.len());
         let mut data = vec![0f64; s.n_mels * frames];
         let mut work = self.workspace();
-        let n = signal.len();
         for t in 0..frames {
-            self.frame_power(|i| signal[reflect(i, n)], t, &mut work);
+            self.load_frame(signal, 0, signal.len(), t, &mut work.frame);
+            self.frame_power(&mut work);
             for (m, v) in work.mel.iter().enumerate() {
-                data[m * frames + t] = *v;
+                data[m * frames + t] = *v as f64;
             }
         }
         data
@@ -237,32 +239,40 @@ impl MelExtractor {
             frame: self.fft.make_input_vec(),
             spectrum: self.fft.make_output_vec(),
             scratch: self.fft.make_scratch_vec(),
-            power: vec![0f64; self.settings.n_fft / 2 + 1],
-            mel: vec![0f64; self.settings.n_mels],
+            power: vec![0f32; self.settings.n_fft / 2 + 1],
+            mel: vec![0f32; self.settings.n_mels],
         }
     }
 
-    /// The log-mel column of frame `t`; `sample(i)` gives the (already reflect-padded) signal at
-    /// index `i` for `i` in `t·hop − n_fft/2 .. t·hop + n_fft/2`.
-    fn frame(
-        &self,
-        sample: impl Fn(isize) -> f32,
-        t: usize,
-        w: &mut Workspace,
-        column: &mut [f32],
-    ) {
-        self.frame_power(sample, t, w);
-        for (c, e) in column.iter_mut().zip(&w.mel) {
-            *c = (e + self.settings.log_offset).ln() as f32;
-        }
-    }
-
-    /// The mel power of frame `t` into `w.mel`.
-    fn frame_power(&self, sample: impl Fn(isize) -> f32, t: usize, w: &mut Workspace) {
+    /// The samples of frame `t` (before the window) into `frame`: indices `t·hop − n_fft/2 ..
+    /// t·hop + n_fft/2` of a signal of `n` samples, reflect-padded, read from `buf`, which holds
+    /// the signal from index `base` on. Frames inside the signal are one copy.
+    fn load_frame(&self, buf: &[f32], base: usize, n: usize, t: usize, frame: &mut [f32]) {
         let s = &self.settings;
         let start = (t * s.hop_length) as isize - (s.n_fft / 2) as isize;
-        for (k, (v, win)) in w.frame.iter_mut().zip(&self.window).enumerate() {
-            *v = sample(start + k as isize) as f64 * win;
+        if start >= base as isize && start as usize + s.n_fft <= n {
+            frame.copy_from_slice(&buf[start as usize - base..][..s.n_fft]);
+        } else {
+            for (k, v) in frame.iter_mut().enumerate() {
+                *v = buf[reflect(start + k as isize, n) - base];
+            }
+        }
+    }
+
+    /// The log-mel column of the frame loaded into `w.frame`.
+    fn frame(&self, w: &mut Workspace, column: &mut [f32]) {
+        self.frame_power(w);
+        let offset = self.settings.log_offset;
+        for (c, &e) in column.iter_mut().zip(&w.mel) {
+            *c = (e as f64 + offset).ln() as f32;
+        }
+    }
+
+    /// The mel power of the frame loaded into `w.frame` into `w.mel` (the frame is windowed in
+    /// place).
+    fn frame_power(&self, w: &mut Workspace) {
+        for (v, win) in w.frame.iter_mut().zip(&self.window) {
+            *v *= win;
         }
         self.fft
             .process_with_scratch(&mut w.frame, &mut w.spectrum, &mut w.scratch)
@@ -271,12 +281,7 @@ impl MelExtractor {
             *p = c.norm_sqr();
         }
         for (m, (first, weights)) in self.filters.iter().enumerate() {
-            let e: f64 = weights
-                .iter()
-                .zip(&w.power[*first..])
-                .map(|(w, p)| w * p)
-                .sum();
-            w.mel[m] = e;
+            w.mel[m] = crate::util::dot(weights, &w.power[*first..]);
         }
     }
 
@@ -287,11 +292,11 @@ impl MelExtractor {
 }
 
 struct Workspace {
-    frame: Vec<f64>,
-    spectrum: Vec<realfft::num_complex::Complex<f64>>,
-    scratch: Vec<realfft::num_complex::Complex<f64>>,
-    power: Vec<f64>,
-    mel: Vec<f64>,
+    frame: Vec<f32>,
+    spectrum: Vec<realfft::num_complex::Complex<f32>>,
+    scratch: Vec<realfft::num_complex::Complex<f32>>,
+    power: Vec<f32>,
+    mel: Vec<f32>,
 }
 
 /// Reflect padding (torch.nn.functional.pad mode="reflect": the edge sample is not repeated) of a
@@ -438,13 +443,9 @@ impl<'a> StreamMel<'a> {
 
     fn emit(&mut self, n: usize, out: &mut Vec<Vec<f32>>) {
         let mut column = vec![0f32; self.ex.settings.n_mels];
-        let (buf, base) = (&self.buf, self.base);
-        self.ex.frame(
-            |i| buf[reflect(i, n) - base],
-            self.next,
-            &mut self.work,
-            &mut column,
-        );
+        self.ex
+            .load_frame(&self.buf, self.base, n, self.next, &mut self.work.frame);
+        self.ex.frame(&mut self.work, &mut column);
         out.push(column);
         self.next += 1;
     }

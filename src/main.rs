@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use instrec::CLASSES;
 use instrec::audio::{self, Channel};
-use instrec::backend::Backend;
+use instrec::backend::{Backend, DeviceSpec};
 use instrec::bench;
 use instrec::data::mix::{CalibrationConfig, MixConfig};
 use instrec::data::{Irmas, cache, synth};
@@ -159,9 +159,8 @@ struct TrainArgs {
     /// song (no song on both sides) or random.
     #[arg(long, default_value_t = PAPER.split)]
     split: instrec::data::SplitMode,
-    /// flex (pure Rust CPU), tch (LibTorch) or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: Backend,
+    #[command(flatten)]
+    compute: Compute,
     /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -224,7 +223,8 @@ impl TrainArgs {
             val_fraction: self.val_fraction,
             split: self.split,
         };
-        c.backend = self.backend;
+        c.backend = self.compute.backend;
+        c.device = self.compute.device;
         if let Some(d) = &self.cache_dir {
             c.cache_dir = d.clone();
         }
@@ -269,9 +269,8 @@ struct EvaluateArgs {
     /// Where report.json, report.md, per_class_f1.png and pr_curve.png go (default: MODEL/eval).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: Backend,
+    #[command(flatten)]
+    compute: Compute,
     /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -308,9 +307,8 @@ struct TagArgs {
     /// Hop between analysis windows in frames.
     #[arg(value_parser = instrec::check::flag::hop, long, default_value_t = 22)]
     hop: usize,
-    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: Backend,
+    #[command(flatten)]
+    compute: Compute,
     /// For a whole library: write one JSON line per file to this file as each is done (path,
     /// size, mtime, duration, scores, predominant instruments, timeline), with a progress bar;
     /// a name ending in .csv gives one CSV row per file instead (no timeline).
@@ -369,9 +367,8 @@ struct ExportArgs {
 struct ExperimentArgs {
     /// Experiment grid (see experiments/*.toml).
     config: PathBuf,
-    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: Backend,
+    #[command(flatten)]
+    compute: Compute,
     /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -391,9 +388,8 @@ struct DemoArgs {
     /// Training epochs.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 8)]
     epochs: usize,
-    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: Backend,
+    #[command(flatten)]
+    compute: Compute,
 }
 
 #[derive(Subcommand, Debug)]
@@ -460,9 +456,8 @@ struct ForwardArgs {
     /// Write the globally average-pooled features before the head instead of the logits.
     #[arg(long)]
     pooled: bool,
-    /// Compute backend: flex (pure Rust, default), tch (LibTorch) or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: Backend,
+    #[command(flatten)]
+    compute: Compute,
 }
 
 #[derive(Args, Debug)]
@@ -500,9 +495,8 @@ enum BenchCommand {
         /// Architecture: resnet18, resnet50 or han.
         #[arg(long, default_value = "resnet18")]
         arch: Arch,
-        /// Compute backend: flex (pure Rust, default), tch (LibTorch) or cuda.
-        #[arg(long, default_value = "flex")]
-        backend: Backend,
+        #[command(flatten)]
+        compute: Compute,
         /// Batch size (the paper's 64).
         #[arg(value_parser = instrec::check::flag::batch, long, default_value_t = 64)]
         batch: usize,
@@ -525,10 +519,51 @@ enum BenchCommand {
         /// Decoding threads of the pipeline (default: all cores).
         #[arg(value_parser = instrec::check::flag::count, long)]
         threads: Option<usize>,
-        /// Compute backend: flex (pure Rust, default), tch (LibTorch) or cuda.
-        #[arg(long, default_value = "flex")]
-        backend: Backend,
+        #[command(flatten)]
+        compute: Compute,
     },
+}
+
+/// Where models run: `--backend` and `--device`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Compute {
+    /// Compute backend: flex (pure Rust CPU, default), tch (LibTorch) or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: Backend,
+    /// cpu, or cuda:N for GPU N (with --backend tch, or cuda); default: cpu (cuda:0 for cuda).
+    #[arg(long)]
+    device: Option<DeviceSpec>,
+}
+
+impl Compute {
+    fn device(&self) -> Result<burn::tensor::Device> {
+        self.backend
+            .device_for(self.device)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+impl std::fmt::Display for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.device {
+            Some(d) => write!(f, "{} on {d}", self.backend),
+            None => write!(f, "{}", self.backend),
+        }
+    }
+}
+
+/// glibc hands large freed buffers back to the kernel, so each clip's multi-megabyte signals
+/// were page-faulted and zeroed anew: a third of the front end's time (`perf`: exc_page_fault,
+/// clear_page). Buffers up to 32 MB now stay in the heap, up to 256 MB of free heap is kept, in
+/// one arena (with per-thread arenas these thresholds cost the model benchmark 15-20 %).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
 }
 
 fn main() -> ExitCode {
@@ -537,6 +572,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    keep_freed_memory();
     // A decoder panic on a hostile file is turned into an error naming the file: no backtrace.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -576,16 +612,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 model,
                 clips,
                 threads,
-                backend,
-            } => bench_tag(dir, model, clips, threads, backend),
+                compute,
+            } => bench_tag(dir, model, clips, threads, compute),
             BenchCommand::Model {
                 arch,
-                backend,
+                compute,
                 batch,
                 steps,
             } => {
-                let device = backend.device().map_err(anyhow::Error::msg)?;
-                out!("{arch} on {}, batch {batch}, {steps} timed steps", backend);
+                let device = compute.device()?;
+                out!("{arch} on {compute}, batch {batch}, {steps} timed steps");
                 let r = bench::bench_model(arch, &device, batch, steps);
                 out!("train: {:>8.1} samples/s", r.train_samples_per_s);
                 out!("infer: {:>8.1} samples/s", r.infer_samples_per_s);
@@ -656,9 +692,9 @@ fn bench_tag(
     model: Option<PathBuf>,
     clips: usize,
     threads: Option<usize>,
-    backend: Backend,
+    compute: Compute,
 ) -> Result<ExitCode> {
-    let device = backend.device().map_err(anyhow::Error::msg)?;
+    let device = compute.device()?;
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let r = bench::bench_tag(
@@ -668,7 +704,7 @@ fn bench_tag(
         threads,
         &device,
     )?;
-    out!("{}", r.text(backend));
+    out!("{}", r.text(&compute.to_string()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -710,7 +746,7 @@ fn bench_features(
 }
 
 fn forward(args: ForwardArgs) -> Result<ExitCode> {
-    let device = args.backend.device().map_err(anyhow::Error::msg)?;
+    let device = args.compute.device()?;
     let dims = instrec::model::forward_npy(
         args.arch,
         args.num_classes,
@@ -909,7 +945,7 @@ fn bundle_dir(p: &std::path::Path) -> PathBuf {
 }
 
 fn evaluate_cmd(a: EvaluateArgs) -> Result<ExitCode> {
-    let device = a.backend.device().map_err(anyhow::Error::msg)?;
+    let device = a.compute.device()?;
     let model = bundle_dir(&a.model);
     let opts = instrec::eval::EvalOptions {
         aggregation: a.aggregation,
@@ -934,7 +970,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<ExitCode> {
 }
 
 fn tag_cmd(a: TagArgs) -> Result<ExitCode> {
-    let device = a.backend.device().map_err(anyhow::Error::msg)?;
+    let device = a.compute.device()?;
     let mut tagger = instrec::tag::Tagger::load(&bundle_dir(&a.model), &device)?;
     tagger.windowing.hop = a.hop;
     if let Some(t) = a.threshold {
@@ -1111,7 +1147,13 @@ fn experiment_cmd(a: ExperimentArgs) -> Result<ExitCode> {
     let config = instrec::experiment::ExperimentConfig::load(&a.config)?;
     let cache_dir = a.cache_dir.unwrap_or_else(cache::default_cache_dir);
     let obs = ExperimentBars::new();
-    let rows = instrec::experiment::run_experiment(&config, a.backend, &cache_dir, &obs)?;
+    let rows = instrec::experiment::run_experiment(
+        &config,
+        a.compute.backend,
+        a.compute.device,
+        &cache_dir,
+        &obs,
+    )?;
     out!(
         "{}",
         instrec::experiment::markdown(&config.name, &rows).trim_end()
@@ -1128,7 +1170,8 @@ fn demo_cmd(a: DemoArgs) -> Result<ExitCode> {
         train_per_class: a.train_per_class,
         test_clips: a.test_clips,
         epochs: a.epochs,
-        backend: a.backend,
+        backend: a.compute.backend,
+        device: a.compute.device,
     };
     let obs = ExperimentBars::new();
     let demo = instrec::demo::run(&opts, &obs)?;

@@ -16,7 +16,7 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DeviceSpec};
 use crate::data::cache;
 use crate::data::mix::{self, CalibrationConfig, MixConfig, Mixture, SourceInfo};
 use crate::data::{Irmas, SplitMode, split_validation};
@@ -91,6 +91,9 @@ pub struct TrainConfig {
     #[serde(flatten)]
     pub recipe: Recipe,
     pub backend: Backend,
+    /// The backend's device (`--device`); `None` is its default (the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceSpec>,
     /// Feature cache folder.
     pub cache_dir: PathBuf,
     /// Mixing augmentation (`--mix`); `None` is the paper's recipe.
@@ -129,6 +132,7 @@ impl TrainConfig {
             seed,
             recipe: PAPER,
             backend: Backend::Flex,
+            device: None,
             cache_dir: cache::default_cache_dir(),
             mix: None,
             calibration: CalibrationConfig::default(),
@@ -516,7 +520,7 @@ pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
 fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) -> Result<Outcome> {
     let started = Instant::now();
     let n_classes = crate::CLASSES.len();
-    let device = config.backend.device()?;
+    let device = config.backend.device_for(config.device)?;
     let train_device = device.clone().autodiff();
     // Model, optimizer and state: fresh, or from the checkpoint (first, so a missing weight
     // file fails before any feature extraction).
