@@ -154,3 +154,35 @@ fn conv_gradient_is_the_numerical_derivative() {
     let e = (analytic - numeric).abs() / analytic.abs().max(1.0);
     assert!(e < 1e-3, "analytic {analytic} vs numeric {numeric}");
 }
+
+#[test]
+fn max_pool_matches_burn() {
+    use burn::nn::pool::MaxPool2dConfig;
+    let device = Device::flex();
+    // (batch, channels, h, w, kernel, stride, pad): ResNet's stem pool, then odd shapes.
+    for &(b, c, h, w, k, s, p) in &[
+        (3, 64, 22, 64, 3, 2, 1),
+        (2, 5, 7, 9, 3, 2, 1),
+        (2, 3, 6, 5, 2, 2, 0),
+        (1, 2, 5, 5, 3, 1, 1),
+        (1, 4, 11, 32, 3, 3, 0),
+    ] {
+        let pool = MaxPool2dConfig::new([k, k])
+            .with_strides([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init();
+        let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let expected = pool.forward(x.clone());
+        let ours = conv::max_pool2d(&pool, x);
+        assert_eq!(
+            ours.dims(),
+            expected.dims(),
+            "{b} {c} {h} {w} k{k} s{s} p{p}"
+        );
+        assert_eq!(
+            values(ours),
+            values(expected),
+            "{b} {c} {h} {w} k{k} s{s} p{p}"
+        );
+    }
+}

@@ -304,7 +304,7 @@ impl ResNet {
     /// Globally average-pooled features before `fc`: `[batch, 512 or 2048]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = conv_bn(&self.conv1, &self.bn1, x, true);
-        let mut x = self.maxpool.forward(x);
+        let mut x = super::conv::max_pool2d(&self.maxpool, x);
         for block in self
             .layer1
             .iter()
