@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# instrec on a CUDA GPU through LibTorch (--backend tch --device cuda:N), next to PyTorch on the
+# same GPU. Not part of CI: it needs an NVIDIA GPU and a CUDA build of PyTorch (PyPI's Linux
+# torch wheel is one).
+#
+#   pip install torch==2.9.0 torchvision numpy soundfile    # the torch tch 0.22 builds against
+#   bash benches/gpu.sh [cuda:N]
+#
+# Builds `cargo build --release --features tch` with LIBTORCH_USE_PYTORCH=1 (the wheel's
+# libtorch), unless INSTREC=/path/to/instrec names a binary built that way already (a GPU machine
+# without a Rust toolchain: build elsewhere and copy it, with the same torch installed). Then:
+#   1. `instrec bench model --backend tch --device cuda:N` for ResNet18 and ResNet50 (batch 64);
+#   2. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
+#      `instrec train --backend tch --device cuda:N`, with its wall time;
+#   3. benches/pytorch_bench.py model --device cuda for the same models.
+# With a torch other than 2.9.0, set LIBTORCH_BYPASS_VERSION_CHECK=1 (at your own risk).
+set -euo pipefail
+DEVICE="${1:-cuda:0}"
+PYTHON="${PYTHON:-python3}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+WORK="${WORK:-$(mktemp -d)}"
+
+if [[ -z "${INSTREC:-}" ]]; then
+  (cd "$ROOT" && LIBTORCH_USE_PYTORCH=1 cargo build --release --features tch)
+  INSTREC="$ROOT/target/release/instrec"
+fi
+# The wheel's libtorch is found at run time through the torch package.
+TORCH_LIB="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs", torch.cuda.device_count())'
+"$INSTREC" --version
+
+echo "== instrec bench model, tch on $DEVICE"
+for arch in resnet18 resnet50; do
+  "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps 20
+done
+
+echo "== PyTorch on ${DEVICE}"
+for arch in resnet18 resnet50; do
+  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/pytorch_bench.py" model --arch "$arch" --device cuda --steps 20
+done
+
+echo "== a short training run on $DEVICE (synthetic corpus, 3 epochs)"
+"$INSTREC" synth --out "$WORK/corpus" --train-per-class 20 --test-clips 20 --seed 3
+start=$(date +%s.%N)
+"$INSTREC" train --data "$WORK/corpus" --out "$WORK/run" --arch resnet18 --init random \
+  --max-epochs 3 --backend tch --device "$DEVICE" --cache-dir "$WORK/cache"
+end=$(date +%s.%N)
+echo "training wall time: $(echo "$end - $start" | bc) s"
+"$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5
