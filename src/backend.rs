@@ -65,6 +65,7 @@ impl Backend {
             #[allow(deprecated)]
             (Self::Tch, DeviceSpec::Cpu) => Ok(Device::libtorch()),
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             (Self::Tch, DeviceSpec::Cuda(n)) => {
                 use burn::backend::Backend as _;
                 // Type id 0 is CUDA for LibTorch; 0 devices: no GPU, no driver or a CPU-only torch.

@@ -217,3 +217,24 @@ fn bench_features_reports_throughput() {
         "{text}"
     );
 }
+
+#[test]
+fn a_device_the_backend_cannot_use_is_one_clear_error() {
+    // flex is CPU-only; a malformed device is refused by the flag parser; with a GPU asked of a
+    // binary without LibTorch, the message names the feature to build with.
+    let o = instrec(&["bench", "model", "--device", "cuda:0", "--steps", "1"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--device cuda:0") && e.contains("--backend tch"),
+        "{e}"
+    );
+    let o = instrec(&["bench", "model", "--device", "gpu:7"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cpu, cuda or cuda:N"), "{}", stderr(&o));
+    if !cfg!(feature = "tch") {
+        let o = instrec(&["bench", "model", "--backend", "tch", "--device", "cuda:1"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("--features tch"), "{}", stderr(&o));
+    }
+}

@@ -186,3 +186,74 @@ fn max_pool_matches_burn() {
         );
     }
 }
+
+#[test]
+fn fused_batchnorm_training_matches_burns_op_and_its_gradients() {
+    use burn::module::Param;
+    use instrec::model::norm::BatchNorm2d;
+    let device = Device::flex().autodiff();
+    for &[b, c, h, w] in &[[4, 64, 11, 32], [3, 5, 7, 9], [2, 512, 2, 4], [1, 3, 1, 1]] {
+        let mut bn = BatchNorm2d::new(c, &device);
+        let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.3), &device);
+        let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.3), &device);
+        bn.weight = Param::from_tensor(gamma.clone().require_grad());
+        bn.bias = Param::from_tensor(beta.clone().require_grad());
+        let x0 = Tensor::<4>::random([b, c, h, w], Distribution::Normal(2.0, 3.0), &device);
+        let r = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+
+        // burn's own op on the same inputs.
+        let (x, g, be) = (
+            x0.clone().require_grad(),
+            gamma.clone().require_grad(),
+            beta.clone().require_grad(),
+        );
+        let out = burn::tensor::module::batch_norm_train(x.clone(), g.clone(), be.clone(), 1e-5);
+        let grads = (out.output.clone() * r.clone()).sum().backward();
+        let expected = [
+            values(out.output),
+            values(x.grad(&grads).unwrap()),
+            g.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            be.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        ];
+
+        let x = x0.require_grad();
+        let y = bn.forward(x.clone());
+        let grads = (y.clone() * r).sum().backward();
+        let ours = [
+            values(y),
+            values(x.grad(&grads).unwrap()),
+            bn.weight
+                .val()
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            bn.bias
+                .val()
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        ];
+        for (what, (o, e)) in ["output", "dx", "dγ", "dβ"]
+            .iter()
+            .zip(ours.iter().zip(&expected))
+        {
+            let err = rel_err(o, e);
+            assert!(
+                err < 1e-4,
+                "[{b}, {c}, {h}, {w}] {what}: relative error {err:.2e}"
+            );
+        }
+    }
+}

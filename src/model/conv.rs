@@ -343,18 +343,18 @@ fn geometry(x: [usize; 4], w: [usize; 4], conv: &Conv2d) -> Option<Geometry> {
     fits.then_some(g)
 }
 
-fn flex_tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+pub(super) fn flex_tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape))
 }
 
 /// Where a tensor lives, for choosing a convolution.
-enum Route {
+pub(super) enum Route {
     Flex,
     FlexAutodiff,
     Other,
 }
 
-fn route(x: &Tensor<4>) -> Route {
+pub(super) fn route(x: &Tensor<4>) -> Route {
     use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
     if x.dtype() != DType::F32 {
         return Route::Other;

@@ -7,6 +7,11 @@
 //! `running_var`, normalisation by the biased variance + eps. Field names are torchvision's
 //! (`weight`, `bias`, `running_mean`, `running_var`), so `.pth` files load without renaming.
 
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::Ops;
+use burn::backend::flex::FlexTensor;
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -65,12 +70,28 @@ impl BatchNorm2d {
         let [b, _, h, w] = input.dims();
         let n = (b * h * w) as f64;
         let device = input.device();
-        let result = burn::tensor::module::batch_norm_train(
-            input,
+        let result = match fused_train(
+            input.clone(),
             self.weight.val(),
             self.bias.val(),
             self.epsilon,
-        );
+        ) {
+            Some(r) => r,
+            None => {
+                let r = burn::tensor::module::batch_norm_train(
+                    input,
+                    self.weight.val(),
+                    self.bias.val(),
+                    self.epsilon,
+                );
+                (r.output, r.mean, r.variance)
+            }
+        };
+        let result = Train {
+            output: result.0,
+            mean: result.1,
+            variance: result.2,
+        };
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let m = self.momentum;
         let mean = self
@@ -140,4 +161,177 @@ pub fn fold(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
         &device,
     )));
     bn.folded = true;
+}
+
+/// A training-mode BatchNorm's output and its batch statistics (biased variance).
+struct Train {
+    output: Tensor<4>,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+}
+
+/// Per channel of `[b][c][hw]`: mean and biased variance (two passes, f64 sums).
+fn channel_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    use rayon::prelude::*;
+    let n = (b * hw) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..b).map(move |i| &x[(i * c + ch) * hw..][..hw]);
+            let mean = planes().flatten().map(|&v| v as f64).sum::<f64>() / n;
+            let var = planes()
+                .flatten()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// BatchNorm in training mode on Flex as one autodiff node: statistics in one parallel pass
+/// per channel, the output in one more, and the backward in two (burn composes it of a dozen
+/// elementwise and reduction ops). `None` off Flex autodiff, where burn's own op runs.
+fn fused_train(
+    x: Tensor<4>,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    eps: f64,
+) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+    use super::conv::{Route, flex_tensor, route};
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::ops::{Backward, OpsKind};
+    use burn::backend::{Autodiff, Flex};
+    use rayon::prelude::*;
+    type Ad = Autodiff<Flex, NoCheckpointing>;
+    if !matches!(route(&x), Route::FlexAutodiff) {
+        return None;
+    }
+    let [b, c, h, w] = x.dims();
+    let hw = h * w;
+    let device = x.device();
+    let (Ok(xa), Ok(wa), Ok(ba)) = (
+        x.try_into_primitive::<Ad>(),
+        weight.try_into_primitive::<Ad>(),
+        bias.try_into_primitive::<Ad>(),
+    ) else {
+        return None;
+    };
+    let (xp, wp, bp) = (
+        xa.primitive().to_contiguous(),
+        wa.primitive().to_contiguous(),
+        ba.primitive().to_contiguous(),
+    );
+    let (xs, gamma, beta) = (
+        xp.storage::<f32>(),
+        wp.storage::<f32>(),
+        bp.storage::<f32>(),
+    );
+    let stats = channel_stats(xs, b, c, hw);
+    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+    let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
+    let inv: Vec<f32> = stats
+        .iter()
+        .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
+        .collect();
+    let mut y = vec![0f32; xs.len()];
+    y.par_chunks_mut(hw)
+        .zip(xs.par_chunks(hw))
+        .enumerate()
+        .for_each(|(plane, (out, inp))| {
+            let ch = plane % c;
+            let (m, s, g, bb) = (mean[ch], inv[ch], gamma[ch], beta[ch]);
+            for (o, &v) in out.iter_mut().zip(inp) {
+                *o = (v - m) * s * g + bb;
+            }
+        });
+    let y = flex_tensor(y, [b, c, h, w]);
+
+    #[derive(Debug)]
+    struct BnBackward;
+    impl Backward<Flex, 3> for BnBackward {
+        type State = (NodeId, NodeId, Vec<f32>, Vec<f32>, [usize; 4]);
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            ckpt: &mut Checkpointer,
+        ) {
+            let [node_x, node_w, node_b] = ops.parents;
+            let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+            let (x_state, w_state, mean, inv, [b, c, h, w]) = ops.state;
+            let x = ckpt
+                .retrieve_node_output::<FlexTensor>(x_state)
+                .to_contiguous();
+            let gamma = ckpt
+                .retrieve_node_output::<FlexTensor>(w_state)
+                .to_contiguous();
+            let (xs, dys, gamma) = (
+                x.storage::<f32>(),
+                dy.storage::<f32>(),
+                gamma.storage::<f32>(),
+            );
+            let hw = h * w;
+            // Per channel: Σ dy and Σ dy·x̂ (f64).
+            let sums: Vec<(f64, f64)> = (0..c)
+                .into_par_iter()
+                .map(|ch| {
+                    let (m, s) = (mean[ch] as f64, inv[ch] as f64);
+                    (0..b).fold((0.0, 0.0), |(sd, sdx), i| {
+                        let at = (i * c + ch) * hw;
+                        xs[at..at + hw].iter().zip(&dys[at..at + hw]).fold(
+                            (sd, sdx),
+                            |(sd, sdx), (&v, &d)| {
+                                (sd + d as f64, sdx + d as f64 * (v as f64 - m) * s)
+                            },
+                        )
+                    })
+                })
+                .collect();
+            let n = (b * hw) as f32;
+            if let Some(node) = node_x {
+                let mut dx = vec![0f32; xs.len()];
+                dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
+                    let ch = plane % c;
+                    let at = plane * hw;
+                    let (m, s) = (mean[ch], inv[ch]);
+                    let (sd, sdx) = (sums[ch].0 as f32 / n, sums[ch].1 as f32 / n);
+                    let k = gamma[ch] * s;
+                    for ((o, &v), &d) in out.iter_mut().zip(&xs[at..at + hw]).zip(&dys[at..at + hw])
+                    {
+                        let xhat = (v - m) * s;
+                        *o = k * (d - sd - xhat * sdx);
+                    }
+                });
+                grads.register::<Flex>(node.id, flex_tensor(dx, [b, c, h, w]));
+            }
+            if let Some(node) = node_w {
+                let dg: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
+                grads.register::<Flex>(node.id, flex_tensor(dg, [c]));
+            }
+            if let Some(node) = node_b {
+                let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+                grads.register::<Flex>(node.id, flex_tensor(db, [c]));
+            }
+        }
+    }
+
+    let out = match BnBackward
+        .prepare::<NoCheckpointing>([xa.node(), wa.node(), ba.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&xa);
+            let w_state = prep.checkpoint(&wa);
+            prep.finish((x_state, w_state, mean.clone(), inv, [b, c, h, w]), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    let inner = device.clone().inner();
+    Some((
+        Tensor::from_primitive::<Ad>(out),
+        Tensor::<1>::from_data(TensorData::new(mean, [c]), &inner).to_device(&device),
+        Tensor::<1>::from_data(TensorData::new(var, [c]), &inner).to_device(&device),
+    ))
 }
