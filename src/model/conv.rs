@@ -33,10 +33,10 @@ const MIN_COLUMNS: usize = 512;
 static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
 /// A scratch buffer of `len` floats; its contents are unspecified (every user overwrites it).
-struct Scratch(Vec<f32>);
+pub(super) struct Scratch(pub(super) Vec<f32>);
 
 impl Scratch {
-    fn take(len: usize) -> Self {
+    pub(super) fn take(len: usize) -> Self {
         let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = match pool.iter().position(|b| b.capacity() >= len) {
             Some(i) => pool.swap_remove(i),
@@ -190,7 +190,7 @@ fn col2im(col: &[f32], g: &Geometry, b0: usize, b1: usize, dx_cb: &mut [f32]) {
 /// `c[m×n] (+)= a·b`, row-major `c`; `a` and `b` are given with (row, column) strides so that
 /// transposes cost nothing.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(super) fn gemm(
     m: usize,
     n: usize,
     k: usize,

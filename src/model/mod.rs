@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod conv;
 pub mod export;
+pub mod fast;
 pub mod han;
 pub mod import;
 pub mod norm;

@@ -4,6 +4,8 @@
 //! head. Field names follow torchvision's state-dict keys (`conv1`, `bn1`, `layer1`…`layer4`, `fc`),
 //! so a `.pth` file loads with one remapping: `downsample.0/1` → `downsample.conv/bn`.
 
+use std::sync::{Arc, OnceLock};
+
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -13,6 +15,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::conv::conv2d;
+use super::fast::FastResNet;
 use super::norm::{self, BatchNorm2d};
 
 /// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
@@ -221,6 +224,10 @@ pub struct ResNet {
     pub layer3: Vec<Block>,
     pub layer4: Vec<Block>,
     pub fc: Linear,
+    /// Once folded ([`ResNet::fold_batchnorm`]), the network packed for [`super::fast`], built on
+    /// its first forward pass on Flex (`None` inside: a layer it does not run).
+    #[module(skip)]
+    pub fast: Arc<OnceLock<Option<FastResNet>>>,
 }
 
 impl ResNet {
@@ -259,7 +266,26 @@ impl ResNet {
         {
             block.fold_batchnorm();
         }
+        self.fast = Arc::default();
         self
+    }
+
+    /// Pooled features and logits through [`super::fast`]: for a folded network on Flex.
+    fn fast_forward(&self, x: &Tensor<4>) -> Option<(Tensor<2>, Tensor<2>)> {
+        use burn::backend::Flex;
+        if !self.bn1.folded || !matches!(super::conv::route(x), super::conv::Route::Flex) {
+            return None;
+        }
+        let fast = self.fast.get_or_init(|| FastResNet::new(self)).as_ref()?;
+        let dims = x.dims();
+        let xp = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
+        let (pooled, logits) = fast.forward(xp.storage::<f32>(), dims);
+        let b = dims[0];
+        let (f, c) = (pooled.len() / b.max(1), logits.len() / b.max(1));
+        let wrap = |v: Vec<f32>, n: usize| {
+            Tensor::<2>::from_primitive::<Flex>(super::conv::flex_tensor(v, [b, n]))
+        };
+        Some((wrap(pooled, f), wrap(logits, c)))
     }
 
     /// A randomly initialised ResNet (torchvision's initialisation) with `num_classes` outputs.
@@ -298,11 +324,15 @@ impl ResNet {
             layer3,
             layer4,
             fc: LinearConfig::new(depth.feature_dim(), num_classes).init(device),
+            fast: Arc::default(),
         }
     }
 
     /// Globally average-pooled features before `fc`: `[batch, 512 or 2048]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        if let Some((pooled, _)) = self.fast_forward(&x) {
+            return pooled;
+        }
         let x = conv_bn(&self.conv1, &self.bn1, x, true);
         let mut x = super::conv::max_pool2d(&self.maxpool, x);
         for block in self
@@ -320,6 +350,9 @@ impl ResNet {
 
     /// Logits `[batch, num_classes]` for input `[batch, 3, frames, mels]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        if let Some((_, logits)) = self.fast_forward(&x) {
+            return logits;
+        }
         self.fc.forward(self.features(x))
     }
 }
