@@ -10,7 +10,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use instrec::model::conv;
 
-fn values(t: Tensor<4>) -> Vec<f32> {
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
 
@@ -212,16 +212,8 @@ fn fused_batchnorm_training_matches_burns_op_and_its_gradients() {
         let expected = [
             values(out.output),
             values(x.grad(&grads).unwrap()),
-            g.grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            be.grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
+            values(g.grad(&grads).unwrap()),
+            values(be.grad(&grads).unwrap()),
         ];
 
         let x = x0.require_grad();
@@ -230,20 +222,8 @@ fn fused_batchnorm_training_matches_burns_op_and_its_gradients() {
         let ours = [
             values(y),
             values(x.grad(&grads).unwrap()),
-            bn.weight
-                .val()
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            bn.bias
-                .val()
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
+            values(bn.weight.val().grad(&grads).unwrap()),
+            values(bn.bias.val().grad(&grads).unwrap()),
         ];
         for (what, (o, e)) in ["output", "dx", "dγ", "dβ"]
             .iter()

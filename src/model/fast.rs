@@ -177,13 +177,7 @@ impl FastResNet {
     /// path is used).
     pub fn new(r: &ResNet) -> Option<Self> {
         let mut blocks = Vec::new();
-        for block in r
-            .layer1
-            .iter()
-            .chain(&r.layer2)
-            .chain(&r.layer3)
-            .chain(&r.layer4)
-        {
+        for block in r.blocks() {
             let (convs, down) = match block {
                 Block::Basic(b) => (vec![&b.conv1, &b.conv2], &b.downsample),
                 Block::Bottleneck(b) => (vec![&b.conv1, &b.conv2, &b.conv3], &b.downsample),

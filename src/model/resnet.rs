@@ -235,10 +235,7 @@ impl ResNet {
     /// model materialised up front holds the same weights as one initialised on first use.
     pub fn materialize(&self) {
         let mut convs = vec![&self.conv1];
-        for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
-            .into_iter()
-            .flatten()
-        {
+        for block in self.blocks() {
             convs.extend(block.convs());
         }
         for c in convs {
@@ -268,6 +265,13 @@ impl ResNet {
         }
         self.fast = Arc::default();
         self
+    }
+
+    /// The residual blocks of the four stages, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .flatten()
     }
 
     /// Pooled features and logits through [`super::fast`]: for a folded network on Flex.
@@ -335,13 +339,7 @@ impl ResNet {
         }
         let x = conv_bn(&self.conv1, &self.bn1, x, true);
         let mut x = super::conv::max_pool2d(&self.maxpool, x);
-        for block in self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
-        {
+        for block in self.blocks() {
             x = block.forward(x);
         }
         let [b, c, _, _] = x.dims();
