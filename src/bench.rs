@@ -211,7 +211,7 @@ pub fn bench_tag(
             let m = tmp.join(format!("instrec-bench-tag-model-{}", std::process::id()));
             bundle::save_bundle(
                 &m,
-                &Model::new(Arch::ResNet18, crate::CLASSES.len(), device),
+                &Model::random(Arch::ResNet18, crate::CLASSES.len(), device),
                 &bundle::BundleConfig::new(Arch::ResNet18, crate::features::ChannelMode::Dup),
             )?;
             m

@@ -45,7 +45,7 @@ fn tone_with(bad: f32) -> Vec<u8> {
 }
 
 fn random_bundle(dir: &Path) -> PathBuf {
-    let model = Model::new(Arch::ResNet18, 11, &Device::flex());
+    let model = Model::random(Arch::ResNet18, 11, &Device::flex());
     let p = dir.join("bundle");
     save_bundle(
         &p,
@@ -275,7 +275,7 @@ fn bundles_are_checked_for_damage_class_order_and_thresholds() {
 #[test]
 fn identical_models_give_identical_bundle_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::new(Arch::Han, 11, &Device::flex());
+    let model = Model::random(Arch::Han, 11, &Device::flex());
     let config = BundleConfig::new(Arch::Han, ChannelMode::Dup);
     for name in ["a", "b"] {
         save_bundle(&dir.path().join(name), &model, &config).unwrap();

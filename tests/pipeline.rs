@@ -358,7 +358,8 @@ fn instrec(args: &[&str]) -> std::process::Output {
 fn random_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex();
-    let model = instrec::model::Model::new(Arch::ResNet18, 11, &device);
+    // Drawn under the backend generator's lock: tests training seeded runs run beside this one.
+    let model = instrec::model::Model::random(Arch::ResNet18, 11, &device);
     let config = instrec::model::bundle::BundleConfig::new(Arch::ResNet18, ChannelMode::Dup);
     instrec::model::bundle::save_bundle(dir.path(), &model, &config).unwrap();
     dir
@@ -606,7 +607,7 @@ fn streaming_tagging_equals_scoring_the_whole_clip() {
     ];
     for mode in [ChannelMode::Dup, ChannelMode::Stereo] {
         let dir = tempfile::tempdir().unwrap();
-        let model = instrec::model::Model::new(Arch::ResNet18, 11, &device);
+        let model = instrec::model::Model::random(Arch::ResNet18, 11, &device);
         let config = instrec::model::bundle::BundleConfig::new(Arch::ResNet18, mode);
         instrec::model::bundle::save_bundle(dir.path(), &model, &config).unwrap();
         let tagger = instrec::tag::Tagger::load(dir.path(), &device).unwrap();

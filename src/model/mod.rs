@@ -44,6 +44,14 @@ impl Arch {
 
 crate::util::display_as_value!(Arch);
 
+/// burn's random generator is process-wide: whatever seeds it or draws from it (initial weights,
+/// dropout) holds this lock, so runs trained side by side in one process (tests, a library user)
+/// each draw their own seed's weights (two Han runs side by side still share one dropout stream).
+pub fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Any of the three networks.
 // Built once per run: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -77,6 +85,16 @@ impl Model {
             Some(depth) => Self::ResNet(ResNet::new(depth, num_classes, device)),
             None => Self::Han(HanCnn::new(num_classes, device)),
         }
+    }
+
+    /// A randomly initialised network with every weight drawn now, under [`backend_rng`]: a
+    /// random model (benchmarks, tests) that does not take draws from a seeded run beside it.
+    /// ([`Model::new`] draws lazily, on a weight's first use, whenever that comes.)
+    pub fn random(arch: Arch, num_classes: usize, device: &Device) -> Self {
+        let _guard = backend_rng();
+        let model = Self::new(arch, num_classes, device);
+        Self::materialize(&model);
+        model
     }
 
     /// Learnable parameters, as PyTorch counts them (`p.numel()` over `model.parameters()`):

@@ -24,7 +24,7 @@ use crate::eval::metrics::{self, Aggregation};
 use crate::eval::{Error, Result, fail, score_windows, sigmoid_scores};
 use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
 use crate::model::bundle::{BundleConfig, MixtureThresholds, Provenance, Thresholds, save_bundle};
-use crate::model::{Arch, Init, Model, bce_with_logits, build_model};
+use crate::model::{Arch, Init, Model, backend_rng, bce_with_logits, build_model};
 use crate::util::FileError;
 use crate::util::{Rng, write_atomic};
 use schedule::Schedule;
@@ -268,14 +268,6 @@ pub const MODEL_DIR: &str = "model";
 /// Salt of the mixing stream, apart from the shuffling stream of the same seed.
 const MIX_STREAM: u64 = 0x6D69_7869_6E67;
 const CHECKPOINT_DIR: &str = "checkpoint";
-
-/// burn's random generator is process-wide: whatever seeds it or draws from it (initial weights,
-/// dropout) holds this lock, so runs trained side by side in one process (tests, a library user)
-/// each draw their own seed's weights (two Han runs side by side still share one dropout stream).
-fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A window of a clip: (index into the clip list, start frame).
 type WindowRef = (usize, usize);
