@@ -101,14 +101,29 @@ impl Conv {
                         let r = r0 + i;
                         let (bi, pos) = (r / (oh * ow), r % (oh * ow));
                         let (yh, yw) = (pos / ow, pos % ow);
+                        let run = kw * self.c_in;
                         for ki in 0..kh {
+                            let ih = yh * sh + ki;
+                            let d = &mut dst[ki * run..][..run];
+                            if ih < ph || ih - ph >= x.h {
+                                d.fill(0.0);
+                                continue;
+                            }
+                            let row = (bi * x.h + ih - ph) * x.w;
+                            let iw0 = yw * sw;
+                            if iw0 >= pw && iw0 + kw - pw <= x.w {
+                                // The kernel row's taps are adjacent pixels: one copy.
+                                let at = (row + iw0 - pw) * x.c;
+                                d.copy_from_slice(&x.data[at..at + run]);
+                                continue;
+                            }
                             for kj in 0..kw {
-                                let d = &mut dst[(ki * kw + kj) * self.c_in..][..self.c_in];
-                                let (ih, iw) = (yh * sh + ki, yw * sw + kj);
-                                if ih < ph || iw < pw || ih - ph >= x.h || iw - pw >= x.w {
+                                let d = &mut d[kj * self.c_in..][..self.c_in];
+                                let iw = iw0 + kj;
+                                if iw < pw || iw - pw >= x.w {
                                     d.fill(0.0);
                                 } else {
-                                    let at = ((bi * x.h + ih - ph) * x.w + iw - pw) * x.c;
+                                    let at = (row + iw - pw) * x.c;
                                     d.copy_from_slice(&x.data[at..at + self.c_in]);
                                 }
                             }
