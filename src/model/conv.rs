@@ -312,17 +312,28 @@ pub fn backward(
     (dx, dw)
 }
 
-fn geometry(x: [usize; 4], w: [usize; 4], conv: &Conv2d) -> Option<Geometry> {
-    let ([batch, c_in, h, w_in], [c_out, c_in_w, k_h, k_w]) = (x, w);
-    let pad = match &conv.padding {
+/// `[rows, columns]` of a padding that is the same on both sides of each axis (all the kernels
+/// here take); `None` for any other.
+pub(super) fn symmetric_padding(p: &burn::nn::PaddingConfig2d) -> Option<[usize; 2]> {
+    match p {
         burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right)
             if top == bottom && left == right =>
         {
-            [*top, *left]
+            Some([*top, *left])
         }
-        burn::nn::PaddingConfig2d::Valid => [0, 0],
-        _ => return None,
-    };
+        burn::nn::PaddingConfig2d::Valid => Some([0, 0]),
+        _ => None,
+    }
+}
+
+/// A tensor's values as f32 on the host (`None` only if conversion fails).
+pub(super) fn host_f32<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
+    t.into_data().convert::<f32>().try_to_vec().ok()
+}
+
+fn geometry(x: [usize; 4], w: [usize; 4], conv: &Conv2d) -> Option<Geometry> {
+    let ([batch, c_in, h, w_in], [c_out, c_in_w, k_h, k_w]) = (x, w);
+    let pad = symmetric_padding(&conv.padding)?;
     let g = Geometry {
         batch,
         c_in,
@@ -436,10 +447,8 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     else {
         return pool.forward(x);
     };
-    let [p_h, p_w] = match &pool.padding {
-        burn::nn::PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => [*t, *l],
-        burn::nn::PaddingConfig2d::Valid => [0, 0],
-        _ => return pool.forward(x),
+    let Some([p_h, p_w]) = symmetric_padding(&pool.padding) else {
+        return pool.forward(x);
     };
     let [b, c, h, w] = x.dims();
     if s_h == 0 || s_w == 0 || h + 2 * p_h < k_h || w + 2 * p_w < k_w || p_h >= k_h || p_w >= k_w {

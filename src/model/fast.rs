@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{Scratch, gemm};
+use super::conv::{Scratch, gemm, host_f32, symmetric_padding};
 use super::resnet::{Block, ResNet};
 
 /// The fewest GEMM rows (output positions) per chunk, and the most floats of a chunk's im2col.
@@ -38,17 +38,13 @@ struct Act {
 
 impl Conv {
     fn from_burn(conv: &burn::nn::conv::Conv2d) -> Option<Self> {
-        let pad = match &conv.padding {
-            burn::nn::PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => [*t, *l],
-            burn::nn::PaddingConfig2d::Valid => [0, 0],
-            _ => return None,
-        };
+        let pad = symmetric_padding(&conv.padding)?;
         if conv.groups != 1 || conv.dilation != [1, 1] {
             return None;
         }
         let weight = conv.weight.val();
         let [c_out, c_in, kh, kw] = weight.dims();
-        let src: Vec<f32> = weight.into_data().convert::<f32>().try_to_vec().ok()?;
+        let src = host_f32(weight)?;
         let mut w = vec![0f32; c_out * c_in * kh * kw];
         for co in 0..c_out {
             for c in 0..c_in {
@@ -58,7 +54,7 @@ impl Conv {
             }
         }
         let bias = match &conv.bias {
-            Some(b) => b.val().into_data().convert::<f32>().try_to_vec().ok()?,
+            Some(b) => host_f32(b.val())?,
             None => vec![0.0; c_out],
         };
         Some(Self {
@@ -208,18 +204,14 @@ impl FastResNet {
                 },
             });
         }
-        let pool_pad = match &r.maxpool.padding {
-            burn::nn::PaddingConfig2d::Explicit(t, l, b, rr) if t == b && l == rr => [*t, *l],
-            burn::nn::PaddingConfig2d::Valid => [0, 0],
-            _ => return None,
-        };
+        let pool_pad = symmetric_padding(&r.maxpool.padding)?;
         let [k, p] = [r.maxpool.kernel_size, pool_pad];
         if r.maxpool.dilation != [1, 1] || p[0] >= k[0] || p[1] >= k[1] {
             return None;
         }
         let w = r.fc.weight.val();
         let [d_in, d_out] = w.dims();
-        let wv: Vec<f32> = w.into_data().convert::<f32>().try_to_vec().ok()?;
+        let wv = host_f32(w)?;
         let mut fc_w = vec![0f32; d_in * d_out];
         for i in 0..d_in {
             for o in 0..d_out {
@@ -227,7 +219,7 @@ impl FastResNet {
             }
         }
         let fc_b = match &r.fc.bias {
-            Some(b) => b.val().into_data().convert::<f32>().try_to_vec().ok()?,
+            Some(b) => host_f32(b.val())?,
             None => vec![0.0; d_out],
         };
         Some(Self {

@@ -120,11 +120,7 @@ pub fn fold(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
         return;
     }
     let host = |t: Tensor<1>| -> Vec<f64> {
-        let v: Vec<f32> = t
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec()
-            .expect("converted to f32");
+        let v = super::conv::host_f32(t).expect("converted to f32");
         v.into_iter().map(f64::from).collect()
     };
     let device = conv.weight.device();
@@ -145,11 +141,7 @@ pub fn fold(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
     let w = conv.weight.val();
     let dims = w.dims();
     let per_out = dims[1] * dims[2] * dims[3];
-    let w: Vec<f32> = w
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec()
-        .expect("converted to f32");
+    let w = super::conv::host_f32(w).expect("converted to f32");
     let w: Vec<f32> = w
         .iter()
         .enumerate()
