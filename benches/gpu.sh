@@ -50,5 +50,5 @@ start=$(date +%s.%N)
 "$INSTREC" train --data "$WORK/corpus" --out "$WORK/run" --arch resnet18 --init random \
   --max-epochs 3 --backend tch --device "$DEVICE" --cache-dir "$WORK/cache"
 end=$(date +%s.%N)
-echo "training wall time: $(echo "$end - $start" | bc) s"
+echo "training wall time: $("$PYTHON" -c "print(round($end - $start, 1))") s"
 "$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5

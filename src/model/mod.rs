@@ -9,6 +9,8 @@ pub mod han;
 pub mod import;
 pub mod norm;
 pub mod resnet;
+#[cfg(feature = "tch")]
+pub mod torch;
 
 use std::path::{Path, PathBuf};
 

@@ -24,6 +24,10 @@ fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, then_relu: bool) -> Te
     if bn.folded {
         return conv2d(conv, x, then_relu);
     }
+    #[cfg(feature = "tch")]
+    if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, then_relu) {
+        return y;
+    }
     let y = bn.forward(conv2d(conv, x, false));
     if then_relu { relu(y) } else { y }
 }

@@ -1,0 +1,148 @@
+//! The LibTorch training path (model::torch: conv → BN → ReLU as one LibTorch autograd graph)
+//! against burn's own ops on the same backend: outputs, all four gradients and the running
+//! statistics. Built only with `--features tch` (CI builds without it):
+//! `LIBTORCH_USE_PYTORCH=1 cargo test --release --features tch --test tch`.
+#![cfg(feature = "tch")]
+#![allow(deprecated)]
+
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use instrec::model::norm::BatchNorm2d;
+use instrec::model::torch::conv_bn_train;
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// max |a − b| over max |b|.
+fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(ours.len(), expected.len());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
+    let max = ours
+        .iter()
+        .zip(expected)
+        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+    max / scale
+}
+
+/// (batch, c_in, h, w, c_out, kernel, stride, pad): ResNet's stem, stage 1, both downsamplings,
+/// stage 4, and an odd shape.
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CASES: &[Case] = &[
+    (3, 3, 43, 128, 64, 7, 2, 3),
+    (2, 64, 11, 32, 64, 3, 1, 1),
+    (2, 64, 11, 32, 128, 3, 2, 1),
+    (2, 64, 11, 32, 128, 1, 2, 0),
+    (4, 512, 2, 4, 512, 3, 1, 1),
+    (3, 5, 7, 9, 4, 2, 2, 1),
+];
+
+/// The same conv and BN weights twice, each pair with its own running statistics.
+fn layers(case: usize, device: &Device) -> [(Conv2d, BatchNorm2d); 2] {
+    let (_, cin, _, _, cout, k, s, p) = CASES[case];
+    let conv = Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([s, s])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(false)
+        .init(device);
+    let gamma = Tensor::<1>::random([cout], Distribution::Normal(1.0, 0.3), device);
+    let beta = Tensor::<1>::random([cout], Distribution::Normal(0.0, 0.3), device);
+    let make = || {
+        let mut c = conv.clone();
+        c.weight = Param::from_tensor(conv.weight.val().detach().require_grad());
+        let mut bn = BatchNorm2d::new(cout, device);
+        bn.weight = Param::from_tensor(gamma.clone().detach().require_grad());
+        bn.bias = Param::from_tensor(beta.clone().detach().require_grad());
+        (c, bn)
+    };
+    [make(), make()]
+}
+
+#[test]
+fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
+    let device = Device::libtorch().autodiff();
+    for (i, &(b, cin, h, w, ..)) in CASES.iter().enumerate() {
+        for (relu, track_x) in [(true, true), (false, true), (true, false)] {
+            let [(conv_ref, bn_ref), (conv, bn)] = layers(i, &device);
+            let x0 = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.5, 2.0), &device);
+            let input = || {
+                let x = x0.clone().detach();
+                if track_x { x.require_grad() } else { x }
+            };
+            let reference = |x: Tensor<4>| {
+                let y = bn_ref.forward(conv_ref.forward(x));
+                if relu {
+                    burn::tensor::activation::relu(y)
+                } else {
+                    y
+                }
+            };
+            let x = input();
+            let y_ref = reference(x.clone());
+            let r = Tensor::<4>::random(y_ref.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let grads = (y_ref.clone() * r.clone()).sum().backward();
+            let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
+            let mut expected = vec![
+                values(y_ref),
+                values(conv_ref.weight.val().grad(&grads).unwrap()),
+                grad(bn_ref.weight.val()),
+                grad(bn_ref.bias.val()),
+                values(bn_ref.running_mean.value_sync()),
+                values(bn_ref.running_var.value_sync()),
+            ];
+            if track_x {
+                expected.push(values(x.grad(&grads).unwrap()));
+            }
+
+            let x = input();
+            let y = conv_bn_train(&conv, &bn, &x, relu).expect("the LibTorch path applies");
+            let grads = (y.clone() * r).sum().backward();
+            let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
+            let mut ours = vec![
+                values(y),
+                values(conv.weight.val().grad(&grads).unwrap()),
+                grad(bn.weight.val()),
+                grad(bn.bias.val()),
+                values(bn.running_mean.value_sync()),
+                values(bn.running_var.value_sync()),
+            ];
+            if track_x {
+                ours.push(values(x.grad(&grads).unwrap()));
+            } else {
+                assert!(x.grad(&grads).is_none());
+            }
+            let names = [
+                "output",
+                "dW",
+                "dγ",
+                "dβ",
+                "running mean",
+                "running var",
+                "dx",
+            ];
+            for ((what, o), e) in names.iter().zip(&ours).zip(&expected) {
+                let err = rel_err(o, e);
+                assert!(
+                    err < 1e-4,
+                    "{:?} relu {relu} track_x {track_x}: {what} relative error {err:.2e}",
+                    CASES[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_libtorch_path_stays_out_of_inference_and_other_backends() {
+    use burn::module::Module;
+    let [(conv, bn), _] = layers(1, &Device::flex().autodiff());
+    let x = Tensor::<4>::zeros([2, 64, 11, 32], &Device::flex().autodiff());
+    assert!(conv_bn_train(&conv, &bn, &x, true).is_none());
+    let [(conv, bn), _] = layers(1, &Device::libtorch().autodiff());
+    let (conv, bn) = (conv.valid(), bn.valid());
+    let x = Tensor::<4>::zeros([2, 64, 11, 32], &Device::libtorch());
+    assert!(conv_bn_train(&conv, &bn, &x, true).is_none());
+}
