@@ -12,10 +12,13 @@
 #   1. `instrec bench model --backend tch --device cuda:N` for ResNet18 and ResNet50 (batch 64);
 #   2. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
 #      `instrec train --backend tch --device cuda:N`, with its wall time;
-#   3. benches/pytorch_bench.py model --device cuda for the same models.
+#   3. benches/pytorch_bench.py model --device cuda for the same models;
+#   4. the same training run on this machine's CPU through LibTorch, for its time.
+# STEPS (default 50) sets the timed steps of both benchmarks.
 # With a torch other than 2.9.0, set LIBTORCH_BYPASS_VERSION_CHECK=1 (at your own risk).
 set -euo pipefail
 DEVICE="${1:-cuda:0}"
+STEPS="${STEPS:-50}"
 PYTHON="${PYTHON:-python3}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -36,12 +39,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 
 echo "== instrec bench model, tch on $DEVICE"
 for arch in resnet18 resnet50; do
-  "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps 20
+  "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS"
 done
 
 echo "== PyTorch on ${DEVICE}"
 for arch in resnet18 resnet50; do
-  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/pytorch_bench.py" model --arch "$arch" --device cuda --steps 20
+  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/pytorch_bench.py" model --arch "$arch" --device cuda --steps "$STEPS"
 done
 
 echo "== a short training run on $DEVICE (synthetic corpus, 3 epochs)"
@@ -52,3 +55,7 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 echo "training wall time: $("$PYTHON" -c "print(round($end - $start, 1))") s"
 "$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5
+
+echo "== the same run on this machine's CPU through LibTorch (its weights come from the CPU's generator)"
+"$INSTREC" train --data "$WORK/corpus" --out "$WORK/run-cpu" --arch resnet18 --init random \
+  --max-epochs 3 --backend tch --device cpu --cache-dir "$WORK/cache"

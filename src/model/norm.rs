@@ -162,7 +162,8 @@ struct Train {
     variance: Tensor<1>,
 }
 
-/// Per channel of `[b][c][hw]`: mean and biased variance (two passes, f64 sums).
+/// Per channel of `[b][c][hw]`: mean and biased variance (two passes; f32 SIMD sums within a
+/// plane, f64 across planes).
 fn channel_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     use rayon::prelude::*;
     let n = (b * hw) as f64;
@@ -170,15 +171,57 @@ fn channel_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..b).map(move |i| &x[(i * c + ch) * hw..][..hw]);
-            let mean = planes().flatten().map(|&v| v as f64).sum::<f64>() / n;
-            let var = planes()
-                .flatten()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            (mean, var)
+            let mean = planes().map(|p| sum8(p, |v| v) as f64).sum::<f64>() / n;
+            let m = mean as f32;
+            // Σ (x − m)² about the f32 mean, corrected for that mean's rounding (m − mean).
+            let (dev, sq) = planes().fold((0f64, 0f64), |(d, q), p| {
+                (
+                    d + sum8(p, |v| v - m) as f64,
+                    q + sum8(p, |v| (v - m) * (v - m)) as f64,
+                )
+            });
+            let var = (sq - dev * dev / n) / n;
+            (mean, var.max(0.0))
         })
         .collect()
+}
+
+/// `Σ f(x[i])` in f32 with eight independent partial sums, which the compiler keeps in one
+/// SIMD register (a single running sum, let alone an f64 one, is a serial chain of adds). Used
+/// within one plane (≤ a few thousand values); planes are summed in f64.
+#[inline(always)]
+fn sum8(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `(Σ dy, Σ dy·(x − m))` over one plane, in f32 with eight partial sums each.
+#[inline(always)]
+fn grad_sums8(x: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
+    let (mut sd, mut sdx) = ([0f32; 8], [0f32; 8]);
+    let (xc, dc) = (x.chunks_exact(8), dy.chunks_exact(8));
+    let tail = xc
+        .remainder()
+        .iter()
+        .zip(dc.remainder())
+        .fold((0f32, 0f32), |(a, b), (&v, &d)| (a + d, b + d * (v - m)));
+    for (xv, dv) in xc.zip(dc) {
+        for i in 0..8 {
+            sd[i] += dv[i];
+            sdx[i] += dv[i] * (xv[i] - m);
+        }
+    }
+    (
+        sd.iter().sum::<f32>() + tail.0,
+        sdx.iter().sum::<f32>() + tail.1,
+    )
 }
 
 /// BatchNorm in training mode on Flex as one autodiff node: statistics in one parallel pass
@@ -264,20 +307,16 @@ fn fused_train(
                 gamma.storage::<f32>(),
             );
             let hw = h * w;
-            // Per channel: Σ dy and Σ dy·x̂ (f64).
+            // Per channel: Σ dy and Σ dy·x̂ (f32 within a plane, f64 across planes).
             let sums: Vec<(f64, f64)> = (0..c)
                 .into_par_iter()
                 .map(|ch| {
-                    let (m, s) = (mean[ch] as f64, inv[ch] as f64);
-                    (0..b).fold((0.0, 0.0), |(sd, sdx), i| {
+                    let (sd, sdx) = (0..b).fold((0f64, 0f64), |(sd, sdx), i| {
                         let at = (i * c + ch) * hw;
-                        xs[at..at + hw].iter().zip(&dys[at..at + hw]).fold(
-                            (sd, sdx),
-                            |(sd, sdx), (&v, &d)| {
-                                (sd + d as f64, sdx + d as f64 * (v as f64 - m) * s)
-                            },
-                        )
-                    })
+                        let (d, dx) = grad_sums8(&xs[at..at + hw], &dys[at..at + hw], mean[ch]);
+                        (sd + d as f64, sdx + dx as f64)
+                    });
+                    (sd, sdx * inv[ch] as f64)
                 })
                 .collect();
             let n = (b * hw) as f32;
