@@ -173,6 +173,7 @@ fn max_pool_matches_burn() {
             .init();
         let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let expected = pool.forward(x.clone());
+        let out_dims = expected.dims();
         let ours = conv::max_pool2d(&pool, x);
         assert_eq!(
             ours.dims(),
@@ -184,6 +185,26 @@ fn max_pool_matches_burn() {
             values(expected),
             "{b} {c} {h} {w} k{k} s{s} p{p}"
         );
+
+        // Training: the same output and the gradient routed to the same maxima, also where
+        // rounding makes ties (the first maximum in scan order takes it, as in PyTorch).
+        let ad = Device::flex().autodiff();
+        for ties in [false, true] {
+            let x0 = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &ad);
+            let x0 = if ties { x0.round() } else { x0 };
+            let r = Tensor::<4>::random(out_dims, Distribution::Normal(0.0, 1.0), &ad);
+            let x = x0.clone().require_grad();
+            let y_ref = pool.forward(x.clone());
+            let dx_ref = x
+                .grad(&(y_ref.clone() * r.clone()).sum().backward())
+                .unwrap();
+            let x = x0.require_grad();
+            let y = conv::max_pool2d(&pool, x.clone());
+            let dx = x.grad(&(y.clone() * r).sum().backward()).unwrap();
+            let what = format!("{b} {c} {h} {w} k{k} s{s} p{p} ties {ties}");
+            assert_eq!(values(y), values(y_ref), "{what}: output");
+            assert_eq!(values(dx), values(dx_ref), "{what}: gradient");
+        }
     }
 }
 
