@@ -356,6 +356,39 @@ fn batchnorm_training_step_moves_running_stats_like_pytorch() {
 }
 
 #[test]
+fn running_stats_follow_steps_made_on_different_threads() {
+    // Training steps run on whichever rayon worker takes them; burn's RunningState averages
+    // per-thread pending values, which must not mix one step's statistics with another's.
+    let device = Device::flex().autodiff();
+    let bn = BatchNorm2d::new(1, &device);
+    let step = |v: f32| {
+        bn.forward(Tensor::<4>::from_data(
+            TensorData::new(vec![v, v + 2.0], [1, 1, 1, 2]),
+            &device,
+        ))
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| step(1.0));
+    });
+    step(5.0);
+    std::thread::scope(|s| {
+        s.spawn(|| step(9.0));
+    });
+    // Means 2, 6, 10: running mean 0.9·(0.9·(0.9·0 + 0.2) + 0.6) + 1.0.
+    let expected = 0.9f32 * (0.9 * 0.2 + 0.6) + 1.0;
+    for read in [
+        bn.running_mean.value_sync(),
+        std::thread::scope(|s| s.spawn(|| bn.running_mean.value_sync()).join().unwrap()),
+    ] {
+        let mean = read.into_data().try_to_vec::<f32>().unwrap()[0];
+        assert!(
+            (mean - expected).abs() < 1e-6,
+            "running mean {mean}, expected {expected}"
+        );
+    }
+}
+
+#[test]
 fn import_errors_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let device = Device::flex();

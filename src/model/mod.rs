@@ -121,13 +121,13 @@ impl Model {
 
     /// Logits `[batch, classes]` for windows `[batch, 3, frames, mels]` (Han reads channel 0).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        match self {
+        crate::util::on_worker(|| match self {
             Self::ResNet(m) => m.forward(x),
             Self::Han(m) => {
                 let [b, _, t, f] = x.dims();
                 m.forward(x.slice([0..b, 0..1, 0..t, 0..f]))
             }
-        }
+        })
     }
 }
 

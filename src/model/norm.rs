@@ -106,10 +106,18 @@ impl BatchNorm2d {
             .to_device(&device)
             .mul_scalar(1.0 - m)
             .add(result.variance.detach().mul_scalar(m * unbiased));
-        self.running_mean.update(mean.detach());
-        self.running_var.update(var.detach());
+        set_running(&self.running_mean, mean.detach());
+        set_running(&self.running_var, var.detach());
         result.output
     }
+}
+
+/// Sets a running statistic. burn's `RunningState` keeps one pending value per thread and
+/// averages them at the next read *on a thread that has one*; training steps run on whichever
+/// rayon worker takes them, so the update is merged at once, on the thread that made it.
+pub(super) fn set_running(state: &RunningState<Tensor<1>>, value: Tensor<1>) {
+    state.update(value);
+    let _ = state.value_sync();
 }
 
 /// Folds an eval-mode BatchNorm into the bias-free convolution before it:

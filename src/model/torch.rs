@@ -171,7 +171,7 @@ pub fn conv_bn_train(
         OpsKind::UnTracked(prep) => prep.finish(result),
     };
     let stat = |t: tch::Tensor| Tensor::<1>::from_primitive::<Ad>(AdTensor::new(TchTensor::new(t)));
-    bn.running_mean.update(stat(mean));
-    bn.running_var.update(stat(var));
+    super::norm::set_running(&bn.running_mean, stat(mean));
+    super::norm::set_running(&bn.running_var, stat(var));
     Some(Tensor::from_primitive::<Ad>(y))
 }

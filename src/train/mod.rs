@@ -619,20 +619,22 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
         let mut lr = 0.0;
         for (b, batch) in examples.chunks(config.recipe.batch_size).enumerate() {
             let (x, y) = batch_tensors(&data.train, batch, n_classes, &train_device);
-            // Dropout draws from the backend's generator too.
-            let logits = match model {
-                Model::Han(_) => {
-                    let _guard = backend_rng();
-                    model.forward(x)
-                }
-                Model::ResNet(_) => model.forward(x),
-            };
-            let loss = bce_with_logits(logits, y);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr_now = scheduler.step();
             lr = lr_now.base();
-            model = optim.step(lr_now, model, grads);
-            let l = scalar(loss);
+            let (stepped, l) = crate::util::on_worker(|| {
+                // Dropout draws from the backend's generator too.
+                let logits = match model {
+                    Model::Han(_) => {
+                        let _guard = backend_rng();
+                        model.forward(x)
+                    }
+                    Model::ResNet(_) => model.forward(x),
+                };
+                let loss = bce_with_logits(logits, y);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                (optim.step(lr_now, model, grads), scalar(loss))
+            });
+            model = stepped;
             if !l.is_finite() {
                 // Fail fast: a non-finite loss poisons every later step and every checkpoint.
                 let mut clips: Vec<String> = batch
