@@ -623,7 +623,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let device = compute.device()?;
                 out!("{arch} on {compute}, batch {batch}, {steps} timed steps");
                 let r = bench::bench_model(arch, &device, batch, steps);
-                out!("train: {:>8.1} samples/s", r.train_samples_per_s);
+                out!(
+                    "train: {:>8.1} samples/s ({:.0} % of it in the optimizer step)",
+                    r.train_samples_per_s,
+                    100.0 * r.optimizer_share
+                );
                 out!("infer: {:>8.1} samples/s", r.infer_samples_per_s);
                 Ok(ExitCode::SUCCESS)
             }
