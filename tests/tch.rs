@@ -146,3 +146,34 @@ fn the_libtorch_path_stays_out_of_inference_and_other_backends() {
     let x = Tensor::<4>::zeros([2, 64, 11, 32], &Device::libtorch());
     assert!(conv_bn_train(&conv, &bn, &x, true).is_none());
 }
+
+#[test]
+fn resnet_training_steps_on_libtorch_run_and_move_the_running_stats() {
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use instrec::model::{Arch, Model, bce_with_logits};
+    let device = Device::libtorch().autodiff();
+    let mut model = Model::new(Arch::ResNet18, 11, &device);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let x = Tensor::<4>::random([4, 3, 43, 128], Distribution::Normal(-8.0, 3.0), &device);
+    let y = Tensor::<2>::random([4, 11], Distribution::Bernoulli(0.2), &device);
+    let stem_mean = |m: &Model| match m {
+        Model::ResNet(r) => values(r.bn1.running_mean.value_sync()),
+        _ => unreachable!(),
+    };
+    let mut before = stem_mean(&model);
+    // Each step saves BN's running statistics in LibTorch's graph and then hands burn copies:
+    // burn merging its own in place must not touch the saved ones (LibTorch checks versions).
+    for step in 0..3 {
+        let loss = bce_with_logits(model.forward(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(5e-4, model, grads);
+        let l = values(loss)[0];
+        assert!(l.is_finite(), "step {step}: loss {l}");
+        let after = stem_mean(&model);
+        assert_ne!(
+            after, before,
+            "step {step}: the stem's running mean did not move"
+        );
+        before = after;
+    }
+}

@@ -170,8 +170,11 @@ pub fn conv_bn_train(
         OpsKind::Tracked(prep) => prep.finish(Graph { output, leaves }, result),
         OpsKind::UnTracked(prep) => prep.finish(result),
     };
-    let stat = |t: tch::Tensor| Tensor::<1>::from_primitive::<Ad>(AdTensor::new(TchTensor::new(t)));
-    super::norm::set_running(&bn.running_mean, stat(mean));
-    super::norm::set_running(&bn.running_var, stat(var));
+    // Copies: LibTorch's graph saved these tensors, and burn may update its own in place.
+    let stat = |t: &tch::Tensor| {
+        Tensor::<1>::from_primitive::<Ad>(AdTensor::new(TchTensor::new(t.copy())))
+    };
+    super::norm::set_running(&bn.running_mean, stat(&mean));
+    super::norm::set_running(&bn.running_var, stat(&var));
     Some(Tensor::from_primitive::<Ad>(y))
 }
