@@ -115,7 +115,7 @@ pub fn bench_model(
         }
         (start.elapsed().as_secs_f64(), optimizer)
     };
-    let (train, optimizer) = crate::util::on_worker(|| {
+    let (train, optimizer) = crate::model::on_kernel_pool(device, || {
         time_train(1);
         time_train(steps)
     });
@@ -129,7 +129,7 @@ pub fn bench_model(
         }
         start.elapsed().as_secs_f64()
     };
-    let infer = crate::util::on_worker(|| {
+    let infer = crate::model::on_kernel_pool(device, || {
         time_infer(1);
         time_infer(steps)
     });

@@ -271,14 +271,6 @@ mod rng_tests {
     }
 }
 
-/// Runs `f` on a rayon worker thread (inline when already on one). Model kernels are parallel
-/// loops; called from outside the pool, each loop wakes the workers and puts the caller to sleep
-/// (thousands of context switches per training step, and a third runnable thread on two cores),
-/// while from a worker they split work in place. ResNet18 on 2 cores: training +8 %, inference +4 %.
-pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
-}
-
 /// `Σ a[i]·b[i]` over the shorter slice, in f32 with eight independent partial sums (which the
 /// compiler turns into one SIMD register; a single running sum cannot be vectorised).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -621,7 +621,7 @@ fn run(config: TrainConfig, run_dir: &Path, resume: bool, obs: &dyn Observer) ->
             let (x, y) = batch_tensors(&data.train, batch, n_classes, &train_device);
             let lr_now = scheduler.step();
             lr = lr_now.base();
-            let (stepped, l) = crate::util::on_worker(|| {
+            let (stepped, l) = crate::model::on_kernel_pool(&train_device, || {
                 // Dropout draws from the backend's generator too.
                 let logits = match model {
                     Model::Han(_) => {
