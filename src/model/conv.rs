@@ -178,8 +178,16 @@ fn col2im(col: &[f32], g: &Geometry, b0: usize, b1: usize, dx_cb: &mut [f32]) {
                         let dst = &mut plane[ih * g.w..(ih + 1) * g.w];
                         let src = &src_row[bi * p + oh * out_w..][..out_w];
                         let first = w_lo * sw + kj - pw;
-                        for (i, v) in src[w_lo..w_hi].iter().enumerate() {
-                            dst[first + i * sw] += v;
+                        if sw == 1 {
+                            // Unit stride: a plain slice add, which the compiler vectorises.
+                            let d = &mut dst[first..first + (w_hi - w_lo)];
+                            for (d, v) in d.iter_mut().zip(&src[w_lo..w_hi]) {
+                                *d += v;
+                            }
+                        } else {
+                            for (i, v) in src[w_lo..w_hi].iter().enumerate() {
+                                dst[first + i * sw] += v;
+                            }
                         }
                     }
                 }
