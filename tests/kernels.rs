@@ -44,6 +44,10 @@ const CASES: &[Case] = &[
     (1, 2, 5, 5, 3, 3, 3, 2),
     // Several chunks: 64·9 rows × 200·200 positions exceed one chunk per image.
     (2, 64, 200, 200, 4, 3, 1, 1),
+    // Stride 1 over larger planes, computed tap by tap: an even kernel, no padding, 5×5.
+    (2, 3, 20, 30, 4, 2, 1, 1),
+    (3, 4, 30, 40, 5, 3, 1, 0),
+    (2, 6, 24, 33, 7, 5, 1, 2),
 ];
 
 fn layer(case: &Case, bias: bool, device: &Device) -> Conv2d {
