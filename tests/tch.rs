@@ -149,7 +149,7 @@ fn the_libtorch_path_stays_out_of_inference_and_other_backends() {
 
 #[test]
 fn resnet_training_steps_on_libtorch_run_and_move_the_running_stats() {
-    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use burn::optim::{AdamConfig, GradientsParams};
     use instrec::model::{Arch, Model, bce_with_logits};
     let device = Device::libtorch().autodiff();
     let mut model = Model::new(Arch::ResNet18, 11, &device);
