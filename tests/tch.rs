@@ -65,23 +65,35 @@ fn layers(case: usize, device: &Device) -> [(Conv2d, BatchNorm2d); 2] {
 fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
     let device = Device::libtorch().autodiff();
     for (i, &(b, cin, h, w, ..)) in CASES.iter().enumerate() {
-        for (relu, track_x) in [(true, true), (false, true), (true, false)] {
+        for (relu, track_x, residual) in [
+            (true, true, false),
+            (false, true, false),
+            (true, false, false),
+            (true, true, true),
+        ] {
             let [(conv_ref, bn_ref), (conv, bn)] = layers(i, &device);
             let x0 = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.5, 2.0), &device);
             let input = || {
                 let x = x0.clone().detach();
                 if track_x { x.require_grad() } else { x }
             };
-            let reference = |x: Tensor<4>| {
+            let out_dims = conv_ref.forward(x0.clone()).dims();
+            let id0 = Tensor::<4>::random(out_dims, Distribution::Normal(0.0, 1.0), &device);
+            let identity = || residual.then(|| id0.clone().detach().require_grad());
+            let reference = |x: Tensor<4>, id: Option<Tensor<4>>| {
                 let y = bn_ref.forward(conv_ref.forward(x));
+                let y = match id {
+                    Some(id) => y + id,
+                    None => y,
+                };
                 if relu {
                     burn::tensor::activation::relu(y)
                 } else {
                     y
                 }
             };
-            let x = input();
-            let y_ref = reference(x.clone());
+            let (x, id) = (input(), identity());
+            let y_ref = reference(x.clone(), id.clone());
             let r = Tensor::<4>::random(y_ref.dims(), Distribution::Normal(0.0, 1.0), &device);
             let grads = (y_ref.clone() * r.clone()).sum().backward();
             let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
@@ -96,9 +108,13 @@ fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
             if track_x {
                 expected.push(values(x.grad(&grads).unwrap()));
             }
+            if let Some(id) = &id {
+                expected.push(values(id.grad(&grads).unwrap()));
+            }
 
-            let x = input();
-            let y = conv_bn_train(&conv, &bn, &x, relu).expect("the LibTorch path applies");
+            let (x, id) = (input(), identity());
+            let y = conv_bn_train(&conv, &bn, &x, id.as_ref(), relu)
+                .expect("the LibTorch path applies");
             let grads = (y.clone() * r).sum().backward();
             let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
             let mut ours = vec![
@@ -114,20 +130,19 @@ fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
             } else {
                 assert!(x.grad(&grads).is_none());
             }
-            let names = [
-                "output",
-                "dW",
-                "dγ",
-                "dβ",
-                "running mean",
-                "running var",
-                "dx",
-            ];
+            if let Some(id) = &id {
+                ours.push(values(id.grad(&grads).unwrap()));
+            }
+            let mut names = vec!["output", "dW", "dγ", "dβ", "running mean", "running var"];
+            names.extend(track_x.then_some("dx"));
+            names.extend(residual.then_some("d residual"));
+            assert_eq!((ours.len(), expected.len()), (names.len(), names.len()));
             for ((what, o), e) in names.iter().zip(&ours).zip(&expected) {
                 let err = rel_err(o, e);
                 assert!(
                     err < 1e-4,
-                    "{:?} relu {relu} track_x {track_x}: {what} relative error {err:.2e}",
+                    "{:?} relu {relu} track_x {track_x} residual {residual}: {what} relative \
+                     error {err:.2e}",
                     CASES[i]
                 );
             }
@@ -140,11 +155,11 @@ fn the_libtorch_path_stays_out_of_inference_and_other_backends() {
     use burn::module::Module;
     let [(conv, bn), _] = layers(1, &Device::flex().autodiff());
     let x = Tensor::<4>::zeros([2, 64, 11, 32], &Device::flex().autodiff());
-    assert!(conv_bn_train(&conv, &bn, &x, true).is_none());
+    assert!(conv_bn_train(&conv, &bn, &x, None, true).is_none());
     let [(conv, bn), _] = layers(1, &Device::libtorch().autodiff());
     let (conv, bn) = (conv.valid(), bn.valid());
     let x = Tensor::<4>::zeros([2, 64, 11, 32], &Device::libtorch());
-    assert!(conv_bn_train(&conv, &bn, &x, true).is_none());
+    assert!(conv_bn_train(&conv, &bn, &x, None, true).is_none());
 }
 
 #[test]

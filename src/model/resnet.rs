@@ -20,12 +20,27 @@ use super::norm::{self, BatchNorm2d};
 
 /// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
 /// all on the Flex backend.
+/// `relu(bn(conv(x)) + identity)`, a residual block's end (one LibTorch graph when training on
+/// it).
+fn conv_bn_add_relu(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: Tensor<4>,
+    identity: Tensor<4>,
+) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, Some(&identity), true) {
+        return y;
+    }
+    relu(conv_bn(conv, bn, x, false) + identity)
+}
+
 fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, then_relu: bool) -> Tensor<4> {
     if bn.folded {
         return conv2d(conv, x, then_relu);
     }
     #[cfg(feature = "tch")]
-    if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, then_relu) {
+    if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, None, then_relu) {
         return y;
     }
     let y = bn.forward(conv2d(conv, x, false));
@@ -125,8 +140,7 @@ impl BasicBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
         let out = conv_bn(&self.conv1, &self.bn1, x, true);
-        let out = conv_bn(&self.conv2, &self.bn2, out, false);
-        relu(out + identity)
+        conv_bn_add_relu(&self.conv2, &self.bn2, out, identity)
     }
 }
 
@@ -164,8 +178,7 @@ impl Bottleneck {
         let identity = shortcut(&self.downsample, &x);
         let out = conv_bn(&self.conv1, &self.bn1, x, true);
         let out = conv_bn(&self.conv2, &self.bn2, out, true);
-        let out = conv_bn(&self.conv3, &self.bn3, out, false);
-        relu(out + identity)
+        conv_bn_add_relu(&self.conv3, &self.bn3, out, identity)
     }
 }
 

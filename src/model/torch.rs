@@ -92,14 +92,16 @@ fn running_copy(t: Tensor<1>) -> Option<tch::Tensor> {
     }
 }
 
-/// `relu(bn(conv(x)))` (ReLU if `relu`) in training mode as one LibTorch autograd graph; BN's
-/// running statistics are updated by LibTorch, i.e. exactly as PyTorch does (unbiased variance,
-/// `momentum`). `None` where this does not apply (not LibTorch autodiff, BN in eval mode, a conv
-/// with bias, groups or dilation) or LibTorch refused the shapes: the caller then runs burn's ops.
+/// `relu(bn(conv(x)) + residual)` (the residual if given, ReLU if `relu`) in training mode as
+/// one LibTorch autograd graph; BN's running statistics are updated by LibTorch, i.e. exactly as
+/// PyTorch does (unbiased variance, `momentum`). `None` where this does not apply (not LibTorch
+/// autodiff, BN in eval mode, a conv with bias, groups or dilation) or LibTorch refused the
+/// shapes: the caller then runs burn's ops.
 pub fn conv_bn_train(
     conv: &Conv2d,
     bn: &BatchNorm2d,
     x: &Tensor<4>,
+    residual: Option<&Tensor<4>>,
     relu: bool,
 ) -> Option<Tensor<4>> {
     if !on_tch_autodiff(x)
@@ -116,6 +118,10 @@ pub fn conv_bn_train(
     let wa = primitive(conv.weight.val())?;
     let ga = primitive(bn.weight.val())?;
     let ba = primitive(bn.bias.val())?;
+    let ra = match residual {
+        Some(r) => Some(primitive(r.clone())?),
+        None => None,
+    };
     let mean = running_copy(bn.running_mean.value_sync().to_device(&device))?;
     let var = running_copy(bn.running_var.value_sync().to_device(&device))?;
     let leaf = |a: &AdTensor| {
@@ -131,10 +137,11 @@ pub fn conv_bn_train(
             storage: p.storage.clone(),
         }
     };
-    let leaves = [leaf(&xa), leaf(&wa), leaf(&ga), leaf(&ba)];
+    let mut leaves = vec![leaf(&xa), leaf(&wa), leaf(&ga), leaf(&ba)];
+    leaves.extend(ra.as_ref().map(leaf));
     let to_i64 = |v: [usize; 2]| v.map(|u| u as i64);
     let out = tch::with_grad(|| {
-        let [x, w, g, b] = leaves.each_ref().map(|l| &l.tensor);
+        let [x, w, g, b] = [0, 1, 2, 3].map(|i| &leaves[i].tensor);
         let y = x.f_conv2d(
             w,
             None::<tch::Tensor>,
@@ -153,6 +160,10 @@ pub fn conv_bn_train(
             bn.epsilon,
             true,
         )?;
+        let y = match leaves.get(4) {
+            Some(r) => y.f_add(&r.tensor)?,
+            None => y,
+        };
         if relu { y.f_relu() } else { Ok(y) }
     })
     .ok()?;
@@ -162,13 +173,12 @@ pub fn conv_bn_train(
         storage: output.storage.clone(),
     };
     let nodes = [xa.node(), wa.node(), ga.node(), ba.node()];
-    let y = match TorchBackward
-        .prepare::<NoCheckpointing>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(Graph { output, leaves }, result),
-        OpsKind::UnTracked(prep) => prep.finish(result),
+    let y = match ra {
+        None => record(nodes, leaves, output, result)?,
+        Some(ra) => {
+            let [x, w, g, b] = nodes;
+            record([x, w, g, b, ra.node()], leaves, output, result)?
+        }
     };
     // Copies: LibTorch's graph saved these tensors, and burn may update its own in place.
     let stat = |t: &tch::Tensor| {
@@ -177,4 +187,24 @@ pub fn conv_bn_train(
     super::norm::set_running(&bn.running_mean, stat(&mean));
     super::norm::set_running(&bn.running_var, stat(&var));
     Some(Tensor::from_primitive::<Ad>(y))
+}
+
+/// The autodiff node of a graph with `N` leaves, or `None` if `leaves` does not hold `N`.
+fn record<const N: usize>(
+    nodes: [burn::backend::autodiff::ops::NodeGuard; N],
+    leaves: Vec<TchTensor>,
+    output: TchTensor,
+    result: TchTensor,
+) -> Option<AdTensor> {
+    let leaves: [TchTensor; N] = leaves.try_into().ok()?;
+    Some(
+        match TorchBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(Graph { output, leaves }, result),
+            OpsKind::UnTracked(prep) => prep.finish(result),
+        },
+    )
 }
