@@ -10,20 +10,8 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use instrec::model::conv;
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}
-
-/// max |a − b| over max |b|.
-fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
-    assert_eq!(ours.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
-    let max = ours
-        .iter()
-        .zip(expected)
-        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
-    max / scale
-}
+mod common;
+use common::{rel_err, values};
 
 /// (batch, c_in, h, w, c_out, kernel, stride, pad)
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);

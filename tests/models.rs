@@ -3,6 +3,7 @@
 //! BatchNorm, weight import errors, and the model bundle.
 
 mod common;
+use common::rel_err;
 
 use std::path::{Path, PathBuf};
 
@@ -25,16 +26,6 @@ fn shared_resnet_fixtures() -> Option<PathBuf> {
 fn tensor4(a: &NpyArray, device: &Device) -> Tensor<4> {
     let s: [usize; 4] = a.shape.clone().try_into().expect("4-D input");
     Tensor::from_data(TensorData::new(a.data.clone(), s), device)
-}
-
-fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
-    assert_eq!(ours.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    let max = ours
-        .iter()
-        .zip(expected)
-        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
-    max / scale
 }
 
 // The generator of tests/fixtures/make_fixtures.py: splitmix64(fnv1a64(name) + i) >> 40, / 2^24.

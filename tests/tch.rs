@@ -12,20 +12,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use instrec::model::norm::BatchNorm2d;
 use instrec::model::torch::conv_bn_train;
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
-}
-
-/// max |a − b| over max |b|.
-fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
-    assert_eq!(ours.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
-    let max = ours
-        .iter()
-        .zip(expected)
-        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
-    max / scale
-}
+mod common;
+use common::{rel_err, values};
 
 /// (batch, c_in, h, w, c_out, kernel, stride, pad): ResNet's stem, stage 1, both downsamplings,
 /// stage 4, and an odd shape.

@@ -143,3 +143,19 @@ pub fn diff_stats(a: &[f32], b: &[f32], mask: impl Fn(usize) -> bool) -> (f64, f
     let p99 = d[((d.len() as f64 * 0.99).ceil() as usize).min(d.len()) - 1];
     (max, mean, p99)
 }
+
+/// A tensor's values as f32.
+pub fn values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// max |a − b| over max |b|.
+pub fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(ours.len(), expected.len());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
+    let max = ours
+        .iter()
+        .zip(expected)
+        .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+    max / scale
+}
