@@ -11,19 +11,14 @@ use burn::tensor::{Device, Distribution, Tensor};
 use instrec::model::conv;
 
 mod common;
-use common::{rel_err, values};
+use common::{RESNET18_CONVS, rel_err, values};
 
-/// (batch, c_in, h, w, c_out, kernel, stride, pad)
-type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+type Case = common::ConvCase;
 
-const CASES: &[Case] = &[
-    // ResNet18 on a 43×128 window: stem, stage 1, downsampling 3×3 and 1×1, stage 4.
-    (3, 3, 43, 128, 64, 7, 2, 3),
-    (2, 64, 11, 32, 64, 3, 1, 1),
-    (2, 64, 11, 32, 128, 3, 2, 1),
-    (2, 64, 11, 32, 128, 1, 2, 0),
+/// Beside common::RESNET18_CONVS.
+const MORE_CASES: &[Case] = &[
+    // ResNet18's stage-3 → 4 downsampling.
     (4, 256, 3, 8, 512, 3, 2, 1),
-    (4, 512, 2, 4, 512, 3, 1, 1),
     // ResNet50's 1×1 reduce.
     (2, 256, 6, 16, 64, 1, 1, 0),
     // Odd shapes: no padding, even kernel, padding wider than the stride.
@@ -32,7 +27,7 @@ const CASES: &[Case] = &[
     (1, 2, 5, 5, 3, 3, 3, 2),
     // Several chunks: 64·9 rows × 200·200 positions exceed one chunk per image.
     (2, 64, 200, 200, 4, 3, 1, 1),
-    // Stride 1 over larger planes, computed tap by tap: an even kernel, no padding, 5×5.
+    // Stride 1 over larger planes: an even kernel, no padding, 5×5.
     (2, 3, 20, 30, 4, 2, 1, 1),
     (3, 4, 30, 40, 5, 3, 1, 0),
     (2, 6, 24, 33, 7, 5, 1, 2),
@@ -55,7 +50,7 @@ fn options(case: &Case) -> ConvOptions<2> {
 #[test]
 fn conv_forward_matches_burn_with_and_without_bias_and_relu() {
     let device = Device::flex();
-    for case in CASES {
+    for case in RESNET18_CONVS.iter().chain(MORE_CASES) {
         let &(b, cin, h, w, ..) = case;
         for bias in [false, true] {
             let layer = layer(case, bias, &device);
@@ -86,7 +81,7 @@ fn conv_forward_matches_burn_with_and_without_bias_and_relu() {
 #[test]
 fn conv_gradients_match_burns_autodiff() {
     let device = Device::flex().autodiff();
-    for case in CASES {
+    for case in RESNET18_CONVS.iter().chain(MORE_CASES) {
         let &(b, cin, h, w, ..) = case;
         let layer = layer(case, false, &device);
         let x0 = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.0, 1.0), &device);

@@ -15,22 +15,16 @@ use instrec::model::torch::conv_bn_train;
 mod common;
 use common::{rel_err, values};
 
-/// (batch, c_in, h, w, c_out, kernel, stride, pad): ResNet's stem, stage 1, both downsamplings,
-/// stage 4, and an odd shape.
-type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
-
-const CASES: &[Case] = &[
-    (3, 3, 43, 128, 64, 7, 2, 3),
-    (2, 64, 11, 32, 64, 3, 1, 1),
-    (2, 64, 11, 32, 128, 3, 2, 1),
-    (2, 64, 11, 32, 128, 1, 2, 0),
-    (4, 512, 2, 4, 512, 3, 1, 1),
-    (3, 5, 7, 9, 4, 2, 2, 1),
-];
+/// ResNet18's convolutions and an odd shape (even kernel, stride 2).
+fn cases() -> Vec<common::ConvCase> {
+    let mut v = common::RESNET18_CONVS.to_vec();
+    v.push((3, 5, 7, 9, 4, 2, 2, 1));
+    v
+}
 
 /// The same conv and BN weights twice, each pair with its own running statistics.
 fn layers(case: usize, device: &Device) -> [(Conv2d, BatchNorm2d); 2] {
-    let (_, cin, _, _, cout, k, s, p) = CASES[case];
+    let (_, cin, _, _, cout, k, s, p) = cases()[case];
     let conv = Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([s, s])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -52,7 +46,7 @@ fn layers(case: usize, device: &Device) -> [(Conv2d, BatchNorm2d); 2] {
 #[test]
 fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
     let device = Device::libtorch().autodiff();
-    for (i, &(b, cin, h, w, ..)) in CASES.iter().enumerate() {
+    for (i, &(b, cin, h, w, ..)) in cases().iter().enumerate() {
         for (relu, track_x, residual) in [
             (true, true, false),
             (false, true, false),
@@ -131,7 +125,7 @@ fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
                     err < 1e-4,
                     "{:?} relu {relu} track_x {track_x} residual {residual}: {what} relative \
                      error {err:.2e}",
-                    CASES[i]
+                    cases()[i]
                 );
             }
         }

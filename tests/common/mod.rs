@@ -159,3 +159,16 @@ pub fn rel_err(ours: &[f32], expected: &[f32]) -> f64 {
         .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
     max / scale
 }
+
+/// A convolution to test: (batch, c_in, h, w, c_out, kernel, stride, pad).
+pub type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// ResNet18's convolutions on a 43×128 window (small batches): the stem, stage 1, the 3×3 and
+/// 1×1 downsamplings, stage 4.
+pub const RESNET18_CONVS: &[ConvCase] = &[
+    (3, 3, 43, 128, 64, 7, 2, 3),
+    (2, 64, 11, 32, 64, 3, 1, 1),
+    (2, 64, 11, 32, 128, 3, 2, 1),
+    (2, 64, 11, 32, 128, 1, 2, 0),
+    (4, 512, 2, 4, 512, 3, 1, 1),
+];
