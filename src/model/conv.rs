@@ -48,11 +48,25 @@ impl Scratch {
     }
 }
 
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
-        // A few buffers cover a forward or backward pass; more would only hold memory.
-        if pool.len() < 4 {
+        // A few buffers cover a forward or backward pass (activations, im2col, GEMM output);
+        // more would only hold memory.
+        if pool.len() < 6 {
             pool.push(std::mem::take(&mut self.0));
         }
     }

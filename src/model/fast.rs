@@ -29,7 +29,8 @@ struct Conv {
 
 /// An activation `[batch][h][w][c]`.
 struct Act {
-    data: Vec<f32>,
+    /// Pooled buffers: every value is written before it is read, so none is cleared.
+    data: Scratch,
     b: usize,
     h: usize,
     w: usize,
@@ -78,7 +79,7 @@ impl Conv {
         let ow = (x.w + 2 * pw - kw) / sw + 1;
         let k = kh * kw * self.c_in;
         let rows = x.b * oh * ow;
-        let mut y = vec![0f32; rows * self.c_out];
+        let mut y = Scratch::take(rows * self.c_out);
         // A 1×1 convolution with stride 1 and no padding reads its input as it is.
         let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
         let chunk = (CHUNK_FLOATS / k).max(MIN_ROWS).min(rows.max(1));
@@ -234,7 +235,7 @@ impl FastResNet {
 
     /// Pooled features `[b][features]` and logits `[b][classes]` of `x` `[b][c][h][w]` (NCHW).
     pub fn forward(&self, x: &[f32], [b, c, h, w]: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
-        let mut nhwc = vec![0f32; x.len()];
+        let mut nhwc = Scratch::take(x.len());
         nhwc.par_chunks_mut(h * w * c)
             .enumerate()
             .for_each(|(bi, img)| {
@@ -296,8 +297,9 @@ fn max_pool(x: &Act, (k, s, p): ([usize; 2], [usize; 2], [usize; 2])) -> Act {
     let oh = (x.h + 2 * p[0] - k[0]) / s[0] + 1;
     let ow = (x.w + 2 * p[1] - k[1]) / s[1] + 1;
     let c = x.c;
-    let mut y = vec![f32::NEG_INFINITY; x.b * oh * ow * c];
+    let mut y = Scratch::take(x.b * oh * ow * c);
     y.par_chunks_mut(c).enumerate().for_each(|(r, out)| {
+        out.fill(f32::NEG_INFINITY);
         let (bi, pos) = (r / (oh * ow), r % (oh * ow));
         let (yh, yw) = (pos / ow, pos % ow);
         for ih in (yh * s[0]).saturating_sub(p[0])..(yh * s[0] + k[0] - p[0]).min(x.h) {
