@@ -131,8 +131,6 @@ impl Model {
     }
 }
 
-/// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically
-/// stable form (`BCEWithLogitsLoss`): `max(z, 0) - z·y + ln(1 + e^{-|z|})`.
 /// Runs `f` on a rayon worker thread (inline when already on one) if `device` is Flex, whose
 /// kernels are rayon loops: called from outside the pool, each loop wakes the workers and puts
 /// the caller to sleep (thousands of context switches per training step, and a third runnable
@@ -148,6 +146,8 @@ pub fn on_kernel_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) ->
     }
 }
 
+/// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically
+/// stable form (`BCEWithLogitsLoss`): `max(z, 0) - z·y + ln(1 + e^{-|z|})`.
 pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     let softplus = logits.clone().abs().neg().exp().log1p();
     (logits.clone().clamp_min(0.0) - logits * targets + softplus).mean()
