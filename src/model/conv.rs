@@ -380,10 +380,17 @@ pub(super) fn flex_tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> 
     FlexTensor::from_data(TensorData::new(data, shape))
 }
 
-/// Where a tensor lives, for choosing a convolution.
+/// Flex under autodiff without checkpointing: the backend this module's autodiff nodes are for.
+pub(super) type FlexAd = Autodiff<Flex, NoCheckpointing>;
+
+/// Where an f32 tensor lives, for choosing a kernel: Flex for inference, Flex or LibTorch under
+/// autodiff without checkpointing (the nodes here and in `model::torch` keep their own state),
+/// or elsewhere (burn's own ops).
 pub(super) enum Route {
     Flex,
     FlexAutodiff,
+    #[cfg(feature = "tch")]
+    TchAutodiff,
     Other,
 }
 
@@ -395,11 +402,12 @@ pub(super) fn route(x: &Tensor<4>) -> Route {
     let device = x.device();
     let autodiff = device.is_autodiff();
     let strategy = device.gradient_checkpointing_strategy();
+    let unchecked = strategy == Some(GradientCheckpointingStrategy::Disabled);
     match device.inner().as_dispatch() {
         DispatchDevice::Flex(_) if !autodiff => Route::Flex,
-        DispatchDevice::Flex(_) if strategy == Some(GradientCheckpointingStrategy::Disabled) => {
-            Route::FlexAutodiff
-        }
+        DispatchDevice::Flex(_) if unchecked => Route::FlexAutodiff,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) if autodiff && unchecked => Route::TchAutodiff,
         #[allow(unreachable_patterns)]
         _ => Route::Other,
     }
@@ -467,7 +475,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, relu: bool) -> Tensor<4> {
 /// indexed pooling and its backward: 4–5 % of a training step).
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let route = route(&x);
-    if matches!(route, Route::Other) {
+    if !matches!(route, Route::Flex | Route::FlexAutodiff) {
         return pool.forward(x);
     }
     let (Some(pad), [k_h, k_w], [1, 1]) = (
@@ -498,8 +506,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
             Tensor::from_primitive::<Flex>(flex_tensor(y, out_dims))
         }
         _ => {
-            type Ad = Autodiff<Flex, NoCheckpointing>;
-            let Ok(xa) = x.clone().try_into_primitive::<Ad>() else {
+            let Ok(xa) = x.clone().try_into_primitive::<FlexAd>() else {
                 return pool.forward(x);
             };
             let xp = xa.primitive().to_contiguous();
@@ -514,7 +521,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
                 OpsKind::Tracked(prep) => prep.finish((arg, [b, c, h, w]), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
-            Tensor::from_primitive::<Ad>(out)
+            Tensor::from_primitive::<FlexAd>(out)
         }
     }
 }
@@ -653,10 +660,9 @@ impl Backward<Flex, 2> for ConvBackward {
 /// The convolution as one autodiff node with [`backward`] as its gradient; `None` if the tensors
 /// are not both autodiff Flex tensors.
 fn autodiff_conv(x: Tensor<4>, weight: Tensor<4>, g: Geometry) -> Option<Tensor<4>> {
-    type Ad = Autodiff<Flex, NoCheckpointing>;
     let (Ok(x), Ok(w)) = (
-        x.try_into_primitive::<Ad>(),
-        weight.try_into_primitive::<Ad>(),
+        x.try_into_primitive::<FlexAd>(),
+        weight.try_into_primitive::<FlexAd>(),
     ) else {
         return None;
     };
@@ -678,5 +684,5 @@ fn autodiff_conv(x: Tensor<4>, weight: Tensor<4>, g: Geometry) -> Option<Tensor<
         }
         OpsKind::UnTracked(prep) => prep.finish(run(x.primitive(), w.primitive())),
     };
-    Some(Tensor::from_primitive::<Ad>(out))
+    Some(Tensor::from_primitive::<FlexAd>(out))
 }

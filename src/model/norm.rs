@@ -241,12 +241,11 @@ fn fused_train(
     bias: Tensor<1>,
     eps: f64,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
-    use super::conv::{Route, flex_tensor, route};
+    use super::conv::{FlexAd as Ad, Route, flex_tensor, route};
+    use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::ops::{Backward, OpsKind};
-    use burn::backend::{Autodiff, Flex};
     use rayon::prelude::*;
-    type Ad = Autodiff<Flex, NoCheckpointing>;
     if !matches!(route(&x), Route::FlexAutodiff) {
         return None;
     }

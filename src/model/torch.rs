@@ -16,22 +16,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::backend::{Autodiff, LibTorch};
 use burn::nn::conv::Conv2d;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 
 use super::norm::BatchNorm2d;
 
 type Ad = Autodiff<LibTorch, NoCheckpointing>;
 type AdTensor = <Ad as burn::backend::BackendTypes>::FloatTensorPrimitive;
-
-/// Whether `x` is an f32 tensor of LibTorch's autodiff backend without gradient checkpointing.
-fn on_tch_autodiff(x: &Tensor<4>) -> bool {
-    use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
-    let device = x.device();
-    x.dtype() == DType::F32
-        && device.is_autodiff()
-        && device.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
-        && matches!(device.inner().as_dispatch(), DispatchDevice::LibTorch(_))
-}
 
 /// A LibTorch autograd graph kept for the backward pass: its output and its leaves. Holding
 /// burn's storage handles of the leaves and of the output keeps burn from reusing their memory
@@ -104,7 +94,7 @@ pub fn conv_bn_train(
     residual: Option<&Tensor<4>>,
     relu: bool,
 ) -> Option<Tensor<4>> {
-    if !on_tch_autodiff(x)
+    if !matches!(super::conv::route(x), super::conv::Route::TchAutodiff)
         || !bn.training.is_enabled()
         || bn.folded
         || conv.bias.is_some()
