@@ -86,12 +86,18 @@ pub struct Geometry {
     pub pad: [usize; 2],
 }
 
+/// Output length along one axis of a window `kernel` long sliding by `stride` over `input`
+/// padded by `pad` on both sides (convolution and pooling alike; the window must fit).
+pub(super) fn out_len(input: usize, kernel: usize, stride: usize, pad: usize) -> usize {
+    (input + 2 * pad - kernel) / stride + 1
+}
+
 impl Geometry {
     pub fn out_h(&self) -> usize {
-        (self.h + 2 * self.pad[0] - self.k_h) / self.stride[0] + 1
+        out_len(self.h, self.k_h, self.stride[0], self.pad[0])
     }
     pub fn out_w(&self) -> usize {
-        (self.w + 2 * self.pad[1] - self.k_w) / self.stride[1] + 1
+        out_len(self.w, self.k_w, self.stride[1], self.pad[1])
     }
     /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
     fn k(&self) -> usize {
@@ -537,10 +543,10 @@ struct PoolGeometry {
 
 impl PoolGeometry {
     fn out_h(&self) -> usize {
-        (self.h + 2 * self.pad[0] - self.kernel[0]) / self.stride[0] + 1
+        out_len(self.h, self.kernel[0], self.stride[0], self.pad[0])
     }
     fn out_w(&self) -> usize {
-        (self.w + 2 * self.pad[1] - self.kernel[1]) / self.stride[1] + 1
+        out_len(self.w, self.kernel[1], self.stride[1], self.pad[1])
     }
     /// Shapes the loops handle: every window holds at least one input (padding < kernel) and a
     /// plane's positions fit the u32 indices.

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{Scratch, gemm, host_f32, symmetric_padding};
+use super::conv::{Scratch, gemm, host_f32, out_len, symmetric_padding};
 use super::resnet::{Block, ResNet};
 
 /// The fewest GEMM rows (output positions) per chunk, and the most floats of a chunk's im2col.
@@ -75,8 +75,7 @@ impl Conv {
         let [kh, kw] = self.k;
         let [sh, sw] = self.stride;
         let [ph, pw] = self.pad;
-        let oh = (x.h + 2 * ph - kh) / sh + 1;
-        let ow = (x.w + 2 * pw - kw) / sw + 1;
+        let (oh, ow) = (out_len(x.h, kh, sh, ph), out_len(x.w, kw, sw, pw));
         let k = kh * kw * self.c_in;
         let rows = x.b * oh * ow;
         let mut y = Scratch::take(rows * self.c_out);
@@ -294,8 +293,10 @@ impl FastResNet {
 
 /// Max pooling of an NHWC activation (padding never wins).
 fn max_pool(x: &Act, (k, s, p): ([usize; 2], [usize; 2], [usize; 2])) -> Act {
-    let oh = (x.h + 2 * p[0] - k[0]) / s[0] + 1;
-    let ow = (x.w + 2 * p[1] - k[1]) / s[1] + 1;
+    let (oh, ow) = (
+        out_len(x.h, k[0], s[0], p[0]),
+        out_len(x.w, k[1], s[1], p[1]),
+    );
     let c = x.c;
     let mut y = Scratch::take(x.b * oh * ow * c);
     y.par_chunks_mut(c).enumerate().for_each(|(r, out)| {
