@@ -74,47 +74,37 @@ fn conv_bn_relu_through_libtorch_autograd_matches_burns_ops() {
                     y
                 }
             };
+            let r = Tensor::<4>::random(out_dims, Distribution::Normal(0.0, 1.0), &device);
+            // The output, the parameters' gradients and running statistics, then dx and the
+            // residual's gradient where they are tracked, for ⟨output, r⟩.
+            let observe = |y: Tensor<4>, conv: &Conv2d, bn: &BatchNorm2d, x, id: Option<_>| {
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
+                let mut seen = vec![
+                    values(y),
+                    values(conv.weight.val().grad(&grads).unwrap()),
+                    grad(bn.weight.val()),
+                    grad(bn.bias.val()),
+                    values(bn.running_mean.value_sync()),
+                    values(bn.running_var.value_sync()),
+                ];
+                let x: Tensor<4> = x;
+                match x.grad(&grads) {
+                    Some(dx) => seen.push(values(dx)),
+                    None => assert!(!track_x, "x is tracked but has no gradient"),
+                }
+                if let Some(id) = id {
+                    let id: Tensor<4> = id;
+                    seen.push(values(id.grad(&grads).unwrap()));
+                }
+                seen
+            };
             let (x, id) = (input(), identity());
-            let y_ref = reference(x.clone(), id.clone());
-            let r = Tensor::<4>::random(y_ref.dims(), Distribution::Normal(0.0, 1.0), &device);
-            let grads = (y_ref.clone() * r.clone()).sum().backward();
-            let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
-            let mut expected = vec![
-                values(y_ref),
-                values(conv_ref.weight.val().grad(&grads).unwrap()),
-                grad(bn_ref.weight.val()),
-                grad(bn_ref.bias.val()),
-                values(bn_ref.running_mean.value_sync()),
-                values(bn_ref.running_var.value_sync()),
-            ];
-            if track_x {
-                expected.push(values(x.grad(&grads).unwrap()));
-            }
-            if let Some(id) = &id {
-                expected.push(values(id.grad(&grads).unwrap()));
-            }
-
+            let expected = observe(reference(x.clone(), id.clone()), &conv_ref, &bn_ref, x, id);
             let (x, id) = (input(), identity());
             let y = conv_bn_train(&conv, &bn, &x, id.as_ref(), relu)
                 .expect("the LibTorch path applies");
-            let grads = (y.clone() * r).sum().backward();
-            let grad = |t: Tensor<1>| values(t.grad(&grads).unwrap());
-            let mut ours = vec![
-                values(y),
-                values(conv.weight.val().grad(&grads).unwrap()),
-                grad(bn.weight.val()),
-                grad(bn.bias.val()),
-                values(bn.running_mean.value_sync()),
-                values(bn.running_var.value_sync()),
-            ];
-            if track_x {
-                ours.push(values(x.grad(&grads).unwrap()));
-            } else {
-                assert!(x.grad(&grads).is_none());
-            }
-            if let Some(id) = &id {
-                ours.push(values(id.grad(&grads).unwrap()));
-            }
+            let ours = observe(y, &conv, &bn, x, id);
             let mut names = vec!["output", "dW", "dγ", "dβ", "running mean", "running var"];
             names.extend(track_x.then_some("dx"));
             names.extend(residual.then_some("d residual"));
