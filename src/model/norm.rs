@@ -170,8 +170,8 @@ struct Train {
     variance: Tensor<1>,
 }
 
-/// Per channel of `[b][c][hw]`: mean and biased variance (two passes; f32 SIMD sums within a
-/// plane, f64 across planes).
+/// Per channel of `[b][c][hw]`: mean and biased variance (two passes: the mean, then both
+/// deviation sums; f32 SIMD sums within a plane, f64 across planes).
 fn channel_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     use rayon::prelude::*;
     let n = (b * hw) as f64;
@@ -179,14 +179,12 @@ fn channel_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..b).map(move |i| &x[(i * c + ch) * hw..][..hw]);
-            let mean = planes().map(|p| sum8(p, |v| v) as f64).sum::<f64>() / n;
+            let mean = planes().map(|p| sum8(p) as f64).sum::<f64>() / n;
             let m = mean as f32;
             // Σ (x − m)² about the f32 mean, corrected for that mean's rounding (m − mean).
             let (dev, sq) = planes().fold((0f64, 0f64), |(d, q), p| {
-                (
-                    d + sum8(p, |v| v - m) as f64,
-                    q + sum8(p, |v| (v - m) * (v - m)) as f64,
-                )
+                let (pd, pq) = pair_sums8(p, p, |v, _| (v - m, (v - m) * (v - m)));
+                (d + pd as f64, q + pq as f64)
             });
             let var = (sq - dev * dev / n) / n;
             (mean, var.max(0.0))
@@ -194,41 +192,46 @@ fn channel_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// `Σ f(x[i])` in f32 with eight independent partial sums, which the compiler keeps in one
-/// SIMD register (a single running sum, let alone an f64 one, is a serial chain of adds). Used
+/// `Σ x[i]` in f32 with eight independent partial sums, which the compiler keeps in one SIMD
+/// register (a single running sum, let alone an f64 one, is a serial chain of adds). Used
 /// within one plane (≤ a few thousand values); planes are summed in f64.
 #[inline(always)]
-fn sum8(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+fn sum8(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    let tail: f32 = chunks.remainder().iter().sum();
     for c in chunks {
         for i in 0..8 {
-            acc[i] += f(c[i]);
+            acc[i] += c[i];
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
-/// `(Σ dy, Σ dy·(x − m))` over one plane, in f32 with eight partial sums each.
+/// `(Σ f(x[i], y[i]).0, Σ f(x[i], y[i]).1)` over one plane in one pass, in f32 with eight
+/// partial sums each, as [`sum8`].
 #[inline(always)]
-fn grad_sums8(x: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
-    let (mut sd, mut sdx) = ([0f32; 8], [0f32; 8]);
-    let (xc, dc) = (x.chunks_exact(8), dy.chunks_exact(8));
+fn pair_sums8(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
+    let (mut s0, mut s1) = ([0f32; 8], [0f32; 8]);
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
     let tail = xc
         .remainder()
         .iter()
-        .zip(dc.remainder())
-        .fold((0f32, 0f32), |(a, b), (&v, &d)| (a + d, b + d * (v - m)));
-    for (xv, dv) in xc.zip(dc) {
+        .zip(yc.remainder())
+        .fold((0f32, 0f32), |(a, b), (&u, &v)| {
+            let (p, q) = f(u, v);
+            (a + p, b + q)
+        });
+    for (xv, yv) in xc.zip(yc) {
         for i in 0..8 {
-            sd[i] += dv[i];
-            sdx[i] += dv[i] * (xv[i] - m);
+            let (p, q) = f(xv[i], yv[i]);
+            s0[i] += p;
+            s1[i] += q;
         }
     }
     (
-        sd.iter().sum::<f32>() + tail.0,
-        sdx.iter().sum::<f32>() + tail.1,
+        s0.iter().sum::<f32>() + tail.0,
+        s1.iter().sum::<f32>() + tail.1,
     )
 }
 
@@ -320,7 +323,10 @@ fn fused_train(
                 .map(|ch| {
                     let (sd, sdx) = (0..b).fold((0f64, 0f64), |(sd, sdx), i| {
                         let at = (i * c + ch) * hw;
-                        let (d, dx) = grad_sums8(&xs[at..at + hw], &dys[at..at + hw], mean[ch]);
+                        let m = mean[ch];
+                        let (x, dy) = (&xs[at..at + hw], &dys[at..at + hw]);
+                        // Σ dy and Σ dy·(x − m)
+                        let (d, dx) = pair_sums8(x, dy, |v, d| (d, d * (v - m)));
                         (sd + d as f64, sdx + dx as f64)
                     });
                     (sd, sdx * inv[ch] as f64)
