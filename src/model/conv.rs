@@ -151,6 +151,28 @@ fn im2col(x: &[f32], g: &Geometry, b0: usize, b1: usize, col: &mut [f32]) {
             for (bi, b) in (b0..b1).enumerate() {
                 let plane = &x[(b * g.c_in + c) * g.h * g.w..][..g.h * g.w];
                 let out = &mut dst[bi * p..(bi + 1) * p];
+                if sh == 1 && sw == 1 && out_w == g.w {
+                    // Rows as long as the input's, unit strides: the tap's rows are one shifted
+                    // run of the plane (one copy, not one per row), with the columns that fall
+                    // outside it zeroed after.
+                    let w = g.w;
+                    let shift = (ki * w + kj) as isize - (ph * w + pw) as isize;
+                    let lo = (h_lo * w).max(shift.min(0).unsigned_abs());
+                    let hi = (h_hi * w).min((plane.len() as isize - shift).max(0) as usize);
+                    out[..lo].fill(0.0);
+                    if hi > lo {
+                        let from = (lo as isize + shift) as usize;
+                        out[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+                    }
+                    out[hi.max(lo)..].fill(0.0);
+                    if w_lo > 0 || w_hi < w {
+                        for row in out[h_lo * w..h_hi * w].chunks_mut(w) {
+                            row[..w_lo].fill(0.0);
+                            row[w_hi..].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
                 for oh in 0..out_h {
                     let orow = &mut out[oh * out_w..(oh + 1) * out_w];
                     if oh < h_lo || oh >= h_hi {
