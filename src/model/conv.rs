@@ -28,7 +28,7 @@ const CHUNK_FLOATS: usize = 1 << 19;
 /// threads: 16 MB chunks and no minimum 117 training / 565 inference samples/s; these 130 / 600.)
 const MIN_COLUMNS: usize = 512;
 /// The most floats the per-thread partial weight gradients may hold together (4 MB): above it,
-/// one dWᵀ on gemm's own threads (ResNet18's stage 3 and 4 measured no faster split).
+/// one product on gemm's own threads (ResNet18's stages 3 and 4 measured no faster split).
 const SPLIT_DW_FLOATS: usize = 1 << 20;
 
 /// Scratch buffers reused across calls: fresh multi-megabyte buffers cost a page fault and a
@@ -315,21 +315,101 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
         let n = (b1 - b0) * p;
         im2col(x, g, b0, b1, &mut col.0);
         gemm(c_out, n, k, &mut out.0, false, w, [k, 1], &col.0, [n, 1]);
-        y[b0 * c_out * p..b1 * c_out * p]
-            .par_chunks_mut(c_out * p)
-            .enumerate()
-            .for_each(|(bi, img)| {
-                for (co, dst) in img.chunks_mut(p).enumerate() {
-                    let src = &out.0[co * n + bi * p..][..p];
-                    let add = bias.map_or(0.0, |b| b[co]);
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        let v = s + add;
-                        *d = if relu { v.max(0.0) } else { v };
-                    }
-                }
-            });
+        scatter_images(&out.0, [c_out, p], b0, b1, &mut y, bias, relu);
     }
     y
+}
+
+/// Images `b0..b1` of `t` (`[b][c][p]`, `dims` = [c, p]) as `[c][(b − b0)·p + p]` in `out`.
+fn gather_images(t: &[f32], dims: [usize; 2], b0: usize, b1: usize, out: &mut [f32]) {
+    let [c, p] = dims;
+    let n = (b1 - b0) * p;
+    out[..c * n]
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(ci, row)| {
+            for (bi, b) in (b0..b1).enumerate() {
+                row[bi * p..(bi + 1) * p].copy_from_slice(&t[(b * c + ci) * p..][..p]);
+            }
+        });
+}
+
+/// The inverse of [`gather_images`]: `src[c][(b − b0)·p + p]` (+ bias[c], then ReLU if asked)
+/// into images `b0..b1` of `y` (`[b][c][p]`).
+fn scatter_images(
+    src: &[f32],
+    dims: [usize; 2],
+    b0: usize,
+    b1: usize,
+    y: &mut [f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) {
+    let [c, p] = dims;
+    let n = (b1 - b0) * p;
+    y[b0 * c * p..b1 * c * p]
+        .par_chunks_mut(c * p)
+        .enumerate()
+        .for_each(|(bi, img)| {
+            for (ci, dst) in img.chunks_mut(p).enumerate() {
+                let src = &src[ci * n + bi * p..][..p];
+                let add = bias.map_or(0.0, |b| b[ci]);
+                for (d, s) in dst.iter_mut().zip(src) {
+                    let v = s + add;
+                    *d = if relu { v.max(0.0) } else { v };
+                }
+            }
+        });
+}
+
+/// How many partial sums a weight gradient of `len` floats is taken in: one per thread when it
+/// is small (see [`add_abt`]), else one.
+fn weight_parts(len: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if len * threads <= SPLIT_DW_FLOATS {
+        threads
+    } else {
+        1
+    }
+}
+
+/// `acc[t] (+)= a·bᵀ` over part t of the `n` columns, for `a` `[m][n]` and `b` `[nn][n]` (row
+/// stride `n`), `acc` holding `parts` row-major `m×nn` partial sums; `first` overwrites.
+///
+/// Why parts: gemm splits only the output among threads, and a 64×147 or 64×576 output over
+/// thousands of columns left a thread mostly idle (measured, 2 threads: stem dW 70 → 368
+/// GFLOP/s, stage 1 120–220 → 430). And `a·bᵀ` with the long dimension inside both operands'
+/// rows, not `b·aᵀ`: gemm runs it 1.1–2× faster.
+fn add_abt(
+    [m, nn, n]: [usize; 3],
+    parts: usize,
+    acc: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    first: bool,
+) {
+    if parts == 1 {
+        gemm(m, nn, n, acc, !first, a, [n, 1], b, [1, n]);
+        return;
+    }
+    let span = n.div_ceil(parts);
+    acc.par_chunks_mut(m * nn).enumerate().for_each(|(t, acc)| {
+        let (lo, hi) = ((t * span).min(n), ((t + 1) * span).min(n));
+        let (a, b) = (&a[lo..], &b[lo..]);
+        gemm_on(m, nn, hi - lo, acc, !first, a, [n, 1], b, [1, n], false);
+    });
+}
+
+/// The sum of the `len`-float partial sums in `acc`.
+fn sum_parts(acc: Vec<f32>, len: usize) -> Vec<f32> {
+    if acc.len() == len {
+        return acc;
+    }
+    let mut sum = acc[..len].to_vec();
+    for part in acc[len..].chunks(len) {
+        sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+    }
+    sum
 }
 
 /// Backward: the gradients of the input and of the weights (each only if asked) for the
@@ -342,49 +422,24 @@ pub fn backward(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if g.stride == [1, 1] && g.pad[0] < g.k_h && g.pad[1] < g.k_w {
+        return backward_unit_stride(x, w, dy, g, want_dx, want_dw);
+    }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let per = g.images_per_chunk();
     let mut col = Scratch::take(k * per * p);
     let mut dyc = Scratch::take(c_out * per * p);
-    // dWᵀ `[k][co]`, in `parts` partial sums over the GEMM's long inner dimension (one per
-    // thread) when dW is small: gemm splits only the output among threads, and a 64×147 or
-    // 64×576 output over thousands of columns left a thread mostly idle (measured, 2 threads:
-    // stem dW 70 → 368 GFLOP/s, stage 1 120–220 → 430). And dWᵀ, not dW: gemm runs the same
-    // product 1.1–2× faster with the long dimension inside both operands' rows.
-    let parts = if c_out * k * rayon::current_num_threads() <= SPLIT_DW_FLOATS {
-        rayon::current_num_threads().max(1)
-    } else {
-        1
-    };
+    let parts = weight_parts(c_out * k);
+    // dWᵀ `[k][co]`, in parts.
     let mut dwt = want_dw.then(|| vec![0f32; parts * k * c_out]);
     let mut dx_cb = want_dx.then(|| vec![0f32; g.c_in * g.batch * g.h * g.w]);
     for (i, (b0, b1)) in g.chunks().enumerate() {
         let n = (b1 - b0) * p;
-        // dY of the chunk as [co][b·P + p].
-        dyc.0[..c_out * n]
-            .par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(co, row)| {
-                for (bi, b) in (b0..b1).enumerate() {
-                    row[bi * p..(bi + 1) * p].copy_from_slice(&dy[(b * c_out + co) * p..][..p]);
-                }
-            });
+        gather_images(dy, [c_out, p], b0, b1, &mut dyc.0);
         if let Some(dwt) = &mut dwt {
             im2col(x, g, b0, b1, &mut col.0);
-            // dWᵀ[k][co] += Σ_n col[k][n]·dY[co][n], columns n split among the parts.
-            let (col, dyc) = (&col.0, &dyc.0);
-            if parts == 1 {
-                gemm(k, c_out, n, dwt, i > 0, col, [n, 1], dyc, [1, n]);
-            } else {
-                let span = n.div_ceil(parts);
-                dwt.par_chunks_mut(k * c_out)
-                    .enumerate()
-                    .for_each(|(t, acc)| {
-                        let (lo, hi) = ((t * span).min(n), ((t + 1) * span).min(n));
-                        let (a, b) = (&col[lo..], &dyc[lo..]);
-                        gemm_on(k, c_out, hi - lo, acc, true, a, [n, 1], b, [1, n], false);
-                    });
-            }
+            // dWᵀ[k][co] += Σ_n col[k][n]·dY[co][n]
+            add_abt([k, c_out, n], parts, dwt, &col.0, &dyc.0, i == 0);
         }
         if let Some(dx_cb) = &mut dx_cb {
             // dcol[k][n] = Σ_co W[co][k]·dY[co][n]
@@ -392,12 +447,13 @@ pub fn backward(
             col2im(&col.0, g, b0, b1, dx_cb);
         }
     }
-    // Σ parts of dWᵀ[k][co] → dW[co][k]
+    // dWᵀ[k][co] → dW[co][k]
     let dw = dwt.map(|dwt| {
+        let dwt = sum_parts(dwt, k * c_out);
         let mut dw = vec![0f32; c_out * k];
         dw.par_chunks_mut(k).enumerate().for_each(|(co, row)| {
             for (kk, v) in row.iter_mut().enumerate() {
-                *v = (0..parts).map(|t| dwt[(t * k + kk) * c_out + co]).sum();
+                *v = dwt[kk * c_out + co];
             }
         });
         dw
@@ -414,6 +470,83 @@ pub fn backward(
                 }
             });
         dx
+    });
+    (dx, dw)
+}
+
+/// [`backward`] of a unit-stride convolution, from one im2col of `dy` instead of two im2cols of
+/// `x` and a col2im: the input gradient of such a convolution is itself a convolution of `dy`
+/// (padded by `k − 1 − pad`, kernel flipped, channels swapped), whose im2col rows, (co, tap),
+/// also give the weight gradient against `x`: `dW[co][c][tap] = Σ_n col'[co][flip tap][n]·x[c][n]`.
+/// It skips col2im's scattered adds, the input gradient's transpose and one of the two
+/// kernel-sized matrices per chunk.
+fn backward_unit_stride(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (taps, c_in, c_out, hw) = (g.k_h * g.k_w, g.c_in, g.c_out, g.h * g.w);
+    // The convolution whose im2col of dy has one column per input position.
+    let t = Geometry {
+        c_in: c_out,
+        h: g.out_h(),
+        w: g.out_w(),
+        c_out: c_in,
+        pad: [g.k_h - 1 - g.pad[0], g.k_w - 1 - g.pad[1]],
+        ..*g
+    };
+    debug_assert_eq!((t.out_h(), t.out_w()), (g.h, g.w));
+    let kt = t.k();
+    let per = t.images_per_chunk();
+    let mut col = Scratch::take(kt * per * hw);
+    // Tap `(i, j)` of the flipped kernel is tap `(k_h − 1 − i, k_w − 1 − j)` of the kernel.
+    let flip = |tap: usize| taps - 1 - tap;
+    // wf[c][co·taps + tap] = w[co][c][flip tap]
+    let wf = want_dx.then(|| {
+        let mut wf = vec![0f32; c_in * kt];
+        wf.par_chunks_mut(kt).enumerate().for_each(|(c, row)| {
+            for (r, v) in row.iter_mut().enumerate() {
+                let (co, tap) = (r / taps, r % taps);
+                *v = w[(co * c_in + c) * taps + flip(tap)];
+            }
+        });
+        wf
+    });
+    let mut dx = want_dx.then(|| vec![0f32; g.batch * c_in * hw]);
+    let mut xc = Scratch::take(if want_dw { c_in * per * hw } else { 0 });
+    let mut out = Scratch::take(if want_dx { c_in * per * hw } else { 0 });
+    let parts = weight_parts(kt * c_in);
+    // G[co·taps + tap][c], in parts.
+    let mut gw = want_dw.then(|| vec![0f32; parts * kt * c_in]);
+    for (i, (b0, b1)) in t.chunks().enumerate() {
+        let n = (b1 - b0) * hw;
+        im2col(dy, &t, b0, b1, &mut col.0);
+        if let Some(gw) = &mut gw {
+            gather_images(x, [c_in, hw], b0, b1, &mut xc.0);
+            // G[r][c] += Σ_n col'[r][n]·x[c][n]
+            add_abt([kt, c_in, n], parts, gw, &col.0, &xc.0, i == 0);
+        }
+        if let (Some(dx), Some(wf)) = (&mut dx, &wf) {
+            // dx[c][n] = Σ_r wf[c][r]·col'[r][n]
+            gemm(c_in, n, kt, &mut out.0, false, wf, [kt, 1], &col.0, [n, 1]);
+            scatter_images(&out.0, [c_in, hw], b0, b1, dx, None, false);
+        }
+    }
+    let dw = gw.map(|gw| {
+        let gw = sum_parts(gw, kt * c_in);
+        let mut dw = vec![0f32; c_out * c_in * taps];
+        dw.par_chunks_mut(c_in * taps)
+            .enumerate()
+            .for_each(|(co, rows)| {
+                for (j, v) in rows.iter_mut().enumerate() {
+                    let (c, tap) = (j / taps, j % taps);
+                    *v = gw[(co * taps + flip(tap)) * c_in + c];
+                }
+            });
+        dw
     });
     (dx, dw)
 }
