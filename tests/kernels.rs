@@ -196,6 +196,36 @@ fn max_pool_matches_burn() {
 }
 
 #[test]
+fn max_pool_keeps_nan_and_routes_its_gradient_to_the_last_nan() {
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::tensor::TensorData;
+    // PyTorch's max pooling takes a value when it is larger or NaN, scanning each window row by
+    // row: a NaN wins its windows, and of two NaNs in one window the later takes the gradient.
+    let pool = MaxPool2dConfig::new([3, 3])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init();
+    let (h, w) = (5, 11);
+    let mut x: Vec<f32> = (0..h * w).map(|i| ((i * 7) % 13) as f32).collect();
+    // (1, 3) lies in the windows of outputs (0..2, 1..3), (2, 3) in those of (1, 1..3).
+    x[w + 3] = f32::NAN;
+    x[2 * w + 3] = f32::NAN;
+    let ad = Device::flex().autodiff();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 1, h, w]), &ad).require_grad();
+    let y = conv::max_pool2d(&pool, x.clone());
+    let dx = values(x.grad(&y.clone().sum().backward()).unwrap());
+    let y = values(y);
+    let o_w = 6;
+    for (oh, ow) in [(0, 2), (1, 2), (0, 1), (1, 1)] {
+        assert!(y[oh * o_w + ow].is_nan(), "output ({oh}, {ow}) {y:?}");
+    }
+    assert!(y.iter().filter(|v| v.is_nan()).count() == 4, "{y:?}");
+    // Windows (1, 1) and (1, 2) hold both NaNs and route their gradient to the later one.
+    assert_eq!(dx[2 * w + 3], 2.0, "{dx:?}");
+    assert_eq!(dx[w + 3], 2.0, "{dx:?}");
+}
+
+#[test]
 fn fused_batchnorm_training_matches_burns_op_and_its_gradients() {
     use burn::module::Param;
     use instrec::model::norm::BatchNorm2d;
