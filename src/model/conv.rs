@@ -508,9 +508,11 @@ fn backward_unit_stride(
     let wf = want_dx.then(|| {
         let mut wf = vec![0f32; c_in * kt];
         wf.par_chunks_mut(kt).enumerate().for_each(|(c, row)| {
-            for (r, v) in row.iter_mut().enumerate() {
-                let (co, tap) = (r / taps, r % taps);
-                *v = w[(co * c_in + c) * taps + flip(tap)];
+            for (co, row) in row.chunks_mut(taps).enumerate() {
+                let kernel = &w[(co * c_in + c) * taps..][..taps];
+                row.iter_mut()
+                    .zip(kernel.iter().rev())
+                    .for_each(|(v, k)| *v = *k);
             }
         });
         wf
@@ -541,9 +543,10 @@ fn backward_unit_stride(
         dw.par_chunks_mut(c_in * taps)
             .enumerate()
             .for_each(|(co, rows)| {
-                for (j, v) in rows.iter_mut().enumerate() {
-                    let (c, tap) = (j / taps, j % taps);
-                    *v = gw[(co * taps + flip(tap)) * c_in + c];
+                for (c, row) in rows.chunks_mut(taps).enumerate() {
+                    for (tap, v) in row.iter_mut().enumerate() {
+                        *v = gw[(co * taps + flip(tap)) * c_in + c];
+                    }
                 }
             });
         dw
