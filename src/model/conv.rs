@@ -6,7 +6,8 @@
 //! weight gradient is a convolution over batch↔channel-swapped tensors (again a GEMM with 9
 //! columns) and its input gradient a transposed convolution. Here the columns of all images of a
 //! chunk go into one GEMM, and the two gradients are the two other products of the same three
-//! matrices: `dW = dY·colᵀ`, `dcol = Wᵀ·dY` then col2im.
+//! matrices: `dWᵀ = col·dYᵀ`, `dcol = Wᵀ·dY` then col2im. With unit stride both gradients come
+//! from one im2col of `dY` instead (`backward_unit_stride`).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
