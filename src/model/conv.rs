@@ -242,25 +242,9 @@ fn col2im(col: &[f32], g: &Geometry, b0: usize, b1: usize, dx_cb: &mut [f32]) {
 }
 
 /// `c[m×n] (+)= a·b`, row-major `c`; `a` and `b` are given with (row, column) strides so that
-/// transposes cost nothing. Runs on the rayon pool.
+/// transposes cost nothing. On the rayon pool if `parallel`, else on the calling thread alone.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    a_strides: [usize; 2],
-    b: &[f32],
-    b_strides: [usize; 2],
-) {
-    gemm_on(m, n, k, c, accumulate, a, a_strides, b, b_strides, true)
-}
-
-/// [`gemm`] on the calling thread alone when `parallel` is false.
-#[allow(clippy::too_many_arguments)]
-fn gemm_on(
     m: usize,
     n: usize,
     k: usize,
@@ -315,7 +299,18 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
     for (b0, b1) in g.chunks() {
         let n = (b1 - b0) * p;
         im2col(x, g, b0, b1, &mut col.0);
-        gemm(c_out, n, k, &mut out.0, false, w, [k, 1], &col.0, [n, 1]);
+        gemm(
+            c_out,
+            n,
+            k,
+            &mut out.0,
+            false,
+            w,
+            [k, 1],
+            &col.0,
+            [n, 1],
+            true,
+        );
         scatter_images(&out.0, [c_out, p], b0, b1, &mut y, bias, relu);
     }
     y
@@ -390,14 +385,14 @@ fn add_abt(
     first: bool,
 ) {
     if parts == 1 {
-        gemm(m, nn, n, acc, !first, a, [n, 1], b, [1, n]);
+        gemm(m, nn, n, acc, !first, a, [n, 1], b, [1, n], true);
         return;
     }
     let span = n.div_ceil(parts);
     acc.par_chunks_mut(m * nn).enumerate().for_each(|(t, acc)| {
         let (lo, hi) = ((t * span).min(n), ((t + 1) * span).min(n));
         let (a, b) = (&a[lo..], &b[lo..]);
-        gemm_on(m, nn, hi - lo, acc, !first, a, [n, 1], b, [1, n], false);
+        gemm(m, nn, hi - lo, acc, !first, a, [n, 1], b, [1, n], false);
     });
 }
 
@@ -424,7 +419,11 @@ pub fn backward(
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     if g.stride == [1, 1] && g.pad[0] < g.k_h && g.pad[1] < g.k_w {
-        return backward_unit_stride(x, w, dy, g, want_dx, want_dw);
+        let want = Wanted {
+            dx: want_dx,
+            dw: want_dw,
+        };
+        return backward_unit_stride([x, w, dy], g, want);
     }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let per = g.images_per_chunk();
@@ -444,7 +443,18 @@ pub fn backward(
         }
         if let Some(dx_cb) = &mut dx_cb {
             // dcol[k][n] = Σ_co W[co][k]·dY[co][n]
-            gemm(k, n, c_out, &mut col.0, false, w, [1, k], &dyc.0, [n, 1]);
+            gemm(
+                k,
+                n,
+                c_out,
+                &mut col.0,
+                false,
+                w,
+                [1, k],
+                &dyc.0,
+                [n, 1],
+                true,
+            );
             col2im(&col.0, g, b0, b1, dx_cb);
         }
     }
@@ -475,6 +485,13 @@ pub fn backward(
     (dx, dw)
 }
 
+/// Which gradients a backward pass computes.
+#[derive(Clone, Copy)]
+struct Wanted {
+    dx: bool,
+    dw: bool,
+}
+
 /// [`backward`] of a unit-stride convolution, from one im2col of `dy` instead of two im2cols of
 /// `x` and a col2im: the input gradient of such a convolution is itself a convolution of `dy`
 /// (padded by `k − 1 − pad`, kernel flipped, channels swapped), whose im2col rows, (co, tap),
@@ -482,13 +499,14 @@ pub fn backward(
 /// It skips col2im's scattered adds, the input gradient's transpose and one of the two
 /// kernel-sized matrices per chunk.
 fn backward_unit_stride(
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
+    [x, w, dy]: [&[f32]; 3],
     g: &Geometry,
-    want_dx: bool,
-    want_dw: bool,
+    want: Wanted,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let Wanted {
+        dx: want_dx,
+        dw: want_dw,
+    } = want;
     let (taps, c_in, c_out, hw) = (g.k_h * g.k_w, g.c_in, g.c_out, g.h * g.w);
     // The convolution whose im2col of dy has one column per input position.
     let t = Geometry {
@@ -534,7 +552,18 @@ fn backward_unit_stride(
         }
         if let (Some(dx), Some(wf)) = (&mut dx, &wf) {
             // dx[c][n] = Σ_r wf[c][r]·col'[r][n]
-            gemm(c_in, n, kt, &mut out.0, false, wf, [kt, 1], &col.0, [n, 1]);
+            gemm(
+                c_in,
+                n,
+                kt,
+                &mut out.0,
+                false,
+                wf,
+                [kt, 1],
+                &col.0,
+                [n, 1],
+                true,
+            );
             scatter_images(&out.0, [c_in, hw], b0, b1, dx, None, false);
         }
     }

@@ -138,6 +138,7 @@ impl Conv {
                 [k, 1],
                 &self.w,
                 [self.c_out, 1],
+                true,
             );
             let res = residual.map(|r| &r.data[r0 * self.c_out..r1 * self.c_out]);
             out.par_chunks_mut(self.c_out)
