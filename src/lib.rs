@@ -24,7 +24,7 @@
 //!
 //! Beneath them all: [`util`] (atomic writes, file errors, the seeded generator), [`check`] (the
 //! range rule of every setting), [`backend`] (a name → a device), [`report`] (PNG plots of plain
-//! data), [`npy`]. On top: [`bench`] (the throughput measurements of `instrec bench`). Nothing in
+//! data), [`npy`]. On top: [`bench`](mod@bench) (the throughput measurements of `instrec bench`). Nothing in
 //! the library parses arguments or prints; `main.rs` does.
 
 // Beneath the pipeline.
