@@ -471,15 +471,8 @@ pub fn backward(
     });
     // [c][b][hw] → [b][c][hw]
     let dx = dx_cb.map(|cb| {
-        let hw = g.h * g.w;
         let mut dx = vec![0f32; cb.len()];
-        dx.par_chunks_mut(g.c_in * hw)
-            .enumerate()
-            .for_each(|(b, img)| {
-                for (c, plane) in img.chunks_mut(hw).enumerate() {
-                    plane.copy_from_slice(&cb[(c * g.batch + b) * hw..][..hw]);
-                }
-            });
+        scatter_images(&cb, [g.c_in, g.h * g.w], 0, g.batch, &mut dx, None, false);
         dx
     });
     (dx, dw)
@@ -503,10 +496,6 @@ fn backward_unit_stride(
     g: &Geometry,
     want: Wanted,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let Wanted {
-        dx: want_dx,
-        dw: want_dw,
-    } = want;
     let (taps, c_in, c_out, hw) = (g.k_h * g.k_w, g.c_in, g.c_out, g.h * g.w);
     // The convolution whose im2col of dy has one column per input position.
     let t = Geometry {
@@ -524,7 +513,7 @@ fn backward_unit_stride(
     // Tap `(i, j)` of the flipped kernel is tap `(k_h − 1 − i, k_w − 1 − j)` of the kernel.
     let flip = |tap: usize| taps - 1 - tap;
     // wf[c][co·taps + tap] = w[co][c][flip tap]
-    let wf = want_dx.then(|| {
+    let wf = want.dx.then(|| {
         let mut wf = vec![0f32; c_in * kt];
         wf.par_chunks_mut(kt).enumerate().for_each(|(c, row)| {
             for (co, row) in row.chunks_mut(taps).enumerate() {
@@ -536,12 +525,12 @@ fn backward_unit_stride(
         });
         wf
     });
-    let mut dx = want_dx.then(|| vec![0f32; g.batch * c_in * hw]);
-    let mut xc = Scratch::take(if want_dw { c_in * per * hw } else { 0 });
-    let mut out = Scratch::take(if want_dx { c_in * per * hw } else { 0 });
+    let mut dx = want.dx.then(|| vec![0f32; g.batch * c_in * hw]);
+    let mut xc = Scratch::take(if want.dw { c_in * per * hw } else { 0 });
+    let mut out = Scratch::take(if want.dx { c_in * per * hw } else { 0 });
     let parts = weight_parts(kt * c_in);
     // G[co·taps + tap][c], in parts.
-    let mut gw = want_dw.then(|| vec![0f32; parts * kt * c_in]);
+    let mut gw = want.dw.then(|| vec![0f32; parts * kt * c_in]);
     for (i, (b0, b1)) in t.chunks().enumerate() {
         let n = (b1 - b0) * hw;
         im2col(dy, &t, b0, b1, &mut col.0);
