@@ -4,6 +4,7 @@
 //! Samples are `f32` in [-1, 1); integer PCM is scaled as torchaudio does (int16 / 32768,
 //! int24 / 2^23, ...).
 
+use crate::error::FileError;
 use std::fs::File;
 use std::io::{Cursor, ErrorKind};
 use std::path::Path;
@@ -23,9 +24,6 @@ pub const MIN_RATE: u32 = 1_000;
 pub const MAX_RATE: u32 = 384_000;
 /// More channels than this is no music recording (and would only multiply memory).
 pub const MAX_CHANNELS: usize = 64;
-
-/// A clear, one-line reason why an audio file could not be used, naming the file.
-pub type AudioError = crate::util::FileError;
 
 /// Which signal of a (possibly multi-channel) recording to analyse.
 #[derive(
@@ -113,12 +111,12 @@ pub fn select_channel(channels: &[Vec<f32>], which: Channel) -> Vec<f32> {
 }
 
 /// Decodes a file of any format symphonia knows (WAV, FLAC, OGG/Vorbis, MP3, AIFF, M4A/AAC, ...).
-pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
+pub fn decode_file(path: &Path) -> Result<Audio, FileError> {
     AudioStream::open(path)?.collect()
 }
 
 /// Decodes an in-memory file; `ext` is a format hint such as `"wav"`, `name` names it in errors.
-pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Audio, AudioError> {
+pub fn decode_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Audio, FileError> {
     AudioStream::from_bytes(bytes, ext, name)?.collect()
 }
 
@@ -157,37 +155,37 @@ pub struct AudioStream {
 }
 
 impl AudioStream {
-    pub fn open(path: &Path) -> Result<Self, AudioError> {
+    pub fn open(path: &Path) -> Result<Self, FileError> {
         let name = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
+        let meta = std::fs::metadata(path).map_err(|e| FileError::new(&name, io_reason(&e)))?;
         if meta.is_dir() {
-            return Err(AudioError::new(&name, "is a directory, not an audio file"));
+            return Err(FileError::new(&name, "is a directory, not an audio file"));
         }
         if meta.len() == 0 {
-            return Err(AudioError::new(&name, "empty file (0 bytes)"));
+            return Err(FileError::new(&name, "empty file (0 bytes)"));
         }
-        let file = File::open(path).map_err(|e| AudioError::new(&name, io_reason(&e)))?;
+        let file = File::open(path).map_err(|e| FileError::new(&name, io_reason(&e)))?;
         let ext = path.extension().and_then(|e| e.to_str());
         Self::from_source(Box::new(file), ext, &name)
     }
 
     /// A stream over an in-memory file; `ext` is a format hint, `name` names it in errors.
-    pub fn from_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Self, AudioError> {
+    pub fn from_bytes(bytes: Vec<u8>, ext: Option<&str>, name: &str) -> Result<Self, FileError> {
         if bytes.is_empty() {
-            return Err(AudioError::new(name, "empty file (0 bytes)"));
+            return Err(FileError::new(name, "empty file (0 bytes)"));
         }
         Self::from_source(Box::new(Cursor::new(bytes)), ext, name)
     }
 
-    fn err(&self, reason: impl Into<String>) -> AudioError {
-        AudioError::new(&self.name, reason)
+    fn err(&self, reason: impl Into<String>) -> FileError {
+        FileError::new(&self.name, reason)
     }
 
     fn from_source(
         source: Box<dyn MediaSource>,
         ext: Option<&str>,
         name: &str,
-    ) -> Result<Self, AudioError> {
+    ) -> Result<Self, FileError> {
         contain_panics(name, || Self::open_source(source, ext, name))?
     }
 
@@ -195,8 +193,8 @@ impl AudioStream {
         source: Box<dyn MediaSource>,
         ext: Option<&str>,
         name: &str,
-    ) -> Result<Self, AudioError> {
-        let err = |reason: String| AudioError::new(name, reason);
+    ) -> Result<Self, FileError> {
+        let err = |reason: String| FileError::new(name, reason);
         let mss = MediaSourceStream::new(source, Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = ext {
@@ -281,7 +279,7 @@ impl AudioStream {
     }
 
     /// Reads the whole stream into memory.
-    pub fn collect(mut self) -> Result<Audio, AudioError> {
+    pub fn collect(mut self) -> Result<Audio, FileError> {
         let mut channels = vec![Vec::new(); self.channels];
         while let Some(block) = self.next_block()? {
             for (c, b) in channels.iter_mut().zip(block) {
@@ -295,7 +293,7 @@ impl AudioStream {
     }
 
     /// The next block of samples, or `None` at the end of the stream.
-    pub fn next_block(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
+    pub fn next_block(&mut self) -> Result<Option<Vec<Vec<f32>>>, FileError> {
         if let Some(b) = self.pending.take() {
             return Ok(Some(b));
         }
@@ -304,7 +302,7 @@ impl AudioStream {
 
     /// The next decoded block: a decoder panic becomes an error naming the file, and a block
     /// with NaN or infinite samples is rejected, so nothing non-finite reaches the features.
-    fn decode_next(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
+    fn decode_next(&mut self) -> Result<Option<Vec<Vec<f32>>>, FileError> {
         let name = self.name.clone();
         let block = match contain_panics(&name, || self.decode_raw()) {
             Ok(r) => r?,
@@ -332,7 +330,7 @@ impl AudioStream {
         Ok(block)
     }
 
-    fn decode_raw(&mut self) -> Result<Option<Vec<Vec<f32>>>, AudioError> {
+    fn decode_raw(&mut self) -> Result<Option<Vec<Vec<f32>>>, FileError> {
         while !self.finished {
             let packet = match self.format.next_packet() {
                 Ok(p) => p,
@@ -417,7 +415,7 @@ pub fn panic_is_contained() -> bool {
 
 /// Runs a decoder call; a panic in it (a decoder bug on a hostile file) becomes an error that
 /// names the file instead of ending the process.
-fn contain_panics<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, AudioError> {
+fn contain_panics<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, FileError> {
     let before = CONTAINING.with(|c| c.replace(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     CONTAINING.with(|c| c.set(before));
@@ -427,7 +425,7 @@ fn contain_panics<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, AudioError>
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".into());
-        AudioError::new(name, format!("the decoder failed on this file ({msg})"))
+        FileError::new(name, format!("the decoder failed on this file ({msg})"))
     })
 }
 

@@ -3,6 +3,8 @@
 
 use burn::tensor::Device;
 
+use crate::error::Error;
+
 /// A compute backend instrec can run on.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
@@ -36,7 +38,7 @@ impl Backend {
 
     /// The inference device of this backend on its default device (the CPU; GPU 0 for `cuda`).
     /// Call `.autodiff()` on it to train.
-    pub fn device(self) -> Result<Device, String> {
+    pub fn device(self) -> Result<Device, Error> {
         let default = match self {
             Self::Cuda => DeviceSpec::Cuda(0),
             _ => DeviceSpec::Cpu,
@@ -45,7 +47,7 @@ impl Backend {
     }
 
     /// [`Backend::device_on`] `spec`, or [`Backend::device`] without one.
-    pub fn device_for(self, spec: Option<DeviceSpec>) -> Result<Device, String> {
+    pub fn device_for(self, spec: Option<DeviceSpec>) -> Result<Device, Error> {
         match spec {
             Some(d) => self.device_on(d),
             None => self.device(),
@@ -55,12 +57,12 @@ impl Backend {
     /// The inference device of this backend on `spec`, or an error saying why there is none:
     /// a cargo feature the binary lacks, a backend that has no such device, or a GPU index that
     /// LibTorch does not see.
-    pub fn device_on(self, spec: DeviceSpec) -> Result<Device, String> {
+    pub fn device_on(self, spec: DeviceSpec) -> Result<Device, Error> {
         match (self, spec) {
             (Self::Flex, DeviceSpec::Cpu) => Ok(Device::flex()),
-            (Self::Flex, DeviceSpec::Cuda(_)) => Err(format!(
+            (Self::Flex, DeviceSpec::Cuda(_)) => Err(Error::Device(format!(
                 "--device {spec}: the flex backend runs on the CPU only; for a GPU use --backend tch --device {spec} (a build with `--features tch`)"
-            )),
+            ))),
             #[cfg(feature = "tch")]
             #[allow(deprecated)]
             (Self::Tch, DeviceSpec::Cpu) => Ok(Device::libtorch()),
@@ -73,28 +75,28 @@ impl Backend {
                 if n < count {
                     Ok(Device::libtorch_cuda(n))
                 } else {
-                    Err(format!(
+                    Err(Error::Device(format!(
                         "--device {spec}: LibTorch sees {count} CUDA device(s){}",
                         if count == 0 {
                             " (no GPU, no CUDA driver, or a CPU-only torch build)"
                         } else {
                             ""
                         }
-                    ))
+                    )))
                 }
             }
             #[cfg(feature = "cuda")]
             (Self::Cuda, DeviceSpec::Cuda(n)) => Ok(Device::cuda(n)),
             #[cfg(feature = "cuda")]
-            (Self::Cuda, DeviceSpec::Cpu) => Err(
+            (Self::Cuda, DeviceSpec::Cpu) => Err(Error::Device(
                 "the cuda backend needs a GPU: --device cuda:N (or --backend flex/tch for the CPU)"
                     .into(),
-            ),
+            )),
             #[allow(unreachable_patterns)]
-            (other, _) => Err(format!(
+            (other, _) => Err(Error::Device(format!(
                 "backend '{}' is not compiled into this binary: rebuild with `cargo build --release --features {}`",
                 other, other
-            )),
+            ))),
         }
     }
 }
@@ -158,10 +160,16 @@ mod tests {
             let e = bad.parse::<DeviceSpec>().unwrap_err();
             assert!(e.contains("cpu, cuda or cuda:N"), "{bad}: {e}");
         }
-        let e = Backend::Flex.device_on(DeviceSpec::Cuda(1)).unwrap_err();
+        let e = Backend::Flex
+            .device_on(DeviceSpec::Cuda(1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--backend tch --device cuda:1"), "{e}");
         if !cfg!(feature = "tch") {
-            let e = Backend::Tch.device_on(DeviceSpec::Cuda(0)).unwrap_err();
+            let e = Backend::Tch
+                .device_on(DeviceSpec::Cuda(0))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("--features tch"), "{e}");
         }
     }
@@ -170,7 +178,7 @@ mod tests {
     fn flex_is_always_there_and_missing_features_are_named() {
         assert!(Backend::Flex.device().is_ok());
         if !cfg!(feature = "cuda") {
-            let e = Backend::Cuda.device().unwrap_err();
+            let e = Backend::Cuda.device().unwrap_err().to_string();
             assert!(e.contains("--features cuda"), "{e}");
         }
     }

@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::audio::{AudioError, Channel, decode_bytes};
+use crate::audio::{Channel, decode_bytes};
+use crate::error::FileError;
 use crate::features::{FeatureSettings, MelExtractor};
 
 /// Result of one feature-extraction benchmark.
@@ -31,9 +32,9 @@ pub fn bench_features(
     ext: Option<&str>,
     clips: usize,
     threads: usize,
-) -> Result<FeatureBench, AudioError> {
+) -> Result<FeatureBench, FileError> {
     let extractor = MelExtractor::new(FeatureSettings::default());
-    let one = |_: usize| -> Result<f64, AudioError> {
+    let one = |_: usize| -> Result<f64, FileError> {
         let audio = decode_bytes(bytes.to_vec(), ext, "benchmark clip")?;
         let mel = extractor.log_mel_of(&audio, Channel::Mono);
         std::hint::black_box(&mel);
@@ -46,7 +47,7 @@ pub fn bench_features(
         .build()
         .expect("thread pool");
     let start = Instant::now();
-    let durations: Result<Vec<f64>, AudioError> =
+    let durations: Result<Vec<f64>, FileError> =
         pool.install(|| (0..clips).into_par_iter().map(one).collect());
     let wall_seconds = start.elapsed().as_secs_f64();
     Ok(FeatureBench {
@@ -196,7 +197,7 @@ pub fn bench_tag(
     clips: usize,
     threads: usize,
     device: &burn::tensor::Device,
-) -> crate::eval::Result<TagBench> {
+) -> crate::error::Result<TagBench> {
     use crate::data::synth;
     use crate::model::{Arch, Model, bundle};
     let tmp = std::env::temp_dir();

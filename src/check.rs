@@ -4,6 +4,8 @@
 
 use std::fmt::Display;
 
+use crate::error::SettingError;
+
 /// The analysis window, in frames: a hop above it would skip audio.
 pub const MAX_HOP: usize = 43;
 /// Batches above this would only exhaust memory.
@@ -14,77 +16,104 @@ pub const MAX_COUNT: usize = 1_000_000;
 pub const MAX_MIX_SOURCES: usize = 6;
 
 /// `v` within `lo..=hi`.
-pub fn within<T: PartialOrd + Display + Copy>(what: &str, v: T, lo: T, hi: T) -> Result<T, String> {
+pub fn within<T: PartialOrd + Display + Copy>(
+    what: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, SettingError> {
     if v < lo || v > hi {
-        Err(format!("{what} must be between {lo} and {hi}, got {v}"))
-    } else {
-        Ok(v)
-    }
-}
-
-/// A finite `v` with `lo < v <= hi` (`lo` itself allowed when `lo_ok`).
-pub fn real(what: &str, v: f64, lo: f64, hi: f64, lo_ok: bool) -> Result<f64, String> {
-    let low = if lo_ok { v >= lo } else { v > lo };
-    if !v.is_finite() || !low || v > hi {
-        let open = if lo_ok { "[" } else { "(" };
-        Err(format!(
-            "{what} must be a finite number in {open}{lo}, {hi}], got {v}"
+        Err(SettingError::new(
+            what,
+            format!("be between {lo} and {hi}, got {v}"),
         ))
     } else {
         Ok(v)
     }
 }
 
+/// A finite `v` with `lo < v <= hi` (`lo` itself allowed when `lo_ok`).
+pub fn real(what: &str, v: f64, lo: f64, hi: f64, lo_ok: bool) -> Result<f64, SettingError> {
+    let low = if lo_ok { v >= lo } else { v > lo };
+    if !v.is_finite() || !low || v > hi {
+        let open = if lo_ok { "[" } else { "(" };
+        Err(SettingError::new(
+            what,
+            format!("be a finite number in {open}{lo}, {hi}], got {v}"),
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A learning rate: 0 < lr ≤ 10.
+pub fn lr(what: &str, v: f64) -> Result<f64, SettingError> {
+    real(what, v, 0.0, 10.0, false)
+}
+
+/// A weight decay: 0 ≤ wd ≤ 1.
+pub fn weight_decay(what: &str, v: f64) -> Result<f64, SettingError> {
+    real(what, v, 0.0, 1.0, true)
+}
+
+/// The validation share of each class: 0 < f ≤ 0.9 (training keeps at least a tenth).
+pub fn val_fraction(what: &str, v: f64) -> Result<f64, SettingError> {
+    real(what, v, 0.0, 0.9, false)
+}
+
 /// A decision threshold: finite, 0 ≤ t ≤ 1.
-pub fn threshold(what: &str, t: f32) -> Result<f32, String> {
+pub fn threshold(what: &str, t: f32) -> Result<f32, SettingError> {
     real(what, t as f64, 0.0, 1.0, true).map(|_| t)
 }
 
 /// Analysis windows overlap when the hop is below the window: 1 ≤ hop ≤ 43.
-pub fn hop(what: &str, v: usize) -> Result<usize, String> {
+pub fn hop(what: &str, v: usize) -> Result<usize, SettingError> {
     within(what, v, 1, MAX_HOP)
 }
 
-pub fn batch(what: &str, v: usize) -> Result<usize, String> {
+pub fn batch(what: &str, v: usize) -> Result<usize, SettingError> {
     within(what, v, 1, MAX_BATCH)
 }
 
 /// Epochs, patience, steps, clip counts: at least 1.
-pub fn count(what: &str, v: usize) -> Result<usize, String> {
+pub fn count(what: &str, v: usize) -> Result<usize, SettingError> {
     within(what, v, 1, MAX_COUNT)
 }
 
 /// A count that may be 0.
-pub fn count0(what: &str, v: usize) -> Result<usize, String> {
+pub fn count0(what: &str, v: usize) -> Result<usize, SettingError> {
     within(what, v, 0, MAX_COUNT)
 }
 
 /// A probability: 0 < p ≤ 1.
-pub fn probability(what: &str, p: f64) -> Result<f64, String> {
+pub fn probability(what: &str, p: f64) -> Result<f64, SettingError> {
     real(what, p, 0.0, 1.0, false)
 }
 
 /// Instruments in one mixture: 2 ≤ n ≤ [`MAX_MIX_SOURCES`].
-pub fn mix_sources(what: &str, n: usize) -> Result<usize, String> {
+pub fn mix_sources(what: &str, n: usize) -> Result<usize, SettingError> {
     within(what, n, 2, MAX_MIX_SOURCES)
 }
 
 /// A gain range in dB: each end in −60…60, LOW ≤ HIGH.
-pub fn db_range(what: &str, g: [f64; 2]) -> Result<[f64; 2], String> {
+pub fn db_range(what: &str, g: [f64; 2]) -> Result<[f64; 2], SettingError> {
     for v in g {
         real(what, v, -60.0, 60.0, true)?;
     }
     if g[0] > g[1] {
-        return Err(format!(
-            "{what} must be a range LOW,HIGH with LOW <= HIGH, got {},{}",
-            g[0], g[1]
+        return Err(SettingError::new(
+            what,
+            format!(
+                "be a range LOW,HIGH with LOW <= HIGH, got {},{}",
+                g[0], g[1]
+            ),
         ));
     }
     Ok(g)
 }
 
 /// A relative share: finite, 0 ≤ s ≤ 10⁶.
-pub fn share(what: &str, s: f64) -> Result<f64, String> {
+pub fn share(what: &str, s: f64) -> Result<f64, SettingError> {
     real(what, s, 0.0, 1e6, true)
 }
 
@@ -95,12 +124,9 @@ pub mod flag {
             .parse::<T>()
             .map_err(|_| format!("'{s}' is not a number"))
     }
-    fn rule<T>(r: Result<T, String>) -> Result<T, String> {
-        // clap already names the flag: drop the setting's own name from the message.
-        r.map_err(|e| {
-            e.split_once(" must ")
-                .map_or(e.clone(), |(_, m)| format!("must {m}"))
-        })
+    fn rule<T>(r: Result<T, super::SettingError>) -> Result<T, String> {
+        // clap already names the flag: only the rule.
+        r.map_err(|e| format!("must {}", e.rule))
     }
     pub fn hop(s: &str) -> Result<usize, String> {
         rule(super::hop("hop", num(s)?))
@@ -117,17 +143,14 @@ pub mod flag {
     pub fn threshold(s: &str) -> Result<f32, String> {
         rule(super::threshold("threshold", num(s)?))
     }
-    /// Learning rates: 0 < lr ≤ 10.
     pub fn lr(s: &str) -> Result<f64, String> {
-        rule(super::real("lr", num(s)?, 0.0, 10.0, false))
+        rule(super::lr("lr", num(s)?))
     }
-    /// Weight decay: 0 ≤ wd ≤ 1.
     pub fn weight_decay(s: &str) -> Result<f64, String> {
-        rule(super::real("wd", num(s)?, 0.0, 1.0, true))
+        rule(super::weight_decay("wd", num(s)?))
     }
-    /// The validation share of each class: 0 < f ≤ 0.9 (training keeps at least a tenth).
     pub fn fraction(s: &str) -> Result<f64, String> {
-        rule(super::real("fraction", num(s)?, 0.0, 0.9, false))
+        rule(super::val_fraction("fraction", num(s)?))
     }
     pub fn probability(s: &str) -> Result<f64, String> {
         rule(super::probability("p", num(s)?))

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use crate::backend::{Backend, DeviceSpec};
 use crate::data::synth::SynthOptions;
+use crate::error::{Error, Result};
 use crate::eval::metrics::Aggregation;
-use crate::eval::{ClipScore, Error, EvalReport, Result};
+use crate::eval::{ClipScore, EvalReport};
 use crate::experiment::{ExperimentObserver, ensure_corpus, eval_dir, train_and_evaluate};
 use crate::features::ChannelMode;
 use crate::model::Arch;
@@ -23,6 +24,11 @@ pub struct DemoOptions {
     pub backend: Backend,
     pub device: Option<DeviceSpec>,
 }
+
+/// The demo's defaults: training clips per class, test clips and epochs.
+pub const TRAIN_PER_CLASS: usize = 24;
+pub const TEST_CLIPS: usize = 40;
+pub const EPOCHS: usize = 8;
 
 /// The corpus's seed: the same demo everywhere.
 const CORPUS_SEED: u64 = 2024;

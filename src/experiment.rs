@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, DeviceSpec};
 use crate::data::mix::{CalibrationConfig, MixConfig};
+use crate::error::FileError;
+use crate::error::Result;
 use crate::eval::metrics::{Aggregation, Metrics};
-use crate::eval::{EvalOptions, EvalReport, Result, ThresholdKind};
+use crate::eval::{EvalOptions, EvalReport, ThresholdKind};
 use crate::features::ChannelMode;
 use crate::model::Arch;
 use crate::train::{Recipe, TrainConfig};
-use crate::util::FileError;
 use crate::util::write_atomic;
 
 fn default_seeds() -> Vec<u64> {
@@ -131,8 +132,10 @@ impl ExperimentConfig {
             run.check().map_err(|e| bad(format!("[train] {e}")))?;
         }
         if let Some(s) = &c.synth {
-            crate::check::count("[synth] train_per_class", s.train_per_class).map_err(bad)?;
-            crate::check::count("[synth] test_clips", s.test_clips).map_err(bad)?;
+            crate::check::count("[synth] train_per_class", s.train_per_class)
+                .map_err(|e| bad(e.to_string()))?;
+            crate::check::count("[synth] test_clips", s.test_clips)
+                .map_err(|e| bad(e.to_string()))?;
         }
         if c.runs(Backend::Flex, None, Path::new(".")).is_empty()
             || c.thresholds.is_empty()

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
-use crate::audio::{
-    Audio, AudioError, AudioStream, Channel, StreamResampler, TARGET_RATE, select_channel,
-};
+use crate::audio::{Audio, AudioStream, Channel, StreamResampler, TARGET_RATE, select_channel};
+use crate::error::FileError;
 
 /// Frames per analysis window: 43 hops of 512 samples at 22,050 Hz ≈ 1 s.
 pub const WINDOW_FRAMES: usize = 43;
@@ -342,7 +341,7 @@ impl<'a> MelStream<'a> {
     }
 
     /// The next frame columns (`n_mels` values each) of every source, or `None` after the last.
-    pub fn next_columns(&mut self) -> Result<Option<Vec<Vec<Vec<f32>>>>, AudioError> {
+    pub fn next_columns(&mut self) -> Result<Option<Vec<Vec<Vec<f32>>>>, FileError> {
         if self.finished {
             return Ok(None);
         }
@@ -463,12 +462,15 @@ pub struct Windowing {
     pub cover_end: bool,
 }
 
+/// The hop between analysis windows, in frames: 50 % overlap of [`WINDOW_FRAMES`].
+pub const ANALYSIS_HOP: usize = 22;
+
 impl Windowing {
     /// Analysis windows: 50 % overlap (hop 22 of 43) covering the whole clip.
     pub fn analysis() -> Self {
         Self {
             length: WINDOW_FRAMES,
-            hop: 22,
+            hop: ANALYSIS_HOP,
             cover_end: true,
         }
     }
@@ -592,7 +594,7 @@ pub fn write_log_mel(
     stream: AudioStream,
     channel: Channel,
     out: &std::path::Path,
-) -> Result<LogMelFile, crate::util::FileError> {
+) -> Result<LogMelFile, crate::error::FileError> {
     let extractor = MelExtractor::new(FeatureSettings::default());
     let mut stream = MelStream::new(stream, &[channel], &extractor);
     let mut columns = Vec::new();

@@ -22,14 +22,16 @@
 //! - [`experiment`]: grids of runs and their tables; [`demo`]: the whole pipeline on a small
 //!   synthetic corpus.
 //!
-//! Beneath them all: [`util`] (atomic writes, file errors, the seeded generator), [`check`] (the
-//! range rule of every setting), [`backend`] (a name → a device), [`report`] (PNG plots of plain
-//! data), [`npy`]. On top: [`bench`](mod@bench) (the throughput measurements of `instrec bench`). Nothing in
-//! the library parses arguments or prints; `main.rs` does.
+//! Beneath them all: [`error`] (the crate's one error type), [`util`] (atomic writes, the seeded
+//! generator), [`check`] (the range rule of every setting), [`backend`] (a name → a device),
+//! [`report`] (PNG plots of plain data), [`npy`]. On top: [`bench`](mod@bench) (the throughput measurements of `instrec bench`). Nothing in
+//! the library parses arguments or prints; the binary (`main.rs` with its `cli` and `progress`
+//! modules) does.
 
 // Beneath the pipeline.
 pub mod backend;
 pub mod check;
+pub mod error;
 pub mod npy;
 pub mod report;
 pub mod util;

@@ -15,7 +15,7 @@ pub struct NpyArray {
 
 /// Why a `.npy` file could not be read or written, naming it (an I/O error is part of the
 /// reason, not a separate source: printed once).
-pub type NpyError = crate::util::FileError;
+pub type NpyError = crate::error::FileError;
 
 /// The `.npy` version 1.0 header of a little-endian float32 array in C order.
 fn header(shape: &[usize]) -> Vec<u8> {

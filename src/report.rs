@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 
 use crate::CLASSES;
-use crate::util::FileError;
+use crate::error::FileError;
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans.LICENSE`), so plots need no system font.
 pub const EMBEDDED_FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");

@@ -97,6 +97,11 @@ pub fn remove_stale_temps(path: &Path) {
     }
 }
 
+/// The cores this process may use (1 when unknown): the default of every thread-count setting.
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Whether a process with this id exists (signal 0 checks without sending anything).
 fn process_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for the process; it has no effect on it.
@@ -159,28 +164,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("missing").join("a.bin");
         assert!(write_atomic(&p, b"x").is_err());
-    }
-}
-
-/// Why a file could not be used, naming it: the one shape (`{path}: {reason}`) of the errors
-/// about files in every layer (audio, bundles, weights, `.npy`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct FileError {
-    pub path: String,
-    pub reason: String,
-}
-
-impl FileError {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            reason: reason.into(),
-        }
-    }
-
-    pub fn at(path: &Path, reason: impl std::fmt::Display) -> Self {
-        Self::new(path.display().to_string(), reason.to_string())
     }
 }
 

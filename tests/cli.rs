@@ -2,21 +2,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{WavFormat, frontend_fixtures, wav_bytes};
+use common::{WavFormat, frontend_fixtures, instrec, stderr, wav_bytes};
 use instrec::npy::NpyArray;
-
-fn instrec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_instrec"))
-        .args(args)
-        .output()
-        .expect("the instrec binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn features_writes_the_fixture_layout() {

@@ -7,21 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::tensor::Device;
-use common::{WavFormat, wav_bytes};
+use common::{WavFormat, instrec, stderr, wav_bytes};
 use instrec::features::ChannelMode;
 use instrec::model::bundle::{BundleConfig, save_bundle};
 use instrec::model::{Arch, Model};
-
-fn instrec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_instrec"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -45,15 +34,7 @@ fn tone_with(bad: f32) -> Vec<u8> {
 }
 
 fn random_bundle(dir: &Path) -> PathBuf {
-    let model = Model::random(Arch::ResNet18, 11, &Device::flex());
-    let p = dir.join("bundle");
-    save_bundle(
-        &p,
-        &model,
-        &BundleConfig::new(Arch::ResNet18, ChannelMode::Dup),
-    )
-    .unwrap();
-    p
+    common::random_bundle(&dir.join("bundle"))
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! instrec's own CPU kernels against burn's paths on random inputs: the convolution forward
-//! and its two gradients (model::conv) for the ResNet shapes, strides 1 and 2, with and without
+//! and its two gradients (model::kernels) for the ResNet shapes, strides 1 and 2, with and without
 //! padding, over one and several image chunks.
 
 use burn::module::Param;
@@ -8,7 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use instrec::model::conv;
+use instrec::model::kernels;
 
 mod common;
 use common::{RESNET18_CONVS, rel_err, values};
@@ -61,14 +61,14 @@ fn conv_forward_matches_burn_with_and_without_bias_and_relu() {
                 layer.bias.as_ref().map(|b| b.val()),
                 options(case),
             );
-            let ours = conv::conv2d(&layer, x.clone(), false);
+            let ours = kernels::conv2d(&layer, x.clone(), false);
             assert_eq!(ours.dims(), reference.dims(), "{case:?}");
             let e = rel_err(&values(ours), &values(reference.clone()));
             assert!(
                 e < 1e-5,
                 "{case:?} bias {bias}: forward relative error {e:.2e}"
             );
-            let ours = values(conv::conv2d(&layer, x, true));
+            let ours = values(kernels::conv2d(&layer, x, true));
             let e = rel_err(&ours, &values(burn::tensor::activation::relu(reference)));
             assert!(
                 e < 1e-5,
@@ -101,7 +101,7 @@ fn conv_gradients_match_burns_autodiff() {
         let x = x0.detach().require_grad();
         let mut ours = layer.clone();
         ours.weight = Param::from_tensor(layer.weight.val().detach().require_grad());
-        let loss = probe(conv::conv2d(&ours, x.clone(), false));
+        let loss = probe(kernels::conv2d(&ours, x.clone(), false));
         let grads = loss.backward();
         let dx = x.grad(&grads).unwrap();
         let dw = ours.weight.val().grad(&grads).unwrap();
@@ -125,7 +125,7 @@ fn conv_gradient_is_the_numerical_derivative() {
     let r = Tensor::<4>::random([2, 4, 4, 3], Distribution::Normal(0.0, 1.0), &device);
     let d = Tensor::<4>::random([2, 3, 7, 6], Distribution::Normal(0.0, 1.0), &device);
     let xg = x.clone().require_grad();
-    let grads = (conv::conv2d(&layer, xg.clone(), false) * r.clone())
+    let grads = (kernels::conv2d(&layer, xg.clone(), false) * r.clone())
         .sum()
         .backward();
     let analytic = (xg.grad(&grads).unwrap() * d.clone().inner())
@@ -133,7 +133,7 @@ fn conv_gradient_is_the_numerical_derivative() {
         .into_scalar::<f64>();
     let eps = 1e-2;
     let f = |x: Tensor<4>| {
-        (conv::conv2d(&layer, x, false) * r.clone())
+        (kernels::conv2d(&layer, x, false) * r.clone())
             .sum()
             .into_scalar::<f64>()
     };
@@ -161,7 +161,7 @@ fn max_pool_matches_burn() {
         let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let expected = pool.forward(x.clone());
         let out_dims = expected.dims();
-        let ours = conv::max_pool2d(&pool, x);
+        let ours = kernels::max_pool2d(&pool, x);
         assert_eq!(
             ours.dims(),
             expected.dims(),
@@ -186,7 +186,7 @@ fn max_pool_matches_burn() {
                 .grad(&(y_ref.clone() * r.clone()).sum().backward())
                 .unwrap();
             let x = x0.require_grad();
-            let y = conv::max_pool2d(&pool, x.clone());
+            let y = kernels::max_pool2d(&pool, x.clone());
             let dx = x.grad(&(y.clone() * r).sum().backward()).unwrap();
             let what = format!("{b} {c} {h} {w} k{k} s{s} p{p} ties {ties}");
             assert_eq!(values(y), values(y_ref), "{what}: output");
@@ -212,7 +212,7 @@ fn max_pool_keeps_nan_and_routes_its_gradient_to_the_last_nan() {
     x[2 * w + 3] = f32::NAN;
     let ad = Device::flex().autodiff();
     let x = Tensor::<4>::from_data(TensorData::new(x, [1, 1, h, w]), &ad).require_grad();
-    let y = conv::max_pool2d(&pool, x.clone());
+    let y = kernels::max_pool2d(&pool, x.clone());
     let dx = values(x.grad(&y.clone().sum().backward()).unwrap());
     let y = values(y);
     let o_w = 6;

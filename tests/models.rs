@@ -107,7 +107,7 @@ fn write_prng_safetensors(arch: &str, path: &Path) {
 
 fn load_resnet_safetensors(model: ResNet, path: &Path, head: Head) -> Result<ResNet, String> {
     let bytes = std::fs::read(path).unwrap();
-    assert!(instrec::model::import::is_torchvision_safetensors(&bytes));
+    assert!(instrec::model::safetensors::is_torchvision(&bytes));
     instrec::model::import::load_resnet_safetensors(model, bytes, &path.display().to_string(), head)
         .map_err(|e| e.to_string())
 }

@@ -5,6 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::instrec;
 use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor};
@@ -24,14 +26,14 @@ impl Observer for StopAfter {
     }
 }
 
-fn finished(o: instrec::eval::Result<Outcome>) -> TrainSummary {
+fn finished(o: instrec::error::Result<Outcome>) -> TrainSummary {
     match o.unwrap() {
         Outcome::Finished(s) => s,
         Outcome::Interrupted { epochs_done } => panic!("interrupted after {epochs_done} epochs"),
     }
 }
 
-fn interrupted(o: instrec::eval::Result<Outcome>) -> usize {
+fn interrupted(o: instrec::error::Result<Outcome>) -> usize {
     match o.unwrap() {
         Outcome::Interrupted { epochs_done } => epochs_done,
         Outcome::Finished(_) => panic!("trained to the end"),
@@ -347,21 +349,10 @@ fn calibration_mixtures_come_from_the_validation_split_only() {
     assert!(sizes[1..].iter().all(|&k| k > 90), "{sizes:?}");
 }
 
-fn instrec(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_instrec"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A model bundle with random weights (tagging mechanics do not need a trained model).
+/// A model bundle with random weights, in a folder of its own.
 fn random_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let device = Device::flex();
-    // Drawn under the backend generator's lock: tests training seeded runs run beside this one.
-    let model = instrec::model::Model::random(Arch::ResNet18, 11, &device);
-    let config = instrec::model::bundle::BundleConfig::new(Arch::ResNet18, ChannelMode::Dup);
-    instrec::model::bundle::save_bundle(dir.path(), &model, &config).unwrap();
+    common::random_bundle(dir.path());
     dir
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::CLASSES;
-use crate::util::FileError;
+use crate::error::FileError;
 
 pub const TRAIN_DIR: &str = "IRMAS-TrainingData";
 pub const TEST_DIR_PREFIX: &str = "IRMAS-TestingData-Part";

@@ -59,10 +59,11 @@ impl Default for MixConfig {
 }
 
 use crate::check::{self, MAX_MIX_SOURCES as MAX_SOURCES};
+use crate::error::SettingError;
 
 impl MixConfig {
     /// The flags' rules (`check`), for settings read from a TOML or a run's `train.json`.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         check::probability("mix.prob", self.prob)?;
         check::mix_sources("mix.max_sources", self.max_sources)?;
         check::db_range("mix.gain_db", self.gain_db).map(|_| ())
@@ -94,19 +95,22 @@ impl Default for CalibrationConfig {
 }
 
 impl CalibrationConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         check::within("calibration.mixtures", self.mixtures, 1, 100_000)?;
         if self.shares.is_empty() || self.shares.len() > MAX_SOURCES {
-            return Err(format!(
-                "calibration.shares must list 1 to {MAX_SOURCES} shares (of 1, 2, ... instruments), got {}",
-                self.shares.len()
+            return Err(SettingError::new(
+                "calibration.shares",
+                format!(
+                    "list 1 to {MAX_SOURCES} shares (of 1, 2, ... instruments), got {}",
+                    self.shares.len()
+                ),
             ));
         }
         for &s in &self.shares {
             check::share("calibration.shares", s)?;
         }
         if self.shares.iter().sum::<f64>() <= 0.0 {
-            return Err("calibration.shares must not all be 0".into());
+            return Err(SettingError::new("calibration.shares", "not all be 0"));
         }
         check::db_range("calibration.gain_db", self.gain_db).map(|_| ())
     }
@@ -487,17 +491,17 @@ mod tests {
             gain_db: [0.0, -6.0],
             ..MixConfig::default()
         };
-        assert!(bad.check().unwrap_err().contains("mix.gain_db"));
+        assert_eq!(bad.check().unwrap_err().what, "mix.gain_db");
         let bad = MixConfig {
             max_sources: 1,
             ..MixConfig::default()
         };
-        assert!(bad.check().unwrap_err().contains("mix.max_sources"));
+        assert_eq!(bad.check().unwrap_err().what, "mix.max_sources");
         let bad = CalibrationConfig {
             shares: vec![0.0, 0.0],
             ..CalibrationConfig::default()
         };
-        assert!(bad.check().unwrap_err().contains("calibration.shares"));
+        assert_eq!(bad.check().unwrap_err().what, "calibration.shares");
         assert!(MixConfig::default().check().is_ok());
         assert!(CalibrationConfig::default().check().is_ok());
     }

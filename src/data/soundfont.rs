@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustysynth::SoundFont;
 
-use crate::util::FileError;
+use crate::error::FileError;
 
 /// The packed built-in SoundFont (see the module doc).
 const EMBEDDED: &[u8] = include_bytes!("../../assets/instrec-gm.sf2.z");

@@ -22,7 +22,8 @@ use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
 use crate::CLASSES;
 use crate::audio::write_wav_i16;
-use crate::util::{FileError, Rng, write_atomic};
+use crate::error::FileError;
+use crate::util::{Rng, write_atomic};
 
 const RATE: u32 = 44_100;
 
@@ -132,6 +133,13 @@ pub struct SynthOptions {
     pub train_per_class: usize,
     pub test_clips: usize,
     pub seed: u64,
+}
+
+impl SynthOptions {
+    /// `instrec synth`'s defaults: training clips per class, test clips, seed.
+    pub const TRAIN_PER_CLASS: usize = 30;
+    pub const TEST_CLIPS: usize = 60;
+    pub const SEED: u64 = 0;
 }
 
 /// One file to render.

@@ -2,7 +2,7 @@
 //! window sigmoids aggregated per clip (s1 or s2), thresholds, micro / macro / per-class
 //! precision, recall and F1.
 //!
-//! Three kinds of threshold are reported, always labelled:
+//! Four kinds of threshold are reported, always labelled:
 //! - `fixed`: a given value (0.5 by default);
 //! - `validation-tuned`: chosen on the held-out validation split at the end of training (global,
 //!   and per class) — the honest headline number;
@@ -27,41 +27,7 @@ use crate::model::bundle::{BundleConfig, Thresholds, load_bundle};
 use crate::util::write_atomic;
 use metrics::{Aggregation, Metrics};
 
-/// What stops an evaluation, a training run, an experiment or the demo (the layers above
-/// `model`); every message names the file or the setting at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    File(#[from] crate::util::FileError),
-    #[error(transparent)]
-    Import(#[from] crate::model::import::ImportError),
-    /// An I/O error whose message already starts with its path.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    /// Writing our own types as JSON (a bug if it ever fails).
-    #[error("JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// A bad setting, a data set that cannot be used, a run that cannot go on.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<String> for Error {
-    fn from(s: String) -> Self {
-        Self::Invalid(s)
-    }
-}
-
-/// A result of the layers above `model`.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Returns early with [`Error::Invalid`] and a formatted message.
-macro_rules! fail {
-    ($($arg:tt)*) => {
-        return Err($crate::eval::Error::Invalid(format!($($arg)*)))
-    };
-}
-pub(crate) use fail;
+use crate::error::{Error, Result, fail};
 
 /// Sigmoid scores of a batch of logits, one `Vec` per row.
 pub fn sigmoid_scores(logits: Tensor<2>) -> Vec<Vec<f32>> {

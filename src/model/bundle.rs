@@ -9,7 +9,9 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::{Arch, Model};
+use super::network::{Arch, Model};
+use super::safetensors;
+use crate::error::{FileError, SettingError};
 use crate::features::{ChannelMode, FeatureSettings};
 use crate::util::write_atomic;
 
@@ -89,20 +91,26 @@ pub struct BundleConfig {
 
 impl BundleConfig {
     /// The classes are distinct and named, the thresholds finite in [0, 1], one per class.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         let n = self.classes.len();
         let mut sorted = self.classes.clone();
         sorted.sort();
         sorted.dedup();
         if n == 0 || sorted.len() != n || self.classes.iter().any(|c| c.is_empty()) {
-            return Err(format!(
-                "classes must be distinct names, got {:?}",
-                self.classes
+            return Err(SettingError::new(
+                "classes",
+                format!("be distinct names, got {:?}", self.classes),
             ));
         }
-        let per_class = |what: &str, p: &[f32]| -> Result<(), String> {
+        let per_class = |what: &str, p: &[f32]| -> Result<(), SettingError> {
             if p.len() != n {
-                return Err(format!("{what} has {} values for {n} classes", p.len()));
+                return Err(SettingError::new(
+                    what,
+                    format!(
+                        "have one value per class, got {} values for {n} classes",
+                        p.len()
+                    ),
+                ));
             }
             for (c, &t) in self.classes.iter().zip(p) {
                 crate::check::threshold(&format!("{what}[{c}]"), t)?;
@@ -146,80 +154,20 @@ impl BundleConfig {
 }
 
 /// Why a bundle could not be read or written, naming the file.
-pub type BundleError = crate::util::FileError;
-
-fn err(path: &Path, reason: impl Into<String>) -> BundleError {
-    BundleError::at(path, reason.into())
+fn err(path: &Path, reason: impl std::fmt::Display) -> FileError {
+    FileError::at(path, reason)
 }
 
 /// Metadata key in `model.safetensors` that records the classes the weights were trained with.
 const CLASSES_KEY: &str = "instrec_classes";
 
-/// A safetensors file's header (tensor name → entry, and `__metadata__`) and where its data
-/// starts; the header is bounded by the file's own length.
-pub(super) fn st_header(
-    bytes: &[u8],
-) -> Result<(BTreeMap<String, serde_json::Value>, usize), String> {
-    let n = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        .ok_or("not a safetensors file (shorter than its header length)")?;
-    let end = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_add(8))
-        .filter(|&e| e <= bytes.len())
-        .ok_or("not a safetensors file (header longer than the file)")?;
-    let header = serde_json::from_slice(&bytes[8..end])
-        .map_err(|e| format!("not a safetensors file (header: {e})"))?;
-    Ok((header, end))
-}
-
-/// Safetensors bytes from a header (a sorted map, so identical content gives identical bytes;
-/// burn writes its header from a hash map, in a random order) and the data it points into.
-fn st_write(header: &BTreeMap<String, serde_json::Value>, data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut h = serde_json::to_vec(header).map_err(|e| e.to_string())?;
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend(h);
-    out.extend_from_slice(data);
-    Ok(out)
-}
-
 /// Whether safetensors bytes are an instrec bundle's weights (they record their classes).
 pub fn is_bundle_weights(bytes: &[u8]) -> bool {
-    st_header(bytes).is_ok_and(|(h, _)| {
+    safetensors::header(bytes).is_ok_and(|(h, _)| {
         h.get("__metadata__")
             .and_then(|m| m.get(CLASSES_KEY))
             .is_some()
     })
-}
-
-/// The first float tensor holding a NaN or an infinity, if any.
-fn st_non_finite(bytes: &[u8]) -> Result<Option<String>, String> {
-    let (header, start) = st_header(bytes)?;
-    for (name, entry) in &header {
-        if entry["dtype"] != "F32" {
-            continue;
-        }
-        let off = |i: usize| entry["data_offsets"][i].as_u64().map(|v| v as usize);
-        let (Some(a), Some(b)) = (off(0), off(1)) else {
-            return Err(format!("{name}: no data offsets"));
-        };
-        let data = start
-            .checked_add(a)
-            .zip(start.checked_add(b))
-            .and_then(|(a, b)| bytes.get(a..b))
-            .ok_or_else(|| format!("{name}: data outside the file"))?;
-        if data
-            .chunks_exact(4)
-            .any(|c| !f32::from_le_bytes(c.try_into().unwrap()).is_finite())
-        {
-            return Ok(Some(name.clone()));
-        }
-    }
-    Ok(None)
 }
 
 /// SHA-256 in lowercase hex.
@@ -247,7 +195,7 @@ pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>
     }
     model.save_into(&mut store).map_err(|e| e.to_string())?;
     let bytes = store.get_bytes().map_err(|e| e.to_string())?;
-    let (mut header, start) = st_header(&bytes)?;
+    let (mut header, start) = safetensors::header(&bytes)?;
     let mut data = bytes[start..].to_vec();
     if let Model::ResNet(_) = model {
         add_batch_counters(&mut header, &mut data);
@@ -256,7 +204,7 @@ pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>
         SafetensorsStore::default_metadata().into_iter().collect();
     meta.insert(CLASSES_KEY.into(), classes.join(","));
     header.insert("__metadata__".into(), serde_json::json!(meta));
-    st_write(&header, &data)
+    safetensors::write(&header, &data)
 }
 
 /// Adds torchvision's `num_batches_tracked` (int64, shape []) beside every BatchNorm's running
@@ -276,25 +224,28 @@ fn add_batch_counters(header: &mut BTreeMap<String, serde_json::Value>, data: &m
     }
 }
 
-/// Loads safetensors bytes into `model`; every tensor of the model must be present, with its
-/// shape, and finite.
-pub fn model_from_safetensors(model: Model, bytes: Vec<u8>) -> Result<Model, String> {
-    if let Some(name) = st_non_finite(&bytes)? {
-        return Err(format!(
-            "tensor {name} holds NaN or infinite values (damaged weights)"
+/// Loads the safetensors bytes of the file `path` into `model`; every tensor of the model must be
+/// present, with its shape, and finite.
+pub fn model_from_safetensors(
+    model: Model,
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<Model, FileError> {
+    let found = safetensors::first_non_finite(&bytes).map_err(|e| FileError::at(path, e))?;
+    if let Some(name) = found {
+        return Err(FileError::at(
+            path,
+            format!("tensor {name} holds NaN or infinite values (damaged weights)"),
         ));
     }
     // Bundles hold torchvision-layout ResNets; older ones, and the Han CNN, burn's names.
     match model {
-        Model::ResNet(r) if super::import::is_torchvision_safetensors(&bytes) => {
-            super::import::load_resnet_safetensors(r, bytes, "weights", super::import::Head::Load)
+        Model::ResNet(r) if safetensors::is_torchvision(&bytes) => {
+            let name = path.display().to_string();
+            super::import::load_resnet_safetensors(r, bytes, &name, super::import::Head::Load)
                 .map(Model::ResNet)
-                .map_err(|e| match e {
-                    super::import::ImportError::File(e) => e.reason,
-                    other => other.to_string(),
-                })
         }
-        model => burn_layout(model, bytes),
+        model => burn_layout(model, bytes).map_err(|e| FileError::at(path, e)),
     }
 }
 
@@ -319,7 +270,7 @@ fn burn_layout(model: Model, bytes: Vec<u8>) -> Result<Model, String> {
 
 /// Writes the bundle into `dir` (created if needed). Each file is written atomically, the config
 /// last, so a bundle with a config is complete.
-pub fn save_bundle(dir: &Path, model: &Model, config: &BundleConfig) -> Result<(), BundleError> {
+pub fn save_bundle(dir: &Path, model: &Model, config: &BundleConfig) -> Result<(), FileError> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
     let weights = model_to_safetensors(model, &config.classes).map_err(|e| err(dir, e))?;
     let wpath = dir.join(WEIGHTS_FILE);
@@ -334,7 +285,7 @@ pub fn save_bundle(dir: &Path, model: &Model, config: &BundleConfig) -> Result<(
 }
 
 /// Reads a bundle's config alone.
-pub fn read_config(dir: &Path) -> Result<BundleConfig, BundleError> {
+pub fn read_config(dir: &Path) -> Result<BundleConfig, FileError> {
     let cpath = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cpath).map_err(|e| {
         err(
@@ -359,7 +310,7 @@ pub fn read_config(dir: &Path) -> Result<BundleConfig, BundleError> {
 }
 
 /// Loads a bundle onto `device`.
-pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig), BundleError> {
+pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig), FileError> {
     let config = read_config(dir)?;
     let wpath = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
@@ -371,7 +322,7 @@ pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig),
             format!("does not match the weights_sha256 in {CONFIG_FILE} (changed or damaged)"),
         ));
     }
-    let (header, _) = st_header(&bytes).map_err(|e| err(&wpath, e))?;
+    let (header, _) = safetensors::header(&bytes).map_err(|e| err(&wpath, e))?;
     if let Some(trained) = header
         .get("__metadata__")
         .and_then(|m| m.get(CLASSES_KEY))
@@ -387,6 +338,6 @@ pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig),
         ));
     }
     let model = Model::new(config.arch, config.classes.len(), device);
-    let model = model_from_safetensors(model, bytes).map_err(|e| err(&wpath, e))?;
+    let model = model_from_safetensors(model, bytes, &wpath)?;
     Ok((model, config))
 }

@@ -3,7 +3,7 @@
 //! values rebuild tensors from raw little-endian storages. `torch.load(path, weights_only=True)`
 //! accepts it, and so does instrec's `.pth` reader.
 
-use super::bundle::st_header;
+use super::safetensors;
 
 /// A tensor of a state dict: name, dtype (`F32` or `I64`), shape and little-endian bytes.
 struct Entry<'a> {
@@ -15,7 +15,7 @@ struct Entry<'a> {
 
 /// Converts safetensors bytes (F32 and I64 tensors) into `.pth` bytes, tensors in name order.
 pub fn safetensors_to_pth(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let (header, start) = st_header(bytes)?;
+    let (header, start) = safetensors::header(bytes)?;
     let mut entries = Vec::new();
     for (name, e) in header.iter().filter(|(k, _)| *k != "__metadata__") {
         let dtype = e["dtype"].as_str().unwrap_or("");
@@ -158,8 +158,8 @@ fn zip_stored(files: &[(String, Vec<u8>)]) -> Vec<u8> {
 pub fn export_bundle(
     dir: &std::path::Path,
     out: &std::path::Path,
-) -> Result<super::bundle::BundleConfig, crate::util::FileError> {
-    use crate::util::FileError;
+) -> Result<super::bundle::BundleConfig, crate::error::FileError> {
+    use crate::error::FileError;
     if super::bundle::read_config(dir)?
         .arch
         .resnet_depth()

@@ -7,8 +7,26 @@
 
 use rayon::prelude::*;
 
-use super::conv::{Scratch, gemm, host_f32, out_len, symmetric_padding};
-use super::resnet::{Block, ResNet};
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+
+use super::kernels::{Scratch, gemm, host_f32, out_len, symmetric_padding};
+
+/// A folded ResNet's layers, as [`FastResNet::new`] packs them (the ResNet lists them).
+pub struct Layers<'a> {
+    pub stem: &'a Conv2d,
+    pub maxpool: &'a MaxPool2d,
+    pub blocks: Vec<BlockLayers<'a>>,
+    pub fc: &'a Linear,
+}
+
+/// A residual block's convolutions: the main path in order (a ReLU after each but the last), and
+/// the shortcut's.
+pub struct BlockLayers<'a> {
+    pub convs: Vec<&'a Conv2d>,
+    pub downsample: Option<&'a Conv2d>,
+}
 
 /// The fewest GEMM rows (output positions) per chunk, and the most floats of a chunk's im2col.
 const MIN_ROWS: usize = 512;
@@ -187,20 +205,17 @@ pub struct FastResNet {
 impl FastResNet {
     /// The packed network, or `None` if some layer is not of the shape this runs (then burn's
     /// path is used).
-    pub fn new(r: &ResNet) -> Option<Self> {
+    pub fn new(r: Layers<'_>) -> Option<Self> {
         let mut blocks = Vec::new();
-        for block in r.blocks() {
-            let (convs, down) = match block {
-                Block::Basic(b) => (vec![&b.conv1, &b.conv2], &b.downsample),
-                Block::Bottleneck(b) => (vec![&b.conv1, &b.conv2, &b.conv3], &b.downsample),
-            };
+        for block in r.blocks {
             blocks.push(FastBlock {
-                convs: convs
+                convs: block
+                    .convs
                     .into_iter()
                     .map(Conv::from_burn)
                     .collect::<Option<_>>()?,
-                downsample: match down {
-                    Some(d) => Some(Conv::from_burn(&d.conv)?),
+                downsample: match block.downsample {
+                    Some(d) => Some(Conv::from_burn(d)?),
                     None => None,
                 },
             });
@@ -224,7 +239,7 @@ impl FastResNet {
             None => vec![0.0; d_out],
         };
         Some(Self {
-            stem: Conv::from_burn(&r.conv1)?,
+            stem: Conv::from_burn(r.stem)?,
             pool: (r.maxpool.kernel_size, r.maxpool.stride, pool_pad),
             blocks,
             fc_w,

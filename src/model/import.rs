@@ -9,24 +9,9 @@ use burn::store::{
 };
 use sha2::{Digest, Sha256};
 
-use super::resnet::{ResNet, ResNetDepth};
+use crate::error::{Error, FileError, Result};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error(transparent)]
-    File(#[from] crate::util::FileError),
-    #[error(
-        "{file} is not in {dir} and could not be downloaded from {url} ({reason}); download it on a machine with internet access and put it in that folder (or set TORCH_HOME)"
-    )]
-    Offline {
-        file: String,
-        dir: String,
-        url: String,
-        reason: String,
-    },
-    #[error("{url}: {reason}")]
-    Download { url: String, reason: String },
-}
+use super::resnet::{ResNet, ResNetDepth};
 
 /// Which tensors of a state dict to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +34,8 @@ fn not_fc(path: &str, _container: &str) -> bool {
 /// Loads a torchvision ResNet state dict (`torch.save(model.state_dict(), path)`) into `model`.
 /// Every key must match a parameter of the same shape: a missing key, an unexpected key or a
 /// shape mismatch is an error naming the key (no silent partial load).
-pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet, ImportError> {
-    let name = path.display().to_string();
-    let fail =
-        |reason: String| ImportError::File(crate::util::FileError::new(name.clone(), reason));
+pub fn load_resnet_pth(model: ResNet, path: &Path, head: Head) -> Result<ResNet, FileError> {
+    let fail = |reason: String| FileError::at(path, reason);
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
@@ -84,19 +67,13 @@ fn load_checked<S: ModuleStore>(
     mut store: S,
     head: Head,
     format: &str,
-    fail: impl Fn(String) -> ImportError,
-) -> Result<ResNet, ImportError> {
+    fail: impl Fn(String) -> FileError,
+) -> Result<ResNet, FileError> {
     let result = model
         .load_from(&mut store)
         .map_err(|e| fail(format!("not a readable {format} state dict: {e}")))?;
     verify(&result, head).map_err(fail)?;
     Ok(model)
-}
-
-/// Whether safetensors bytes hold a torchvision-layout state dict (`conv1.weight` at the top, as
-/// `safetensors.torch.save_file(model.state_dict(), ...)` writes it) rather than an instrec bundle.
-pub fn is_torchvision_safetensors(bytes: &[u8]) -> bool {
-    super::bundle::st_header(bytes).is_ok_and(|(h, _)| h.contains_key("conv1.weight"))
 }
 
 /// Loads a torchvision-layout ResNet state dict stored as safetensors (names, `[out, in]` linear
@@ -106,8 +83,8 @@ pub fn load_resnet_safetensors(
     bytes: Vec<u8>,
     name: &str,
     head: Head,
-) -> Result<ResNet, ImportError> {
-    let fail = |reason: String| ImportError::File(crate::util::FileError::new(name, reason));
+) -> Result<ResNet, FileError> {
+    let fail = |reason: String| FileError::new(name, reason);
     let store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .skip_enum_variants(true);
@@ -205,16 +182,13 @@ pub fn torch_hub_checkpoints() -> PathBuf {
 
 /// The local path of `ckpt`, downloading it into the torch hub cache when absent. Set
 /// `INSTREC_OFFLINE=1` to never touch the network.
-pub fn fetch_checkpoint(
-    ckpt: &Checkpoint,
-    progress: &dyn Fn(u64, Option<u64>),
-) -> Result<PathBuf, ImportError> {
+pub fn fetch_checkpoint(ckpt: &Checkpoint, progress: &dyn Fn(u64, Option<u64>)) -> Result<PathBuf> {
     let dir = torch_hub_checkpoints();
     let path = dir.join(ckpt.file);
     if path.is_file() {
         return Ok(path);
     }
-    let offline = |reason: String| ImportError::Offline {
+    let offline = |reason: String| Error::Offline {
         file: ckpt.file.into(),
         dir: dir.display().to_string(),
         url: ckpt.url.into(),
@@ -225,7 +199,7 @@ pub fn fetch_checkpoint(
     }
     std::fs::create_dir_all(&dir).map_err(|e| offline(format!("cannot create the folder: {e}")))?;
     download_verified(ckpt.url, &path, ckpt.hash_prefix(), progress).map_err(|e| match e {
-        ImportError::Download { reason, .. } => offline(reason),
+        Error::Download { reason, .. } => offline(reason),
         other => other,
     })?;
     Ok(path)
@@ -238,8 +212,8 @@ pub fn download_verified(
     dest: &Path,
     sha256_prefix: &str,
     progress: &dyn Fn(u64, Option<u64>),
-) -> Result<(), ImportError> {
-    let fail = |reason: String| ImportError::Download {
+) -> Result<()> {
+    let fail = |reason: String| Error::Download {
         url: url.into(),
         reason,
     };
@@ -251,7 +225,7 @@ pub fn download_verified(
         .and_then(|v| v.parse::<u64>().ok());
     let mut reader = response.into_body().into_reader();
     let tmp = crate::util::temp_sibling(dest);
-    let result = (|| -> Result<(), ImportError> {
+    let result = (|| -> Result<()> {
         let mut file = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];

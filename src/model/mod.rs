@@ -1,302 +1,38 @@
 //! Models: torchvision's ResNet18/50 and the Han et al. 2016 baseline, generic over the backend
 //! (the device picks it), with torchvision weight import and a self-contained model bundle.
+//!
+//! A ResNet's forward pass takes one of four paths, chosen per call by [`kernels::route`] and
+//! the model's state:
+//! 1. **the packed inference network** ([`fast`]): a BatchNorm-folded ResNet on Flex outside
+//!    autodiff (tagging, evaluation, validation) runs channels-last in plain buffers;
+//! 2. **instrec's Flex kernels** ([`kernels`]): on Flex otherwise (training, or a layer `fast`
+//!    does not pack), convolutions and max pooling are im2col + GEMM and argmax pooling, with
+//!    their own autodiff nodes; BatchNorm is [`norm`]'s;
+//! 3. **LibTorch's fused blocks** (`torch`, with `--features tch`): training on LibTorch runs
+//!    each conv → BN (→ ReLU) and each residual end as one LibTorch autograd graph;
+//! 4. **burn's own ops**: every other backend and dtype (CubeCL's CUDA, LibTorch inference,
+//!    half precision), and the Han CNN everywhere.
+//!
+//! Files: [`network`] (the architectures as one [`Model`]), [`load`] (initial weights),
+//! [`resnet`] (the topology, as torchvision's `resnet.py`), [`han`], [`norm`],
+//! [`import`] / [`export`] / [`safetensors`] (weights in and out), [`bundle`] (a trained model
+//! with its settings and thresholds).
 
 pub mod bundle;
-pub mod conv;
 pub mod export;
 pub mod fast;
 pub mod han;
 pub mod import;
+pub mod kernels;
+pub mod load;
+pub mod network;
 pub mod norm;
 pub mod resnet;
+pub mod safetensors;
 #[cfg(feature = "tch")]
 pub mod torch;
 
-use std::path::{Path, PathBuf};
-
-use crate::util::FileError;
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
-
 pub use han::HanCnn;
-use import::{Checkpoint, Head, ImportError, fetch_checkpoint, load_resnet_pth};
+pub use load::{Init, build_model, forward_npy, load_into};
+pub use network::{Arch, Model, backend_rng, bce_with_logits, on_kernel_pool};
 pub use resnet::{ResNet, ResNetDepth};
-
-/// The architectures of the paper's Tables 1 and 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-#[value(rename_all = "lower")]
-pub enum Arch {
-    ResNet18,
-    ResNet50,
-    /// Han et al. 2016 (1-channel input: channel 0 of the 3-channel window).
-    Han,
-}
-
-impl Arch {
-    pub fn resnet_depth(self) -> Option<ResNetDepth> {
-        match self {
-            Self::ResNet18 => Some(ResNetDepth::ResNet18),
-            Self::ResNet50 => Some(ResNetDepth::ResNet50),
-            Self::Han => None,
-        }
-    }
-}
-
-crate::util::display_as_value!(Arch);
-
-/// burn's random generator is process-wide: whatever seeds it or draws from it (initial weights,
-/// dropout) holds this lock, so runs trained side by side in one process (tests, a library user)
-/// each draw their own seed's weights (two Han runs side by side still share one dropout stream).
-pub fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Any of the three networks.
-// Built once per run: the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Model {
-    ResNet(ResNet),
-    Han(HanCnn),
-}
-
-impl Model {
-    /// Draws every lazily initialised parameter now. burn draws a parameter's random values on
-    /// its first use, from the backend's process-wide generator; drawing them all at once lets a
-    /// caller seed and initialise under one lock. ResNets draw in forward order (the same weights
-    /// as on first use); Han's declaration order skips the dropout draws that used to fall between.
-    pub fn materialize(&self) {
-        struct Touch;
-        impl burn::module::ModuleVisitor for Touch {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-                let _ = param.val();
-            }
-        }
-        match self {
-            Self::ResNet(r) => r.materialize(),
-            Self::Han(h) => h.visit(&mut Touch),
-        }
-    }
-
-    /// A randomly initialised network (torchvision's init for ResNets, Glorot for Han).
-    pub fn new(arch: Arch, num_classes: usize, device: &Device) -> Self {
-        match arch.resnet_depth() {
-            Some(depth) => Self::ResNet(ResNet::new(depth, num_classes, device)),
-            None => Self::Han(HanCnn::new(num_classes, device)),
-        }
-    }
-
-    /// A randomly initialised network with every weight drawn now, under [`backend_rng`]: a
-    /// random model (benchmarks, tests) that does not take draws from a seeded run beside it.
-    /// ([`Model::new`] draws lazily, on a weight's first use, whenever that comes.)
-    pub fn random(arch: Arch, num_classes: usize, device: &Device) -> Self {
-        let _guard = backend_rng();
-        let model = Self::new(arch, num_classes, device);
-        Self::materialize(&model);
-        model
-    }
-
-    /// Learnable parameters, as PyTorch counts them (`p.numel()` over `model.parameters()`):
-    /// BatchNorm running statistics are buffers, not parameters.
-    pub fn num_trainable_params(&self) -> usize {
-        use burn::store::ModuleSnapshot;
-        self.collect(None, None, true)
-            .iter()
-            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum()
-    }
-
-    /// The network for inference: a ResNet's BatchNorms folded into its convolutions (exact to
-    /// float rounding; see [`ResNet::fold_batchnorm`]); Han as it is. Not for training.
-    pub fn fold_batchnorm(self) -> Self {
-        match self {
-            Self::ResNet(r) => Self::ResNet(r.fold_batchnorm()),
-            han => han,
-        }
-    }
-
-    /// Logits `[batch, classes]` for windows `[batch, 3, frames, mels]` (Han reads channel 0).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        on_kernel_pool(&x.device(), || match self {
-            Self::ResNet(m) => m.forward(x),
-            Self::Han(m) => {
-                let [b, _, t, f] = x.dims();
-                m.forward(x.slice([0..b, 0..1, 0..t, 0..f]))
-            }
-        })
-    }
-}
-
-/// Runs `f` on a rayon worker thread (inline when already on one) if `device` is Flex, whose
-/// kernels are rayon loops: called from outside the pool, each loop wakes the workers and puts
-/// the caller to sleep (thousands of context switches per training step, and a third runnable
-/// thread on two cores), while from a worker they split work in place (ResNet18 on 2 cores:
-/// training +8 %, inference +4 %). Elsewhere `f` runs here: LibTorch's OpenMP keeps a thread
-/// team per calling thread, and calls from changing workers cost it a third of its speed.
-pub fn on_kernel_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    use burn::backend::DispatchDevice;
-    match device.clone().inner().as_dispatch() {
-        DispatchDevice::Flex(_) => rayon::scope(|_| f()),
-        #[allow(unreachable_patterns)]
-        _ => f(),
-    }
-}
-
-/// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically
-/// stable form (`BCEWithLogitsLoss`): `max(z, 0) - z·y + ln(1 + e^{-|z|})`.
-pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
-    let softplus = logits.clone().abs().neg().exp().log1p();
-    (logits.clone().clamp_min(0.0) - logits * targets + softplus).mean()
-}
-
-/// How a model's weights start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Init {
-    /// Random (torchvision's initialisation; Glorot for Han).
-    Random,
-    /// torchvision's ImageNet weights (IMAGENET1K_V1, or ResNet50's V2), all but `fc`.
-    ImageNet { v2: bool },
-    /// A `.pth` state dict (all but `fc`), a `.safetensors` file or a model bundle directory
-    /// written by instrec (everything).
-    File(PathBuf),
-}
-
-impl std::str::FromStr for Init {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "random" => Self::Random,
-            "imagenet" => Self::ImageNet { v2: false },
-            "imagenet-v2" => Self::ImageNet { v2: true },
-            path => Self::File(PathBuf::from(path)),
-        })
-    }
-}
-
-impl std::fmt::Display for Init {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Random => f.write_str("random"),
-            Self::ImageNet { v2: false } => f.write_str("imagenet"),
-            Self::ImageNet { v2: true } => f.write_str("imagenet-v2"),
-            Self::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// Builds a model and initialises it as asked. `progress(done, total)` reports a download.
-pub fn build_model(
-    arch: Arch,
-    num_classes: usize,
-    init: &Init,
-    device: &Device,
-    progress: &dyn Fn(u64, Option<u64>),
-) -> Result<Model, ImportError> {
-    let model = Model::new(arch, num_classes, device);
-    match init {
-        Init::Random => Ok(model),
-        Init::ImageNet { v2 } => {
-            let depth = arch.resnet_depth().ok_or_else(|| {
-                FileError::new(
-                    "imagenet",
-                    format!("there are no ImageNet weights for {arch}"),
-                )
-            })?;
-            let ckpt = Checkpoint::for_arch(depth, *v2)
-                .map_err(|reason| FileError::new(init.to_string(), reason))?;
-            let path = fetch_checkpoint(&ckpt, progress)?;
-            load_into(model, &path, Head::Fresh)
-        }
-        Init::File(path) => load_into(model, path, Head::Fresh),
-    }
-}
-
-/// `instrec forward`: the eval-mode output of a model with `weights` for a `.npy` batch
-/// `[batch, 3, frames, mels]`, written as `.npy` (`pooled`: a ResNet's 512/2048 pooled features
-/// instead of the logits). Returns the output's shape.
-pub fn forward_npy(
-    arch: Arch,
-    num_classes: usize,
-    weights: &Path,
-    input: &Path,
-    out: &Path,
-    pooled: bool,
-    device: &Device,
-) -> Result<Vec<usize>, ImportError> {
-    use crate::npy::NpyArray;
-    use burn::tensor::TensorData;
-    let x = NpyArray::read(input)?;
-    let shape: [usize; 4] = x.shape.clone().try_into().map_err(|_| {
-        FileError::at(
-            input,
-            format!(
-                "expected a 4-D array [batch, 3, frames, mels], got shape {:?}",
-                x.shape
-            ),
-        )
-    })?;
-    if shape[1] != 3 {
-        return Err(FileError::at(input, format!("expected 3 channels, got {}", shape[1])).into());
-    }
-    let model = load_into(Model::new(arch, num_classes, device), weights, Head::Load)?;
-    let x = Tensor::<4>::from_data(TensorData::new(x.data, shape), device);
-    let y = match (&model, pooled) {
-        (Model::ResNet(r), true) => r.features(x),
-        (Model::Han(_), true) => {
-            return Err(FileError::new("--pooled", "is only defined for ResNets").into());
-        }
-        (m, false) => m.forward(x),
-    };
-    let dims = y.dims().to_vec();
-    let data = y
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| FileError::at(out, format!("{e:?}")))?;
-    NpyArray::new(dims.clone(), data).write(out)?;
-    Ok(dims)
-}
-
-/// Loads weights from a file into `model`: `.pth` (torchvision layout; `head` says whether `fc`
-/// loads), `.safetensors` or a bundle directory (the whole model).
-pub fn load_into(model: Model, path: &Path, head: Head) -> Result<Model, ImportError> {
-    let fail = |reason: String| ImportError::File(FileError::at(path, reason));
-    let weights = if path.is_dir() {
-        path.join(bundle::WEIGHTS_FILE)
-    } else {
-        path.to_path_buf()
-    };
-    match weights.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => {
-            let bytes = std::fs::read(&weights).map_err(|e| fail(e.to_string()))?;
-            match model {
-                // A plain torchvision state dict; a bundle's weights load whole (head included).
-                Model::ResNet(r)
-                    if import::is_torchvision_safetensors(&bytes)
-                        && !bundle::is_bundle_weights(&bytes) =>
-                {
-                    Ok(Model::ResNet(import::load_resnet_safetensors(
-                        r,
-                        bytes,
-                        &weights.display().to_string(),
-                        head,
-                    )?))
-                }
-                model => bundle::model_from_safetensors(model, bytes).map_err(fail),
-            }
-        }
-        Some("pth") | Some("pt") => match model {
-            Model::ResNet(r) => Ok(Model::ResNet(load_resnet_pth(r, &weights, head)?)),
-            Model::Han(_) => Err(fail(
-                "torchvision .pth files hold ResNets, not the Han CNN".into(),
-            )),
-        },
-        _ => Err(fail(
-            "unknown weight format (expected .pth, .safetensors or a model bundle directory)"
-                .into(),
-        )),
-    }
-}

@@ -128,7 +128,7 @@ pub fn fold(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
         return;
     }
     let host = |t: Tensor<1>| -> Vec<f64> {
-        let v = super::conv::host_f32(t).expect("converted to f32");
+        let v = super::kernels::host_f32(t).expect("converted to f32");
         v.into_iter().map(f64::from).collect()
     };
     let device = conv.weight.device();
@@ -149,7 +149,7 @@ pub fn fold(conv: &mut Conv2d, bn: &mut BatchNorm2d) {
     let w = conv.weight.val();
     let dims = w.dims();
     let per_out = dims[1] * dims[2] * dims[3];
-    let w = super::conv::host_f32(w).expect("converted to f32");
+    let w = super::kernels::host_f32(w).expect("converted to f32");
     let w: Vec<f32> = w
         .iter()
         .enumerate()
@@ -244,7 +244,7 @@ fn fused_train(
     bias: Tensor<1>,
     eps: f64,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
-    use super::conv::{FlexAd as Ad, Route, flex_tensor, route};
+    use super::kernels::{FlexAd as Ad, Route, flex_tensor, route};
     use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::ops::{Backward, OpsKind};

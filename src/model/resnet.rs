@@ -14,12 +14,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::conv::conv2d;
-use super::fast::FastResNet;
+use super::fast::{BlockLayers, FastResNet, Layers};
+use super::kernels::conv2d;
 use super::norm::{self, BatchNorm2d};
 
-/// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
-/// all on the Flex backend.
 /// `relu(bn(conv(x)) + identity)`, a residual block's end (one LibTorch graph when training on
 /// it).
 fn conv_bn_add_relu(
@@ -35,6 +33,8 @@ fn conv_bn_add_relu(
     relu(conv_bn(conv, bn, x, false) + identity)
 }
 
+/// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
+/// all on the Flex backend.
 fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, then_relu: bool) -> Tensor<4> {
     if bn.folded {
         return conv2d(conv, x, then_relu);
@@ -191,17 +191,43 @@ pub enum Block {
     Bottleneck(Bottleneck),
 }
 
+/// A block's convolutions with their BatchNorms: the main path in order, and the shortcut's.
+type LayersMut<'a> = (
+    Vec<(&'a mut Conv2d, &'a mut BatchNorm2d)>,
+    Option<(&'a mut Conv2d, &'a mut BatchNorm2d)>,
+);
+
 impl Block {
-    /// The block's convolutions in the order `forward` first uses them (the shortcut first).
-    fn convs(&self) -> Vec<&Conv2d> {
-        let (down, mut convs) = match self {
-            Self::Basic(b) => (&b.downsample, vec![&b.conv1, &b.conv2]),
-            Self::Bottleneck(b) => (&b.downsample, vec![&b.conv1, &b.conv2, &b.conv3]),
+    /// The block's layers (the one place they are listed): its convolutions with their
+    /// BatchNorms, main path in order, and the shortcut's.
+    fn layers_mut(&mut self) -> LayersMut<'_> {
+        let (main, down) = match self {
+            Self::Basic(b) => (
+                vec![(&mut b.conv1, &mut b.bn1), (&mut b.conv2, &mut b.bn2)],
+                &mut b.downsample,
+            ),
+            Self::Bottleneck(b) => (
+                vec![
+                    (&mut b.conv1, &mut b.bn1),
+                    (&mut b.conv2, &mut b.bn2),
+                    (&mut b.conv3, &mut b.bn3),
+                ],
+                &mut b.downsample,
+            ),
         };
-        if let Some(d) = down {
-            convs.insert(0, &d.conv);
+        (main, down.as_mut().map(|d| (&mut d.conv, &mut d.bn)))
+    }
+
+    /// The block's convolutions as [`FastResNet`] packs them ([`Block::layers_mut`], read only).
+    fn layers(&self) -> BlockLayers<'_> {
+        let (main, down) = match self {
+            Self::Basic(b) => (vec![&b.conv1, &b.conv2], &b.downsample),
+            Self::Bottleneck(b) => (vec![&b.conv1, &b.conv2, &b.conv3], &b.downsample),
+        };
+        BlockLayers {
+            convs: main,
+            downsample: down.as_ref().map(|d| &d.conv),
         }
-        convs
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -212,21 +238,9 @@ impl Block {
     }
 
     fn fold_batchnorm(&mut self) {
-        let down = match self {
-            Self::Basic(b) => {
-                norm::fold(&mut b.conv1, &mut b.bn1);
-                norm::fold(&mut b.conv2, &mut b.bn2);
-                &mut b.downsample
-            }
-            Self::Bottleneck(b) => {
-                norm::fold(&mut b.conv1, &mut b.bn1);
-                norm::fold(&mut b.conv2, &mut b.bn2);
-                norm::fold(&mut b.conv3, &mut b.bn3);
-                &mut b.downsample
-            }
-        };
-        if let Some(d) = down {
-            norm::fold(&mut d.conv, &mut d.bn);
+        let (main, down) = self.layers_mut();
+        for (conv, bn) in main.into_iter().chain(down) {
+            norm::fold(conv, bn);
         }
     }
 }
@@ -251,9 +265,11 @@ impl ResNet {
     /// Draws the lazily initialised weights in the order the first forward pass would, so a
     /// model materialised up front holds the same weights as one initialised on first use.
     pub fn materialize(&self) {
+        // In the order `forward` first uses them: each block's shortcut first.
         let mut convs = vec![&self.conv1];
         for block in self.blocks() {
-            convs.extend(block.convs());
+            let l = block.layers();
+            convs.extend(l.downsample.into_iter().chain(l.convs));
         }
         for c in convs {
             let _ = c.weight.val();
@@ -284,6 +300,16 @@ impl ResNet {
         self
     }
 
+    /// Every layer, as [`FastResNet`] packs them.
+    fn layers(&self) -> Layers<'_> {
+        Layers {
+            stem: &self.conv1,
+            maxpool: &self.maxpool,
+            blocks: self.blocks().map(Block::layers).collect(),
+            fc: &self.fc,
+        }
+    }
+
     /// The residual blocks of the four stages, in order.
     pub fn blocks(&self) -> impl Iterator<Item = &Block> {
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
@@ -294,17 +320,20 @@ impl ResNet {
     /// Pooled features and logits through [`super::fast`]: for a folded network on Flex.
     fn fast_forward(&self, x: &Tensor<4>) -> Option<(Tensor<2>, Tensor<2>)> {
         use burn::backend::Flex;
-        if !self.bn1.folded || !matches!(super::conv::route(x), super::conv::Route::Flex) {
+        if !self.bn1.folded || !matches!(super::kernels::route(x), super::kernels::Route::Flex) {
             return None;
         }
-        let fast = self.fast.get_or_init(|| FastResNet::new(self)).as_ref()?;
+        let fast = self
+            .fast
+            .get_or_init(|| FastResNet::new(self.layers()))
+            .as_ref()?;
         let dims = x.dims();
         let xp = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
         let (pooled, logits) = fast.forward(xp.storage::<f32>(), dims);
         let b = dims[0];
         let (f, c) = (pooled.len() / b.max(1), logits.len() / b.max(1));
         let wrap = |v: Vec<f32>, n: usize| {
-            Tensor::<2>::from_primitive::<Flex>(super::conv::flex_tensor(v, [b, n]))
+            Tensor::<2>::from_primitive::<Flex>(super::kernels::flex_tensor(v, [b, n]))
         };
         Some((wrap(pooled, f), wrap(logits, c)))
     }
@@ -355,7 +384,7 @@ impl ResNet {
             return pooled;
         }
         let x = conv_bn(&self.conv1, &self.bn1, x, true);
-        let mut x = super::conv::max_pool2d(&self.maxpool, x);
+        let mut x = super::kernels::max_pool2d(&self.maxpool, x);
         for block in self.blocks() {
             x = block.forward(x);
         }

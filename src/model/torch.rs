@@ -94,7 +94,7 @@ pub fn conv_bn_train(
     residual: Option<&Tensor<4>>,
     relu: bool,
 ) -> Option<Tensor<4>> {
-    if !matches!(super::conv::route(x), super::conv::Route::TchAutodiff)
+    if !matches!(super::kernels::route(x), super::kernels::Route::TchAutodiff)
         || !bn.training.is_enabled()
         || bn.folded
         || conv.bias.is_some()
@@ -102,7 +102,7 @@ pub fn conv_bn_train(
     {
         return None;
     }
-    let padding = super::conv::symmetric_padding(&conv.padding)?;
+    let padding = super::kernels::symmetric_padding(&conv.padding)?;
     let device = x.device();
     let xa = primitive(x.clone())?;
     let wa = primitive(conv.weight.val())?;

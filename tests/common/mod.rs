@@ -172,3 +172,32 @@ pub const RESNET18_CONVS: &[ConvCase] = &[
     (2, 64, 11, 32, 128, 1, 2, 0),
     (4, 512, 2, 4, 512, 3, 1, 1),
 ];
+
+/// Runs the `instrec` binary of this build with `args`, to the end.
+pub fn instrec(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(args)
+        .output()
+        .expect("the instrec binary runs")
+}
+
+/// A finished command's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A ResNet18 bundle with random weights in `dir` (tagging mechanics do not need a trained
+/// model). Drawn under the backend generator's lock: tests that train seeded runs run beside it.
+pub fn random_bundle(dir: &Path) -> PathBuf {
+    use instrec::features::ChannelMode;
+    use instrec::model::bundle::{BundleConfig, save_bundle};
+    use instrec::model::{Arch, Model};
+    let model = Model::random(Arch::ResNet18, 11, &burn::tensor::Device::flex());
+    save_bundle(
+        dir,
+        &model,
+        &BundleConfig::new(Arch::ResNet18, ChannelMode::Dup),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}

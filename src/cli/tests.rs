@@ -1,0 +1,118 @@
+//! The flags map onto the library's settings, defaults included.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use instrec::data::mix::{CalibrationConfig, MixConfig};
+use instrec::features::ChannelMode;
+use instrec::model::Arch;
+
+use super::*;
+
+fn train_config(flags: &[&str]) -> instrec::train::TrainConfig {
+    let mut args = vec!["instrec", "train", "--data", "d", "--out", "o"];
+    args.extend(flags);
+    let Command::Train(a) = Cli::try_parse_from(args).unwrap().command else {
+        panic!("not train")
+    };
+    a.config("d".into())
+}
+
+/// The flags' defaults are the library's: a run from bare flags is the paper's recipe, and
+/// `--mix` alone gives the default mixing and calibration.
+#[test]
+fn flag_defaults_are_the_library_defaults() {
+    let paper = instrec::train::TrainConfig::paper(
+        "d".into(),
+        Arch::ResNet18,
+        "imagenet",
+        ChannelMode::Dup,
+        1,
+    );
+    assert_eq!(train_config(&[]), paper);
+    let mixed = train_config(&["--mix"]);
+    assert_eq!(mixed.mix, Some(MixConfig::default()));
+    assert_eq!(mixed.calibration, CalibrationConfig::default());
+}
+
+/// Every training flag lands in its own setting.
+#[test]
+fn each_train_flag_sets_its_setting() {
+    let c = train_config(&[
+        "--arch",
+        "han",
+        "--init",
+        "random",
+        "--channels",
+        "stereo",
+        "--seed",
+        "9",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.001",
+        "--weight-decay",
+        "0.01",
+        "--optimizer",
+        "adamw",
+        "--warmup-epochs",
+        "2",
+        "--max-epochs",
+        "40",
+        "--patience",
+        "7",
+        "--val-fraction",
+        "0.2",
+        "--split",
+        "random",
+        "--cache-dir",
+        "cc",
+        "--mix",
+        "--mix-prob",
+        "0.3",
+        "--mix-sources",
+        "2",
+        "--mix-gain-db=-3,0",
+        "--mix-partners",
+        "genre",
+        "--calib-mixtures",
+        "50",
+        "--calib-shares",
+        "1,2",
+        "--calib-gain-db=-9,-1",
+    ]);
+    let want = instrec::train::Recipe {
+        batch_size: 32,
+        lr: 0.001,
+        weight_decay: 0.01,
+        optimizer: instrec::train::OptimizerKind::AdamW,
+        warmup_epochs: 2,
+        max_epochs: 40,
+        patience: 7,
+        val_fraction: 0.2,
+        split: instrec::data::SplitMode::Random,
+    };
+    assert_eq!(c.recipe, want);
+    assert_eq!(
+        (c.arch, c.init.as_str(), c.channels, c.seed),
+        (Arch::Han, "random", ChannelMode::Stereo, 9)
+    );
+    assert_eq!(c.cache_dir, PathBuf::from("cc"));
+    assert_eq!(
+        c.mix,
+        Some(MixConfig {
+            prob: 0.3,
+            max_sources: 2,
+            gain_db: [-3.0, 0.0],
+            partners: instrec::data::mix::Partners::Genre,
+        })
+    );
+    assert_eq!(
+        c.calibration,
+        CalibrationConfig {
+            mixtures: 50,
+            shares: vec![1.0, 2.0],
+            gain_db: [-9.0, -1.0],
+        }
+    );
+}

@@ -1,0 +1,356 @@
+//! 2-D convolution on the Flex (CPU) backend as im2col + one GEMM over many images at once,
+//! forward and backward, and its autodiff node. Other backends keep burn's own convolution.
+//!
+//! Why: burn-flex multiplies image by image, so in ResNet's late stages (3×8 and 2×4 outputs for a
+//! 43×128 window) each GEMM has 8–24 columns and re-reads the whole weight matrix per image; its
+//! weight gradient is a convolution over batch↔channel-swapped tensors (again a GEMM with 9
+//! columns) and its input gradient a transposed convolution. Here the columns of all images of a
+//! chunk go into one GEMM, and the two gradients are the two other products of the same three
+//! matrices: `dWᵀ = col·dYᵀ`, `dcol = Wᵀ·dY` then col2im. With unit stride both gradients come
+//! from one im2col of `dY` instead (`backward_unit_stride`).
+
+use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::gemm::{add_abt, gemm, sum_parts, weight_parts};
+use super::im2col::{Geometry, col2im, gather_images, im2col, scatter_images};
+use super::route::{FlexAd, Route, flex_tensor, route, symmetric_padding};
+use super::scratch::Scratch;
+
+/// Forward: `y[b][co][p] = Σ_k w[co][k]·col[k][b·P + p] + bias[co]`, then ReLU if asked (the
+/// inference path with BatchNorm folded in).
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geometry) -> Vec<f32> {
+    let (k, p, c_out) = (g.k(), g.p(), g.c_out);
+    let mut y = vec![0f32; g.batch * c_out * p];
+    let mut col = Scratch::take(k * g.images_per_chunk() * p);
+    let mut out = Scratch::take(c_out * g.images_per_chunk() * p);
+    for (b0, b1) in g.chunks() {
+        let n = (b1 - b0) * p;
+        im2col(x, g, b0, b1, &mut col.0);
+        gemm(
+            c_out,
+            n,
+            k,
+            &mut out.0,
+            false,
+            w,
+            [k, 1],
+            &col.0,
+            [n, 1],
+            true,
+        );
+        scatter_images(&out.0, [c_out, p], b0, b1, &mut y, bias, relu);
+    }
+    y
+}
+
+/// Backward: the gradients of the input and of the weights (each only if asked) for the
+/// output gradient `dy` `[b][co][p]`.
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if g.stride == [1, 1] && g.pad[0] < g.k_h && g.pad[1] < g.k_w {
+        let want = Wanted {
+            dx: want_dx,
+            dw: want_dw,
+        };
+        return backward_unit_stride([x, w, dy], g, want);
+    }
+    let (k, p, c_out) = (g.k(), g.p(), g.c_out);
+    let per = g.images_per_chunk();
+    let mut col = Scratch::take(k * per * p);
+    let mut dyc = Scratch::take(c_out * per * p);
+    let parts = weight_parts(c_out * k);
+    // dWᵀ `[k][co]`, in parts.
+    let mut dwt = want_dw.then(|| vec![0f32; parts * k * c_out]);
+    let mut dx_cb = want_dx.then(|| vec![0f32; g.c_in * g.batch * g.h * g.w]);
+    for (i, (b0, b1)) in g.chunks().enumerate() {
+        let n = (b1 - b0) * p;
+        gather_images(dy, [c_out, p], b0, b1, &mut dyc.0);
+        if let Some(dwt) = &mut dwt {
+            im2col(x, g, b0, b1, &mut col.0);
+            // dWᵀ[k][co] += Σ_n col[k][n]·dY[co][n]
+            add_abt([k, c_out, n], parts, dwt, &col.0, &dyc.0, i == 0);
+        }
+        if let Some(dx_cb) = &mut dx_cb {
+            // dcol[k][n] = Σ_co W[co][k]·dY[co][n]
+            gemm(
+                k,
+                n,
+                c_out,
+                &mut col.0,
+                false,
+                w,
+                [1, k],
+                &dyc.0,
+                [n, 1],
+                true,
+            );
+            col2im(&col.0, g, b0, b1, dx_cb);
+        }
+    }
+    // dWᵀ[k][co] → dW[co][k]
+    let dw = dwt.map(|dwt| {
+        let dwt = sum_parts(dwt, k * c_out);
+        let mut dw = vec![0f32; c_out * k];
+        dw.par_chunks_mut(k).enumerate().for_each(|(co, row)| {
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v = dwt[kk * c_out + co];
+            }
+        });
+        dw
+    });
+    // [c][b][hw] → [b][c][hw]
+    let dx = dx_cb.map(|cb| {
+        let mut dx = vec![0f32; cb.len()];
+        scatter_images(&cb, [g.c_in, g.h * g.w], 0, g.batch, &mut dx, None, false);
+        dx
+    });
+    (dx, dw)
+}
+
+/// Which gradients a backward pass computes.
+#[derive(Clone, Copy)]
+struct Wanted {
+    dx: bool,
+    dw: bool,
+}
+
+/// [`backward`] of a unit-stride convolution, from one im2col of `dy` instead of two im2cols of
+/// `x` and a col2im: the input gradient of such a convolution is itself a convolution of `dy`
+/// (padded by `k − 1 − pad`, kernel flipped, channels swapped), whose im2col rows, (co, tap),
+/// also give the weight gradient against `x`: `dW[co][c][tap] = Σ_n col'[co][flip tap][n]·x[c][n]`.
+/// It skips col2im's scattered adds, the input gradient's transpose and one of the two
+/// kernel-sized matrices per chunk.
+fn backward_unit_stride(
+    [x, w, dy]: [&[f32]; 3],
+    g: &Geometry,
+    want: Wanted,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (taps, c_in, c_out, hw) = (g.k_h * g.k_w, g.c_in, g.c_out, g.h * g.w);
+    // The convolution whose im2col of dy has one column per input position.
+    let t = Geometry {
+        c_in: c_out,
+        h: g.out_h(),
+        w: g.out_w(),
+        c_out: c_in,
+        pad: [g.k_h - 1 - g.pad[0], g.k_w - 1 - g.pad[1]],
+        ..*g
+    };
+    debug_assert_eq!((t.out_h(), t.out_w()), (g.h, g.w));
+    let kt = t.k();
+    let per = t.images_per_chunk();
+    let mut col = Scratch::take(kt * per * hw);
+    // Tap `(i, j)` of the flipped kernel is tap `(k_h − 1 − i, k_w − 1 − j)` of the kernel.
+    let flip = |tap: usize| taps - 1 - tap;
+    // wf[c][co·taps + tap] = w[co][c][flip tap]
+    let wf = want.dx.then(|| {
+        let mut wf = vec![0f32; c_in * kt];
+        wf.par_chunks_mut(kt).enumerate().for_each(|(c, row)| {
+            for (co, row) in row.chunks_mut(taps).enumerate() {
+                let kernel = &w[(co * c_in + c) * taps..][..taps];
+                row.iter_mut()
+                    .zip(kernel.iter().rev())
+                    .for_each(|(v, k)| *v = *k);
+            }
+        });
+        wf
+    });
+    let mut dx = want.dx.then(|| vec![0f32; g.batch * c_in * hw]);
+    let mut xc = Scratch::take(if want.dw { c_in * per * hw } else { 0 });
+    let mut out = Scratch::take(if want.dx { c_in * per * hw } else { 0 });
+    let parts = weight_parts(kt * c_in);
+    // G[co·taps + tap][c], in parts.
+    let mut gw = want.dw.then(|| vec![0f32; parts * kt * c_in]);
+    for (i, (b0, b1)) in t.chunks().enumerate() {
+        let n = (b1 - b0) * hw;
+        im2col(dy, &t, b0, b1, &mut col.0);
+        if let Some(gw) = &mut gw {
+            gather_images(x, [c_in, hw], b0, b1, &mut xc.0);
+            // G[r][c] += Σ_n col'[r][n]·x[c][n]
+            add_abt([kt, c_in, n], parts, gw, &col.0, &xc.0, i == 0);
+        }
+        if let (Some(dx), Some(wf)) = (&mut dx, &wf) {
+            // dx[c][n] = Σ_r wf[c][r]·col'[r][n]
+            gemm(
+                c_in,
+                n,
+                kt,
+                &mut out.0,
+                false,
+                wf,
+                [kt, 1],
+                &col.0,
+                [n, 1],
+                true,
+            );
+            scatter_images(&out.0, [c_in, hw], b0, b1, dx, None, false);
+        }
+    }
+    let dw = gw.map(|gw| {
+        let gw = sum_parts(gw, kt * c_in);
+        let mut dw = vec![0f32; c_out * c_in * taps];
+        dw.par_chunks_mut(c_in * taps)
+            .enumerate()
+            .for_each(|(co, rows)| {
+                for (c, row) in rows.chunks_mut(taps).enumerate() {
+                    for (tap, v) in row.iter_mut().enumerate() {
+                        *v = gw[(co * taps + flip(tap)) * c_in + c];
+                    }
+                }
+            });
+        dw
+    });
+    (dx, dw)
+}
+
+fn geometry(x: [usize; 4], w: [usize; 4], conv: &Conv2d) -> Option<Geometry> {
+    let ([batch, c_in, h, w_in], [c_out, c_in_w, k_h, k_w]) = (x, w);
+    let pad = symmetric_padding(&conv.padding)?;
+    let g = Geometry {
+        batch,
+        c_in,
+        h,
+        w: w_in,
+        c_out,
+        k_h,
+        k_w,
+        stride: conv.stride,
+        pad,
+    };
+    let fits = conv.groups == 1
+        && conv.dilation == [1, 1]
+        && c_in == c_in_w
+        && h + 2 * pad[0] >= k_h
+        && w_in + 2 * pad[1] >= k_w
+        && g.stride.iter().all(|&s| s > 0);
+    fits.then_some(g)
+}
+
+/// `conv.forward(x)`, then ReLU if `relu`; on Flex through this module's kernels.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let plain = |x: Tensor<4>| {
+        let y = conv.forward(x);
+        if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
+    };
+    let weight = conv.weight.val();
+    let Some(g) = geometry(x.dims(), weight.dims(), conv) else {
+        return plain(x);
+    };
+    match route(&x) {
+        Route::Flex => {
+            let (Ok(xp), Ok(wp)) = (
+                x.clone().try_into_primitive::<Flex>(),
+                weight.try_into_primitive::<Flex>(),
+            ) else {
+                return plain(x);
+            };
+            let bias = match conv
+                .bias
+                .as_ref()
+                .map(|b| b.val().try_into_primitive::<Flex>())
+            {
+                None => None,
+                Some(Ok(b)) => Some(b.to_contiguous()),
+                Some(Err(_)) => return plain(x),
+            };
+            let (xp, wp) = (xp.to_contiguous(), wp.to_contiguous());
+            let y = forward(
+                xp.storage::<f32>(),
+                wp.storage::<f32>(),
+                bias.as_ref().map(|b| b.storage::<f32>()),
+                relu,
+                &g,
+            );
+            Tensor::from_primitive::<Flex>(flex_tensor(y, [g.batch, g.c_out, g.out_h(), g.out_w()]))
+        }
+        Route::FlexAutodiff if conv.bias.is_none() => {
+            let Some(y) = autodiff_conv(x.clone(), weight, g) else {
+                return plain(x);
+            };
+            if relu {
+                burn::tensor::activation::relu(y)
+            } else {
+                y
+            }
+        }
+        _ => plain(x),
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (NodeId, NodeId, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x_state, w_state, g) = ops.state;
+        let x = ckpt.retrieve_node_output::<FlexTensor>(x_state);
+        let w = ckpt.retrieve_node_output::<FlexTensor>(w_state);
+        let (x, w, dy) = (x.to_contiguous(), w.to_contiguous(), dy.to_contiguous());
+        let (dx, dw) = backward(
+            x.storage::<f32>(),
+            w.storage::<f32>(),
+            dy.storage::<f32>(),
+            &g,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, flex_tensor(dx, [g.batch, g.c_in, g.h, g.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, flex_tensor(dw, [g.c_out, g.c_in, g.k_h, g.k_w]));
+        }
+    }
+}
+
+/// The convolution as one autodiff node with [`backward`] as its gradient; `None` if the tensors
+/// are not both autodiff Flex tensors.
+fn autodiff_conv(x: Tensor<4>, weight: Tensor<4>, g: Geometry) -> Option<Tensor<4>> {
+    let (Ok(x), Ok(w)) = (
+        x.try_into_primitive::<FlexAd>(),
+        weight.try_into_primitive::<FlexAd>(),
+    ) else {
+        return None;
+    };
+    let run = |x: &FlexTensor, w: &FlexTensor| {
+        let (x, w) = (x.to_contiguous(), w.to_contiguous());
+        let y = forward(x.storage::<f32>(), w.storage::<f32>(), None, false, &g);
+        flex_tensor(y, [g.batch, g.c_out, g.out_h(), g.out_w()])
+    };
+    let out = match ConvBackward
+        .prepare::<NoCheckpointing>([x.node(), w.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let w_state = prep.checkpoint(&w);
+            let y = run(x.primitive(), w.primitive());
+            prep.finish((x_state, w_state, g), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run(x.primitive(), w.primitive())),
+    };
+    Some(Tensor::from_primitive::<FlexAd>(out))
+}

@@ -1,0 +1,25 @@
+//! instrec's own CPU kernels for the Flex backend, where burn-flex's are slow for ResNets on
+//! 43×128 windows: convolution as im2col + GEMM over many images at once (forward and backward),
+//! max pooling with argmax, their autodiff nodes, and the scratch buffers they share.
+//!
+//! - [`route`]: which kernels a tensor takes;
+//! - [`scratch`]: reused buffers;
+//! - [`im2col`]: the unrolled images and their geometry;
+//! - [`gemm`]: the matrix products;
+//! - [`conv`]: the convolution forward, backward and autodiff node;
+//! - [`pool`]: max pooling, forward, backward and autodiff node.
+
+pub mod conv;
+pub(crate) mod gemm;
+pub(crate) mod im2col;
+pub mod pool;
+pub(crate) mod route;
+pub(crate) mod scratch;
+
+pub use conv::conv2d;
+pub(crate) use gemm::gemm;
+pub use im2col::Geometry;
+pub(crate) use im2col::out_len;
+pub use pool::max_pool2d;
+pub(crate) use route::{FlexAd, Route, flex_tensor, host_f32, route, symmetric_padding};
+pub(crate) use scratch::Scratch;

@@ -1,0 +1,139 @@
+//! The networks as one type: [`Arch`] names them, [`Model`] holds any of them; the loss and the
+//! thread a forward pass runs on.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::han::HanCnn;
+use super::resnet::{ResNet, ResNetDepth};
+
+/// The architectures of the paper's Tables 1 and 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
+pub enum Arch {
+    ResNet18,
+    ResNet50,
+    /// Han et al. 2016 (1-channel input: channel 0 of the 3-channel window).
+    Han,
+}
+
+impl Arch {
+    pub fn resnet_depth(self) -> Option<ResNetDepth> {
+        match self {
+            Self::ResNet18 => Some(ResNetDepth::ResNet18),
+            Self::ResNet50 => Some(ResNetDepth::ResNet50),
+            Self::Han => None,
+        }
+    }
+}
+
+crate::util::display_as_value!(Arch);
+
+/// burn's random generator is process-wide: whatever seeds it or draws from it (initial weights,
+/// dropout) holds this lock, so runs trained side by side in one process (tests, a library user)
+/// each draw their own seed's weights (two Han runs side by side still share one dropout stream).
+pub fn backend_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Any of the three networks.
+// Built once per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Model {
+    ResNet(ResNet),
+    Han(HanCnn),
+}
+
+impl Model {
+    /// Draws every lazily initialised parameter now. burn draws a parameter's random values on
+    /// its first use, from the backend's process-wide generator; drawing them all at once lets a
+    /// caller seed and initialise under one lock. ResNets draw in forward order (the same weights
+    /// as on first use); Han's declaration order skips the dropout draws that used to fall between.
+    pub fn materialize(&self) {
+        struct Touch;
+        impl burn::module::ModuleVisitor for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        match self {
+            Self::ResNet(r) => r.materialize(),
+            Self::Han(h) => h.visit(&mut Touch),
+        }
+    }
+
+    /// A randomly initialised network (torchvision's init for ResNets, Glorot for Han).
+    pub fn new(arch: Arch, num_classes: usize, device: &Device) -> Self {
+        match arch.resnet_depth() {
+            Some(depth) => Self::ResNet(ResNet::new(depth, num_classes, device)),
+            None => Self::Han(HanCnn::new(num_classes, device)),
+        }
+    }
+
+    /// A randomly initialised network with every weight drawn now, under [`backend_rng`]: a
+    /// random model (benchmarks, tests) that does not take draws from a seeded run beside it.
+    /// ([`Model::new`] draws lazily, on a weight's first use, whenever that comes.)
+    pub fn random(arch: Arch, num_classes: usize, device: &Device) -> Self {
+        let _guard = backend_rng();
+        let model = Self::new(arch, num_classes, device);
+        Self::materialize(&model);
+        model
+    }
+
+    /// Learnable parameters, as PyTorch counts them (`p.numel()` over `model.parameters()`):
+    /// BatchNorm running statistics are buffers, not parameters.
+    pub fn num_trainable_params(&self) -> usize {
+        use burn::store::ModuleSnapshot;
+        self.collect(None, None, true)
+            .iter()
+            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The network for inference: a ResNet's BatchNorms folded into its convolutions (exact to
+    /// float rounding; see [`ResNet::fold_batchnorm`]); Han as it is. Not for training.
+    pub fn fold_batchnorm(self) -> Self {
+        match self {
+            Self::ResNet(r) => Self::ResNet(r.fold_batchnorm()),
+            han => han,
+        }
+    }
+
+    /// Logits `[batch, classes]` for windows `[batch, 3, frames, mels]` (Han reads channel 0).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        on_kernel_pool(&x.device(), || match self {
+            Self::ResNet(m) => m.forward(x),
+            Self::Han(m) => {
+                let [b, _, t, f] = x.dims();
+                m.forward(x.slice([0..b, 0..1, 0..t, 0..f]))
+            }
+        })
+    }
+}
+
+/// Runs `f` on a rayon worker thread (inline when already on one) if `device` is Flex, whose
+/// kernels are rayon loops: called from outside the pool, each loop wakes the workers and puts
+/// the caller to sleep (thousands of context switches per training step, and a third runnable
+/// thread on two cores), while from a worker they split work in place (ResNet18 on 2 cores:
+/// training +8 %, inference +4 %). Elsewhere `f` runs here: LibTorch's OpenMP keeps a thread
+/// team per calling thread, and calls from changing workers cost it a third of its speed.
+pub fn on_kernel_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Flex(_) => rayon::scope(|_| f()),
+        #[allow(unreachable_patterns)]
+        _ => f(),
+    }
+}
+
+/// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically
+/// stable form (`BCEWithLogitsLoss`): `max(z, 0) - z·y + ln(1 + e^{-|z|})`.
+pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    let softplus = logits.clone().abs().neg().exp().log1p();
+    (logits.clone().clamp_min(0.0) - logits * targets + softplus).mean()
+}

@@ -1,0 +1,225 @@
+//! A loaded model bundle that tags one file at a time, streaming.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::audio::AudioStream;
+use crate::error::FileError;
+use crate::eval::metrics::{Aggregation, aggregate};
+use crate::eval::score_inputs;
+use crate::features::{MelExtractor, MelStream, Windowing};
+use crate::model::Model;
+use crate::model::bundle::{BundleConfig, load_bundle};
+
+use super::windows::{FileEnd, WindowMaker};
+
+/// One analysis window's scores.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct WindowScores {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub scores: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TagResult {
+    pub path: PathBuf,
+    pub duration_s: f64,
+    /// Aggregated score per class, in the order of the bundle's classes.
+    pub scores: Vec<f32>,
+    /// The classes at or above their threshold, best first.
+    pub predominant: Vec<(String, f32)>,
+    pub timeline: Vec<WindowScores>,
+}
+
+/// Which of a bundle's tuned thresholds tagging applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunedOn {
+    /// Tuned on the single validation clips, one per class (the paper's way).
+    ClipsPerClass,
+    /// Tuned on the single validation clips, one for all classes.
+    Clips,
+    /// Calibrated on validation mixtures of 1–3 instruments, one for all classes.
+    Mixtures,
+    /// Calibrated on validation mixtures of 1–3 instruments, one per class.
+    MixturesPerClass,
+}
+
+crate::util::display_as_value!(TunedOn);
+
+/// A bundle's thresholds of one kind, for `n` classes; an error names what the bundle lacks.
+fn tuned(
+    t: &crate::model::bundle::Thresholds,
+    n: usize,
+    which: TunedOn,
+) -> Result<Vec<f32>, String> {
+    let missing = |what: &str| {
+        format!("the bundle has no thresholds {what} (trained before they existed, or not tuned)")
+    };
+    match which {
+        TunedOn::Clips if t.source == "validation-tuned" => Ok(vec![t.global; n]),
+        TunedOn::Clips => Err(missing("tuned on validation clips")),
+        TunedOn::ClipsPerClass => t
+            .per_class
+            .clone()
+            .ok_or_else(|| missing("tuned per class on validation clips")),
+        TunedOn::Mixtures | TunedOn::MixturesPerClass => {
+            let m = t
+                .mixture
+                .as_ref()
+                .ok_or_else(|| missing("calibrated on validation mixtures"))?;
+            Ok(if which == TunedOn::Mixtures {
+                vec![m.global; n]
+            } else {
+                m.per_class.clone()
+            })
+        }
+    }
+}
+
+/// A loaded model ready to tag files.
+pub struct Tagger {
+    pub model: Model,
+    pub config: BundleConfig,
+    extractor: MelExtractor,
+    device: Device,
+    pub windowing: Windowing,
+    pub aggregation: Aggregation,
+    pub thresholds: Vec<f32>,
+    pub batch_size: usize,
+}
+
+impl Tagger {
+    /// Loads a bundle. Music usually has several predominant instruments, so the thresholds are
+    /// the bundle's global one calibrated on validation mixtures when it has one (the most
+    /// accurate on multi-instrument test clips in `experiments/mixing.toml`); else its per-class
+    /// ones tuned on validation clips; else its global one.
+    pub fn load(model_dir: &Path, device: &Device) -> Result<Self, FileError> {
+        let (model, config) = load_bundle(model_dir, device)?;
+        let model = model.fold_batchnorm();
+        let n = config.classes.len();
+        let thresholds = [TunedOn::Mixtures, TunedOn::ClipsPerClass]
+            .into_iter()
+            .find_map(|which| tuned(&config.thresholds, n, which).ok())
+            .unwrap_or_else(|| vec![config.thresholds.global; n]);
+        Ok(Self {
+            extractor: MelExtractor::new(config.features.clone()),
+            model,
+            config,
+            device: device.clone(),
+            windowing: Windowing::analysis(),
+            aggregation: Aggregation::S1,
+            thresholds,
+            batch_size: 64,
+        })
+    }
+
+    /// Uses the bundle's thresholds of one kind; an error names what the bundle lacks.
+    pub fn with_tuned(mut self, which: TunedOn) -> Result<Self, String> {
+        self.thresholds = tuned(&self.config.thresholds, self.config.classes.len(), which)?;
+        Ok(self)
+    }
+
+    /// Uses one threshold for every class.
+    pub fn with_threshold(mut self, t: f32) -> Self {
+        self.thresholds = vec![t; self.config.classes.len()];
+        self
+    }
+
+    /// Tags one file, streaming: audio is decoded, resampled and analysed block by block, and
+    /// windows are scored as soon as their frames exist, so memory does not grow with the length
+    /// of the file (only the timeline, 11 scores per window, does). The scores equal those of
+    /// scoring the whole clip at once.
+    pub fn tag_file(&self, path: &Path) -> Result<TagResult, FileError> {
+        let mut windows: Vec<Vec<f32>> = Vec::new();
+        let mut scores = Vec::new();
+        let end = self.windows_of(path, &mut |w| {
+            windows.extend(w);
+            if windows.len() >= self.batch_size {
+                scores.extend(self.score(windows.drain(..)));
+            }
+        })?;
+        scores.extend(self.score(windows.into_iter()));
+        Ok(self.result(path, &end, scores))
+    }
+
+    /// Decodes a file and makes its analysis windows as their frames arrive, handing them to
+    /// `emit` in order as 3 × length × n_mels inputs; only the frames of windows still to come
+    /// are held. Returns what the file's result needs besides the scores (the windows' starts).
+    pub(super) fn windows_of(
+        &self,
+        path: &Path,
+        emit: &mut dyn FnMut(Vec<Vec<f32>>),
+    ) -> Result<FileEnd, FileError> {
+        // The CLI checks these too; a library caller gets an error, not a panic or a hang.
+        crate::check::hop("hop", self.windowing.hop)
+            .and_then(|_| crate::check::batch("batch_size", self.batch_size))
+            .map_err(|e| FileError::at(path, e))?;
+        let settings = &self.config.features;
+        let sources = self.config.channels.sources();
+        let mut stream = MelStream::new(AudioStream::open(path)?, sources, &self.extractor);
+        let mut maker = WindowMaker::new(self.windowing, settings, self.config.channels);
+        while let Some(columns) = stream.next_columns()? {
+            for (k, c) in columns.into_iter().enumerate() {
+                maker.columns[k].extend(c);
+            }
+            maker.frames = stream.frames();
+            emit(maker.ready(false));
+        }
+        let duration_s = stream.samples() as f64 / stream.sample_rate() as f64;
+        crate::features::check_clip_frames(maker.frames, duration_s, settings)
+            .map_err(|reason| FileError::new(path.display().to_string(), reason))?;
+        emit(maker.ready(true));
+        Ok(FileEnd {
+            duration_s,
+            starts: maker.starts,
+        })
+    }
+
+    /// Sigmoid scores of window inputs, one forward pass.
+    pub(super) fn score(&self, windows: impl Iterator<Item = Vec<f32>>) -> Vec<Vec<f32>> {
+        let x: Vec<f32> = windows.flatten().collect();
+        let f = &self.config.features;
+        score_inputs(
+            &self.model,
+            x,
+            self.windowing.length,
+            f.n_mels,
+            &self.device,
+        )
+    }
+
+    /// A file's result from its window scores.
+    pub(super) fn result(&self, path: &Path, end: &FileEnd, windows: Vec<Vec<f32>>) -> TagResult {
+        let settings = &self.config.features;
+        let scores = aggregate(&windows, self.aggregation);
+        let frame_s = settings.hop_length as f64 / settings.sample_rate as f64;
+        let timeline = end
+            .starts
+            .iter()
+            .zip(windows)
+            .map(|(&start, scores)| WindowScores {
+                start_s: start as f64 * frame_s,
+                end_s: ((start + self.windowing.length) as f64 * frame_s).min(end.duration_s),
+                scores,
+            })
+            .collect();
+        let mut predominant: Vec<(String, f32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|&(k, &s)| s >= self.thresholds[k])
+            .map(|(k, &s)| (self.config.classes[k].clone(), s))
+            .collect();
+        predominant.sort_by(|a, b| b.1.total_cmp(&a.1));
+        TagResult {
+            path: path.to_path_buf(),
+            duration_s: end.duration_s,
+            scores,
+            predominant,
+            timeline,
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What defines a run: the paper's recipe ([`PAPER`]), the optimizer, and the whole
+//! [`TrainConfig`] saved as a run's `train.json`.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, DeviceSpec};
+use crate::data::SplitMode;
+use crate::data::cache;
+use crate::data::mix::{CalibrationConfig, MixConfig};
+use crate::error::Result;
+use crate::error::{FileError, SettingError};
+use crate::features::ChannelMode;
+use crate::model::Arch;
+
+use super::layout::CONFIG_FILE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient (PyTorch's `Adam(weight_decay=...)`).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    AdamW,
+}
+
+crate::util::display_as_value!(OptimizerKind);
+
+/// The training hyper-parameters (Section 4.3); missing ones in a TOML `[train]` section are the
+/// paper's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recipe {
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub optimizer: OptimizerKind,
+    pub warmup_epochs: usize,
+    pub max_epochs: usize,
+    pub patience: usize,
+    pub val_fraction: f64,
+    pub split: SplitMode,
+}
+
+/// The paper's recipe: the one place its numbers are written (the CLI's defaults, experiment
+/// TOMLs and the demo start from it).
+pub const PAPER: Recipe = Recipe {
+    batch_size: 64,
+    lr: 5e-4,
+    weight_decay: 5e-4,
+    optimizer: OptimizerKind::Adam,
+    warmup_epochs: 5,
+    max_epochs: 300,
+    patience: 25,
+    val_fraction: 0.15,
+    // Whole songs on one side: the paper's random 15 % would let a song's clips straddle it.
+    split: SplitMode::Song,
+};
+
+impl Default for Recipe {
+    fn default() -> Self {
+        PAPER
+    }
+}
+
+/// Everything that defines a training run; saved as `train.json` in the run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub arch: Arch,
+    /// `imagenet`, `imagenet-v2`, `random` or a weights file.
+    pub init: String,
+    pub channels: ChannelMode,
+    pub seed: u64,
+    /// The hyper-parameters (flat in `train.json`, as before they had a type of their own).
+    #[serde(flatten)]
+    pub recipe: Recipe,
+    pub backend: Backend,
+    /// The backend's device (`--device`); `None` is its default (the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceSpec>,
+    /// Feature cache folder.
+    pub cache_dir: PathBuf,
+    /// Mixing augmentation (`--mix`); `None` is the paper's recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixConfig>,
+    /// The validation mixtures that the mixture-calibrated thresholds are tuned on.
+    #[serde(default)]
+    pub calibration: CalibrationConfig,
+}
+
+impl TrainConfig {
+    /// Refuses settings that would panic or poison training, wherever they were read from (flags,
+    /// an experiment TOML, a run's train.json); the message names the setting.
+    pub fn check(&self) -> Result<(), SettingError> {
+        use crate::check as c;
+        c::batch("batch_size", self.recipe.batch_size)?;
+        c::lr("lr", self.recipe.lr)?;
+        c::weight_decay("weight_decay", self.recipe.weight_decay)?;
+        c::count("max_epochs", self.recipe.max_epochs)?;
+        c::count0("warmup_epochs", self.recipe.warmup_epochs)?;
+        c::count("patience", self.recipe.patience)?;
+        c::val_fraction("val_fraction", self.recipe.val_fraction)?;
+        if let Some(m) = &self.mix {
+            m.check()?;
+        }
+        self.calibration.check()
+    }
+
+    /// A fresh optimizer of the recipe's kind, with PyTorch's ε (burn's default is 1e-5).
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        match self.recipe.optimizer {
+            OptimizerKind::Adam => AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(Some(WeightDecayConfig::new(
+                    self.recipe.weight_decay as f32,
+                )))
+                .init(),
+            OptimizerKind::AdamW => AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(self.recipe.weight_decay as f32)
+                .init(),
+        }
+    }
+
+    /// The paper's settings for a data set, architecture, initialisation and channel mode.
+    pub fn paper(data: PathBuf, arch: Arch, init: &str, channels: ChannelMode, seed: u64) -> Self {
+        Self {
+            data,
+            arch,
+            init: init.to_string(),
+            channels,
+            seed,
+            recipe: PAPER,
+            backend: Backend::Flex,
+            device: None,
+            cache_dir: cache::default_cache_dir(),
+            mix: None,
+            calibration: CalibrationConfig::default(),
+        }
+    }
+}
+
+/// A run's `train.json`, checked like flags.
+pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
+    let p = run_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| FileError::at(&p, format!("cannot resume, no run here ({e})")))?;
+    let c = serde_json::from_str::<TrainConfig>(&text)
+        .map_err(|e| FileError::at(&p, format!("invalid run config: {e}")))?;
+    c.check().map_err(|e| FileError::at(&p, e))?;
+    Ok(c)
+}

@@ -1,0 +1,20 @@
+//! The files of a run directory.
+
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "train.json";
+pub const LOG_FILE: &str = "log.jsonl";
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const MODEL_DIR: &str = "model";
+/// The last epoch's checkpoint (model, optimizer, state), swapped in whole after each epoch.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// A run directory holding `model/`, or a bundle directory itself: the bundle either names.
+pub fn bundle_dir(p: &Path) -> PathBuf {
+    let inner = p.join(MODEL_DIR);
+    if inner.join(crate::model::bundle::CONFIG_FILE).is_file() {
+        inner
+    } else {
+        p.to_path_buf()
+    }
+}

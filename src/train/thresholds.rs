@@ -1,0 +1,91 @@
+//! Thresholds chosen at the end of a run, on validation data only: the single validation clips
+//! and seeded mixtures of them, for s1 and for s2.
+
+use burn::tensor::Device;
+
+use crate::data::mix::{self, CalibrationConfig};
+use crate::eval::metrics::{self, Aggregation};
+use crate::eval::score_windows;
+use crate::features::{ClipFeatures, FeatureSettings, Windowing};
+use crate::model::Model;
+use crate::model::bundle::{MixtureThresholds, Thresholds};
+
+use super::data::RunData;
+
+/// Every clip's window scores (analysis windows, as test clips are scored).
+fn score_clips(
+    model: &Model,
+    clips: &[(ClipFeatures, Vec<usize>)],
+    device: &Device,
+    batch_size: usize,
+) -> Vec<Vec<Vec<f32>>> {
+    clips
+        .iter()
+        .map(|(f, _)| score_windows(model, f, Windowing::analysis(), device, batch_size))
+        .collect()
+}
+
+/// The best global and per-class thresholds for clips' window scores under an aggregation.
+fn best_thresholds(
+    windows: &[Vec<Vec<f32>>],
+    clips: &[(ClipFeatures, Vec<usize>)],
+    aggregation: Aggregation,
+) -> (f32, Vec<f32>) {
+    let n = crate::CLASSES.len();
+    let scores: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|w| metrics::aggregate(w, aggregation))
+        .collect();
+    let labels: Vec<Vec<usize>> = clips.iter().map(|(_, l)| l.clone()).collect();
+    let (global, _) = metrics::best_global_threshold(&scores, &labels, n);
+    let per_class = metrics::best_per_class_thresholds(&scores, &labels, n, global);
+    (global, per_class)
+}
+
+/// The seeded calibration examples of `calibration`, built from the validation clips only.
+pub fn calibration_clips(
+    data: &RunData,
+    calibration: &CalibrationConfig,
+    seed: u64,
+) -> Vec<(ClipFeatures, Vec<usize>)> {
+    let offset = FeatureSettings::default().log_offset;
+    mix::calibration_set(&data.valid_info, calibration, seed)
+        .iter()
+        .map(|m| {
+            let parts: Vec<&ClipFeatures> =
+                m.sources.iter().map(|&(c, _)| &data.valid[c].0).collect();
+            (mix::mix_clips(&parts, &m.weights, offset), m.labels.clone())
+        })
+        .collect()
+}
+
+/// Thresholds for s1 and for s2, each tuned on the single validation clips and on the validation
+/// mixtures of `calibration`.
+pub fn tune_all_thresholds(
+    model: &Model,
+    data: &RunData,
+    calibration: &CalibrationConfig,
+    seed: u64,
+    device: &Device,
+    batch_size: usize,
+) -> (Thresholds, Thresholds) {
+    let mixtures = calibration_clips(data, calibration, seed);
+    let single_windows = score_clips(model, &data.valid, device, batch_size);
+    let mixture_windows = score_clips(model, &mixtures, device, batch_size);
+    let tune = |aggregation| {
+        let (global, per_class) = best_thresholds(&single_windows, &data.valid, aggregation);
+        let (m_global, m_per_class) = best_thresholds(&mixture_windows, &mixtures, aggregation);
+        Thresholds {
+            global,
+            per_class: Some(per_class),
+            source: "validation-tuned".into(),
+            mixture: Some(MixtureThresholds {
+                global: m_global,
+                per_class: m_per_class,
+                calibration: calibration.clone(),
+                seed,
+            }),
+        }
+    };
+    (tune(Aggregation::S1), tune(Aggregation::S2))
+}
