@@ -128,35 +128,26 @@ pub mod flag {
         // clap already names the flag: only the rule.
         r.map_err(|e| format!("must {}", e.rule))
     }
-    pub fn hop(s: &str) -> Result<usize, String> {
-        rule(super::hop("hop", num(s)?))
+    /// One parser per numeric flag: the text as a number, then the rule of the same name.
+    macro_rules! parsers {
+        ($($name:ident -> $t:ty = $rule:ident;)*) => {$(
+            pub fn $name(s: &str) -> Result<$t, String> {
+                rule(super::$rule(stringify!($name), num(s)?))
+            }
+        )*};
     }
-    pub fn batch(s: &str) -> Result<usize, String> {
-        rule(super::batch("batch", num(s)?))
-    }
-    pub fn count(s: &str) -> Result<usize, String> {
-        rule(super::count("count", num(s)?))
-    }
-    pub fn count0(s: &str) -> Result<usize, String> {
-        rule(super::count0("count", num(s)?))
-    }
-    pub fn threshold(s: &str) -> Result<f32, String> {
-        rule(super::threshold("threshold", num(s)?))
-    }
-    pub fn lr(s: &str) -> Result<f64, String> {
-        rule(super::lr("lr", num(s)?))
-    }
-    pub fn weight_decay(s: &str) -> Result<f64, String> {
-        rule(super::weight_decay("wd", num(s)?))
-    }
-    pub fn fraction(s: &str) -> Result<f64, String> {
-        rule(super::val_fraction("fraction", num(s)?))
-    }
-    pub fn probability(s: &str) -> Result<f64, String> {
-        rule(super::probability("p", num(s)?))
-    }
-    pub fn mix_sources(s: &str) -> Result<usize, String> {
-        rule(super::mix_sources("n", num(s)?))
+    parsers! {
+        hop -> usize = hop;
+        batch -> usize = batch;
+        count -> usize = count;
+        count0 -> usize = count0;
+        threshold -> f32 = threshold;
+        lr -> f64 = lr;
+        weight_decay -> f64 = weight_decay;
+        fraction -> f64 = val_fraction;
+        probability -> f64 = probability;
+        mix_sources -> usize = mix_sources;
+        share -> f64 = share;
     }
     /// `LOW,HIGH` in dB.
     pub fn db_range(s: &str) -> Result<[f64; 2], String> {
@@ -164,9 +155,6 @@ pub mod flag {
             .split_once(',')
             .ok_or_else(|| format!("'{s}' is not a range LOW,HIGH in dB"))?;
         rule(super::db_range("g", [num(lo)?, num(hi)?]))
-    }
-    pub fn share(s: &str) -> Result<f64, String> {
-        rule(super::share("share", num(s)?))
     }
 }
 
