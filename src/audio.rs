@@ -128,6 +128,49 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// File extensions of the formats instrec decodes (through symphonia): WAV, FLAC, Ogg Vorbis or
+/// FLAC, MP3, AAC and ALAC in MP4, AIFF, CAF, and Matroska audio with one of those codecs.
+pub const DECODED_EXTENSIONS: [&str; 12] = [
+    "wav", "flac", "ogg", "mp3", "m4a", "aac", "aif", "aiff", "oga", "caf", "mka", "webm",
+];
+
+/// File extensions of audio formats that no decoder here reads: such a file is refused with
+/// `format not supported: EXT` before anything is read, and a library walk lists it.
+pub const UNSUPPORTED_EXTENSIONS: [&str; 11] = [
+    "opus", "wma", "ape", "wv", "mpc", "ac3", "dts", "dsf", "dff", "tta", "spx",
+];
+
+/// The names of codecs that a container may hold but no decoder here reads.
+fn unsupported_codec(codec: CodecType) -> Option<&'static str> {
+    use symphonia::core::codecs as c;
+    [
+        (c::CODEC_TYPE_OPUS, "opus"),
+        (c::CODEC_TYPE_SPEEX, "speex"),
+        (c::CODEC_TYPE_MUSEPACK, "musepack"),
+        (c::CODEC_TYPE_WMA, "wma"),
+        (c::CODEC_TYPE_WAVPACK, "wavpack"),
+        (c::CODEC_TYPE_MONKEYS_AUDIO, "ape"),
+        (c::CODEC_TYPE_TTA, "tta"),
+        (c::CODEC_TYPE_EAC3, "eac3"),
+        (c::CODEC_TYPE_AC4, "ac4"),
+        (c::CODEC_TYPE_DCA, "dts"),
+        (c::CODEC_TYPE_ATRAC1, "atrac"),
+        (c::CODEC_TYPE_ATRAC3, "atrac3"),
+        (c::CODEC_TYPE_ATRAC3PLUS, "atrac3plus"),
+        (c::CODEC_TYPE_ATRAC9, "atrac9"),
+    ]
+    .into_iter()
+    .find_map(|(t, name)| (t == codec).then_some(name))
+}
+
+/// `format not supported: EXT` for a name whose extension is a known undecodable format.
+fn unsupported_extension(ext: Option<&str>) -> Option<String> {
+    let ext = ext?.to_ascii_lowercase();
+    UNSUPPORTED_EXTENSIONS
+        .contains(&ext.as_str())
+        .then(|| format!("format not supported: {ext}"))
+}
+
 /// Lossless codecs whose header states the exact number of frames, so a shortfall means the
 /// file was truncated.
 fn frame_count_is_exact(codec: CodecType) -> bool {
@@ -164,8 +207,11 @@ impl AudioStream {
         if meta.len() == 0 {
             return Err(FileError::new(&name, "empty file (0 bytes)"));
         }
-        let file = File::open(path).map_err(|e| FileError::new(&name, io_reason(&e)))?;
         let ext = path.extension().and_then(|e| e.to_str());
+        if let Some(reason) = unsupported_extension(ext) {
+            return Err(FileError::new(&name, reason));
+        }
+        let file = File::open(path).map_err(|e| FileError::new(&name, io_reason(&e)))?;
         Self::from_source(Box::new(file), ext, &name)
     }
 
@@ -239,6 +285,9 @@ impl AudioStream {
                 "has {} channels, more than {MAX_CHANNELS}",
                 ch.count()
             )));
+        }
+        if let Some(codec) = unsupported_codec(params.codec) {
+            return Err(err(format!("format not supported: {codec}")));
         }
         let decoder = symphonia::default::get_codecs()
             .make(&params, &DecoderOptions::default())

@@ -35,6 +35,7 @@ pub mod error;
 pub mod npy;
 pub mod report;
 pub mod util;
+pub mod walk;
 
 // The pipeline, in order (blank lines keep rustfmt from sorting it).
 /// Decode, downmix, resample.

@@ -112,8 +112,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Forward(args) => forward(args),
         Command::Dataset {
-            what: DatasetCommand::Check { dir },
-        } => dataset_check(&dir),
+            what: DatasetCommand::Check { dir, walk },
+        } => dataset_check(&dir, walk),
         Command::Prepare(args) => prepare(args),
         Command::Synth(args) => synth(args),
         Command::Train(args) => train_cmd(args),
@@ -245,8 +245,8 @@ fn forward(args: cli::ForwardArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dataset_check(dir: &Path) -> Result<ExitCode> {
-    let set = Irmas::read(dir).map_err(anyhow::Error::msg)?;
+fn dataset_check(dir: &Path, walk: cli::WalkArgs) -> Result<ExitCode> {
+    let set = Irmas::read_with(dir, walk.options())?;
     out!("{}", set.report(dir).trim_end());
     Ok(if set.issues.is_empty() {
         ExitCode::SUCCESS
@@ -256,7 +256,7 @@ fn dataset_check(dir: &Path) -> Result<ExitCode> {
 }
 
 fn prepare(args: cli::PrepareArgs) -> Result<ExitCode> {
-    let set = Irmas::read(&args.data).map_err(anyhow::Error::msg)?;
+    let set = Irmas::read_with(&args.data, args.walk.options())?;
     for i in &set.issues {
         eprintln!("warning: {i}");
     }
@@ -363,14 +363,16 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
             .with_tuned(which)
             .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     }
-    let files = instrec::tag::collect_files_with(&a.inputs, &a.extension_list());
+    let walked = instrec::tag::collect_files_with(&a.inputs, &a.extension_list(), a.walk.options());
+    let mut failures = walk_report(&walked);
+    let unreadable = failures.len();
+    let files = walked.files;
     if files.is_empty() {
         anyhow::bail!("no audio files found in the given paths");
     }
     if let Some(out) = &a.out {
-        return tag_library(&tagger, files, out, &a);
+        return tag_library(&tagger, files, out, &a, failures);
     }
-    let mut failures = Vec::new();
     let mut results = Vec::new();
     if matches!(a.format, TagFormat::Csv) {
         out!(
@@ -413,7 +415,7 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
         let report = instrec::tag::json_report(&tagger, &results, &failures);
         out!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(finish(&failures, files.len(), "failed"))
+    Ok(finish(&failures, files.len() + unreadable, "failed"))
 }
 
 /// `tag --out`: one flushed JSON line per file, resumable and shardable, with a progress bar.
@@ -422,6 +424,7 @@ fn tag_library(
     files: Vec<PathBuf>,
     out: &Path,
     a: &cli::TagArgs,
+    walk_failures: Vec<String>,
 ) -> Result<ExitCode> {
     let opts = a.library_options(out);
     let pb = progress::files();
@@ -440,7 +443,41 @@ fn tag_library(
     })?;
     pb.finish_and_clear();
     out!("{}", summary.text(out));
-    Ok(finish(&summary.failures, summary.attempted, "failed"))
+    let attempted = summary.attempted + walk_failures.len();
+    let failures: Vec<String> = walk_failures.into_iter().chain(summary.failures).collect();
+    Ok(finish(&failures, attempted, "failed"))
+}
+
+/// Reports what a folder walk could not do or left out, on stderr: a link loop as a warning
+/// (its files are reached another way), skipped hidden entries and links as a note. Returns the
+/// entries that could not be read, as failures.
+fn walk_report(w: &instrec::walk::Walked) -> Vec<String> {
+    let mut failures = Vec::new();
+    for p in &w.problems {
+        if p.is_loop {
+            eprintln!("warning: {p}");
+        } else {
+            eprintln!("error: {p}");
+            failures.push(p.to_string());
+        }
+    }
+    let mut skipped = Vec::new();
+    if w.skipped_hidden > 0 {
+        skipped.push(format!(
+            "{} hidden file(s) or folder(s) (--hidden includes them)",
+            w.skipped_hidden
+        ));
+    }
+    if w.skipped_links > 0 {
+        skipped.push(format!(
+            "{} symbolic link(s) (--follow follows them)",
+            w.skipped_links
+        ));
+    }
+    if !skipped.is_empty() {
+        eprintln!("note: skipped {}", skipped.join(" and "));
+    }
+    failures
 }
 
 /// A batch command's exit: success, or the failures listed on stderr ("N of M file(s) failed:")

@@ -274,3 +274,87 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// Paths in JSON without loss, as ripgrep's `--json` writes them: a path that is UTF-8 is its
+/// text (a plain string, as instrec always wrote), any other is `{"bytes": BASE64}` of its raw
+/// bytes. Reading takes a string, `{"text": …}` or `{"bytes": …}`. For `#[serde(with = …)]`.
+pub mod path_json {
+    use std::path::{Path, PathBuf};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Tagged {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            text: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            bytes: Option<String>,
+        },
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match p.to_str() {
+            Some(t) => Repr::Text(t.to_owned()),
+            None => Repr::Tagged {
+                text: None,
+                bytes: Some(STANDARD.encode(raw_bytes(p))),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        use serde::de::Error;
+        match Repr::deserialize(d)? {
+            Repr::Text(t) | Repr::Tagged { text: Some(t), .. } => Ok(PathBuf::from(t)),
+            Repr::Tagged { bytes: Some(b), .. } => {
+                let raw = STANDARD.decode(b).map_err(D::Error::custom)?;
+                from_raw_bytes(raw).map_err(D::Error::custom)
+            }
+            Repr::Tagged { .. } => Err(D::Error::custom("a path needs \"text\" or \"bytes\"")),
+        }
+    }
+
+    /// A path's bytes as the OS holds them (on Unix, exactly; elsewhere its UTF-8 form).
+    pub fn raw_bytes(p: &Path) -> Vec<u8> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            p.as_os_str().as_bytes().to_vec()
+        }
+        #[cfg(not(unix))]
+        {
+            p.to_string_lossy().into_owned().into_bytes()
+        }
+    }
+
+    /// The path of [`raw_bytes`]; elsewhere than Unix, only UTF-8 bytes make a path.
+    pub fn from_raw_bytes(raw: Vec<u8>) -> Result<PathBuf, String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            Ok(PathBuf::from(std::ffi::OsString::from_vec(raw)))
+        }
+        #[cfg(not(unix))]
+        {
+            String::from_utf8(raw)
+                .map(PathBuf::from)
+                .map_err(|_| "a non-UTF-8 path from another system".to_string())
+        }
+    }
+
+    /// The same with the base64 text of the bytes.
+    pub fn from_base64(b: &str) -> Result<PathBuf, String> {
+        from_raw_bytes(STANDARD.decode(b).map_err(|e| e.to_string())?)
+    }
+
+    /// The base64 text of a path's raw bytes.
+    pub fn to_base64(p: &Path) -> String {
+        STANDARD.encode(raw_bytes(p))
+    }
+}

@@ -80,6 +80,18 @@ pub struct TrainArgs {
     pub mixing: MixArgs,
 }
 
+/// How folders are walked (`tag`, `prepare`, `dataset check`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WalkArgs {
+    /// Follow symbolic links inside folders (loops are detected and reported once); without
+    /// it, links are skipped.
+    #[arg(long)]
+    pub follow: bool,
+    /// Include hidden files and folders (names starting with '.', such as macOS '._*' files).
+    #[arg(long)]
+    pub hidden: bool,
+}
+
 /// Mixing augmentation and threshold calibration (beyond the paper).
 #[derive(Args, Debug)]
 pub struct MixArgs {
@@ -194,6 +206,8 @@ pub struct TagArgs {
     /// cores).
     #[arg(long, value_parser = instrec::check::flag::count, requires = "out")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub walk: WalkArgs,
     /// File extensions searched for in directories (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = EXTENSIONS.as_str())]
     pub extensions: Vec<String>,
@@ -250,6 +264,8 @@ pub struct PrepareArgs {
     /// Cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub walk: WalkArgs,
 }
 
 #[derive(Args, Debug)]

@@ -106,6 +106,8 @@ pub enum DatasetCommand {
     Check {
         /// The folder holding IRMAS-TrainingData/ and/or IRMAS-TestingData-Part{1,2,3}/.
         dir: PathBuf,
+        #[command(flatten)]
+        walk: WalkArgs,
     },
 }
 

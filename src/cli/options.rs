@@ -8,8 +8,9 @@ use instrec::demo::DemoOptions;
 use instrec::eval::EvalOptions;
 use instrec::tag::LibraryOptions;
 use instrec::util::all_cores;
+use instrec::walk::WalkOptions;
 
-use super::{DemoArgs, EvaluateArgs, MixArgs, TagArgs, TrainArgs};
+use super::{DemoArgs, EvaluateArgs, MixArgs, TagArgs, TrainArgs, WalkArgs};
 
 impl TrainArgs {
     /// The run these flags describe.
@@ -101,6 +102,16 @@ impl DemoArgs {
             epochs: self.epochs,
             backend: self.compute.backend,
             device: self.compute.device,
+        }
+    }
+}
+
+impl WalkArgs {
+    /// The walk rules these flags describe.
+    pub fn options(self) -> WalkOptions {
+        WalkOptions {
+            follow: self.follow,
+            hidden: self.hidden,
         }
     }
 }

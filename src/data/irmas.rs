@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::CLASSES;
 use crate::error::FileError;
+use crate::walk::{WalkOptions, Walked, walk, walk_flat};
 
 pub const TRAIN_DIR: &str = "IRMAS-TrainingData";
 pub const TEST_DIR_PREFIX: &str = "IRMAS-TestingData-Part";
@@ -163,25 +164,6 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// All files below `dir`, recursively, in a stable order.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, issues: &mut Vec<Issue>) {
-    match sorted_entries(dir) {
-        Ok(entries) => {
-            for p in entries {
-                if p.is_dir() {
-                    walk(&p, out, issues);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        Err(e) => issues.push(Issue {
-            path: dir.to_path_buf(),
-            reason: format!("cannot list: {e}"),
-        }),
-    }
-}
-
 fn is_ext(p: &Path, ext: &str) -> bool {
     p.extension().and_then(|e| e.to_str()) == Some(ext)
 }
@@ -190,6 +172,11 @@ impl Irmas {
     /// Reads whatever of the official layout is present below `root`. It is an error only when
     /// neither the training folder nor a testing part is there.
     pub fn read(root: &Path) -> Result<Self, FileError> {
+        Self::read_with(root, WalkOptions::default())
+    }
+
+    /// [`Irmas::read`] with the walk rules of `opts` (symbolic links, hidden entries).
+    pub fn read_with(root: &Path, opts: WalkOptions) -> Result<Self, FileError> {
         if !root.is_dir() {
             return Err(FileError::at(root, "not a directory"));
         }
@@ -216,10 +203,10 @@ impl Irmas {
             ));
         }
         if train_dir.is_dir() {
-            set.read_train(&train_dir);
+            set.read_train(&train_dir, opts);
         }
         for d in test_dirs {
-            set.read_test(&d);
+            set.read_test(&d, opts);
         }
         Ok(set)
     }
@@ -231,7 +218,14 @@ impl Irmas {
         });
     }
 
-    fn read_train(&mut self, dir: &Path) {
+    /// The walk's problems as issues of the data set.
+    fn walk_issues(&mut self, w: &Walked) {
+        for p in &w.problems {
+            self.issue(&p.path, p.reason.clone());
+        }
+    }
+
+    fn read_train(&mut self, dir: &Path, opts: WalkOptions) {
         let classes = match sorted_entries(dir) {
             Ok(v) => v,
             Err(e) => return self.issue(dir, format!("cannot list: {e}")),
@@ -244,8 +238,11 @@ impl Irmas {
             else {
                 continue;
             };
+            if folder.starts_with('.') && !opts.hidden {
+                continue;
+            }
             if !class_dir.is_dir() {
-                if !folder.starts_with('.') {
+                {
                     self.issue(
                         &class_dir,
                         "unexpected file in the training folder (skipped)",
@@ -260,22 +257,16 @@ impl Irmas {
                 );
                 continue;
             };
-            let files = match sorted_entries(&class_dir) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.issue(&class_dir, format!("cannot list: {e}"));
-                    continue;
-                }
-            };
-            for path in files {
+            let walked = walk_flat(&class_dir, opts);
+            self.walk_issues(&walked);
+            for path in walked.files {
                 let name = path
                     .file_name()
-                    .and_then(|n| n.to_str())
+                    .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if name.starts_with('.') || !is_ext(&path, "wav") {
-                    if !name.starts_with('.') {
-                        self.issue(&path, "not a .wav file (skipped)");
-                    }
+                let name = name.as_str();
+                if !is_ext(&path, "wav") {
+                    self.issue(&path, "not a .wav file (skipped)");
                     continue;
                 }
                 match parse_train_name(name) {
@@ -299,19 +290,11 @@ impl Irmas {
         }
     }
 
-    fn read_test(&mut self, dir: &Path) {
-        let mut files = Vec::new();
-        let mut issues = Vec::new();
-        walk(dir, &mut files, &mut issues);
-        self.issues.extend(issues);
+    fn read_test(&mut self, dir: &Path, opts: WalkOptions) {
+        let walked = walk(dir, opts);
+        self.walk_issues(&walked);
+        let files = walked.files;
         for path in &files {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.starts_with('.') {
-                continue;
-            }
             if is_ext(path, "wav") {
                 let txt = path.with_extension("txt");
                 match std::fs::read_to_string(&txt) {

@@ -10,9 +10,10 @@ use super::tagger::Tagger;
 /// path as listed), so N processes given the same inputs tag disjoint parts that together are
 /// the whole list, whatever order each one sees.
 pub fn shard(files: Vec<PathBuf>, k: usize, n: usize) -> Vec<PathBuf> {
+    // The raw bytes: equal to the text of a UTF-8 path, and exact for any other.
     let hash = |p: &Path| {
-        p.to_string_lossy()
-            .bytes()
+        crate::util::path_json::raw_bytes(p)
+            .into_iter()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
             })

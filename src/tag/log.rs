@@ -32,6 +32,7 @@ impl FileStamp {
 /// One line of a JSON-lines tag file: a file's result, or why it failed.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TagLine {
+    #[serde(with = "crate::util::path_json")]
     pub path: PathBuf,
     #[serde(flatten)]
     pub stamp: FileStamp,
@@ -129,18 +130,30 @@ impl TagLog {
             for (k, r) in records.iter().enumerate() {
                 match &header {
                     Some(h) if k == 0 => {
+                        if *r == legacy_csv_header(classes).as_bytes() {
+                            return Err(invalid(
+                                "written by an older instrec, without the path_base64 column: \
+                                 tag into a new file"
+                                    .into(),
+                            ));
+                        }
                         if *r != h.as_bytes() {
                             return Err(invalid("its CSV header is not this model's".into()));
                         }
                     }
                     Some(_) => {
                         let f = csv_fields(r);
-                        let size = f.get(1).and_then(|v| v.parse::<u64>().ok());
-                        let mtime = f.get(2).and_then(|v| v.parse::<i64>().ok());
-                        let (Some(p), Some(size), Some(mtime_ns)) = (f.first(), size, mtime) else {
+                        let path = match f.get(1).map(String::as_str) {
+                            Some("") => f.first().map(PathBuf::from),
+                            Some(b) => crate::util::path_json::from_base64(b).ok(),
+                            None => None,
+                        };
+                        let size = f.get(2).and_then(|v| v.parse::<u64>().ok());
+                        let mtime = f.get(3).and_then(|v| v.parse::<i64>().ok());
+                        let (Some(p), Some(size), Some(mtime_ns)) = (path, size, mtime) else {
                             return Err(invalid(format!("row {}", k + 1)));
                         };
-                        done.insert((PathBuf::from(p), FileStamp { size, mtime_ns }));
+                        done.insert((p, FileStamp { size, mtime_ns }));
                     }
                     None => {
                         let l: TagLine =
@@ -193,7 +206,17 @@ impl TagLog {
     }
 }
 
+/// The CSV header: `path` is the path's text (lossy when it is not UTF-8), and `path_base64` its
+/// raw bytes in base64 in that case only (empty otherwise), so a resume finds the file again.
 fn csv_header(classes: &[String]) -> String {
+    format!(
+        "path,path_base64,size,mtime_ns,duration_s,error,predominant,{}",
+        classes.join(",")
+    )
+}
+
+/// The header before `path_base64`.
+fn legacy_csv_header(classes: &[String]) -> String {
     format!(
         "path,size,mtime_ns,duration_s,error,predominant,{}",
         classes.join(",")
@@ -210,8 +233,13 @@ fn csv_quote(s: &str) -> String {
 }
 
 fn csv_row(l: &TagLine, classes: &[String]) -> String {
+    let raw = match l.path.to_str() {
+        Some(_) => String::new(),
+        None => crate::util::path_json::to_base64(&l.path),
+    };
     let mut f = vec![
         csv_quote(&l.path.to_string_lossy()),
+        raw,
         l.stamp.size.to_string(),
         l.stamp.mtime_ns.to_string(),
         l.duration_s.map_or(String::new(), |d| format!("{d:.3}")),

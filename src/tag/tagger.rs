@@ -25,6 +25,7 @@ pub struct WindowScores {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TagResult {
+    #[serde(with = "crate::util::path_json")]
     pub path: PathBuf,
     pub duration_s: f64,
     /// Aggregated score per class, in the order of the bundle's classes.
