@@ -180,6 +180,22 @@ fn frame_count_is_exact(codec: CodecType) -> bool {
             .is_some_and(|d| d.short_name.starts_with("pcm"))
 }
 
+/// symphonia's AIFF reader counts the 8 bytes of the SSND chunk's offset and block-size fields as
+/// samples, so a complete AIFF declares up to 8 bytes' worth of frames more than it holds (2 for
+/// 16-bit stereo); so many missing PCM frames are not a truncation. FLAC's count is exact.
+fn pcm_header_slack(params: &symphonia::core::codecs::CodecParameters) -> u64 {
+    if params.codec == CODEC_TYPE_FLAC {
+        return 0;
+    }
+    let channels = params.channels.map_or(1, |c| c.count().max(1)) as u64;
+    let bits = params
+        .bits_per_coded_sample
+        .or(params.bits_per_sample)
+        .unwrap_or(8)
+        .max(8) as u64;
+    8u64.div_ceil(channels * bits.div_ceil(8))
+}
+
 /// A decoder that hands out the audio block by block (planar, one `Vec` per channel), so a long
 /// file can be processed in constant memory. `decode_file` collects it.
 pub struct AudioStream {
@@ -190,6 +206,9 @@ pub struct AudioStream {
     pub sample_rate: u32,
     pub channels: usize,
     expected_frames: Option<u64>,
+    /// Frames of `expected_frames` that may be missing without truncation (see
+    /// [`pcm_header_slack`]).
+    frame_slack: u64,
     decoded: u64,
     bad_packets: usize,
     pending: Option<Vec<Vec<f32>>>,
@@ -302,6 +321,7 @@ impl AudioStream {
             expected_frames: params
                 .n_frames
                 .filter(|_| frame_count_is_exact(params.codec)),
+            frame_slack: pcm_header_slack(&params),
             decoded: 0,
             bad_packets: 0,
             pending: None,
@@ -441,7 +461,7 @@ impl AudioStream {
         }
         if let Some(expected) = self.expected_frames
             && self.decoded > 0
-            && self.decoded < expected
+            && self.decoded + self.frame_slack < expected
         {
             return Err(self.err(format!(
                 "truncated: the header declares {expected} samples per channel, only {} could be read",
@@ -755,6 +775,47 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 16-bit AIFF as ffmpeg and most tools write it: COMM states the frames, SSND holds them
+    /// after its 8 bytes of offset and block size.
+    fn aiff(channels: u16, samples: &[i16]) -> Vec<u8> {
+        let frames = (samples.len() / channels as usize) as u32;
+        let mut comm = Vec::new();
+        comm.extend(channels.to_be_bytes());
+        comm.extend(frames.to_be_bytes());
+        comm.extend(16u16.to_be_bytes());
+        // 22,050 Hz as an 80-bit extended float.
+        comm.extend([0x40, 0x0D, 0xAC, 0x44, 0, 0, 0, 0, 0, 0]);
+        let mut ssnd = vec![0u8; 8];
+        for v in samples {
+            ssnd.extend(v.to_be_bytes());
+        }
+        let mut body = b"AIFF".to_vec();
+        for (id, chunk) in [(b"COMM", comm), (b"SSND", ssnd)] {
+            body.extend(id);
+            body.extend((chunk.len() as u32).to_be_bytes());
+            body.extend(chunk);
+        }
+        let mut out = b"FORM".to_vec();
+        out.extend((body.len() as u32).to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn a_complete_aiff_is_not_truncated_and_a_cut_one_is() {
+        let x: Vec<i16> = (0..2 * 4000).map(|i| ((i * 37) % 2000) as i16).collect();
+        let bytes = aiff(2, &x);
+        let a = decode_bytes(bytes.clone(), Some("aiff"), "full.aiff").unwrap();
+        assert_eq!(
+            (a.sample_rate, a.channels.len(), a.channels[0].len()),
+            (22_050, 2, 4000)
+        );
+        // 100 frames cut off the end: a truncation, named.
+        let cut = bytes[..bytes.len() - 400].to_vec();
+        let e = decode_bytes(cut, Some("aiff"), "cut.aiff").unwrap_err();
+        assert!(e.to_string().contains("cut.aiff: truncated"), "{e}");
+    }
 
     #[test]
     fn resample_lengths_follow_torchaudio() {
