@@ -114,6 +114,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dataset {
             what: DatasetCommand::Check { dir, walk },
         } => dataset_check(&dir, walk),
+        Command::Dataset {
+            what:
+                DatasetCommand::Download {
+                    dataset,
+                    to,
+                    mirror,
+                },
+        } => dataset_download(&dataset, &to, mirror.as_deref()),
         Command::Prepare(args) => prepare(args),
         Command::Synth(args) => synth(args),
         Command::Train(args) => train_cmd(args),
@@ -253,6 +261,48 @@ fn dataset_check(dir: &Path, walk: cli::WalkArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+fn dataset_download(dataset: &str, to: &Path, mirror: Option<&str>) -> Result<ExitCode> {
+    use instrec::data::download::{Manifest, download};
+    let manifest = if dataset.eq_ignore_ascii_case("irmas") {
+        Manifest::irmas()
+    } else {
+        let text = std::fs::read_to_string(dataset)
+            .with_context(|| format!("{dataset}: not 'irmas' and not a readable manifest"))?;
+        Manifest::parse(&text, dataset)?
+    };
+    let manifest = match mirror {
+        Some(base) => manifest.with_mirror(base),
+        None => manifest,
+    };
+    let bars = progress::DownloadBars::new();
+    let outcomes = download(&manifest, to, &bars);
+    bars.finish();
+    for o in outcomes? {
+        let how = if o.was_complete {
+            "downloaded and checked before".to_string()
+        } else if o.resumed_from > 0 {
+            format!(
+                "{} bytes fetched now, {} resumed from an earlier run",
+                o.fetched, o.resumed_from
+            )
+        } else {
+            format!("{} bytes fetched", o.fetched)
+        };
+        let unpacked = if o.unpacked {
+            "unpacked"
+        } else {
+            "unpacked before"
+        };
+        out!(
+            "{}: {} bytes, MD5 matches ({how}); {unpacked}",
+            o.name,
+            o.size
+        );
+    }
+    out!();
+    dataset_check(to, cli::WalkArgs::default())
 }
 
 fn prepare(args: cli::PrepareArgs) -> Result<ExitCode> {

@@ -135,3 +135,43 @@ impl instrec::experiment::ExperimentObserver for ExperimentBars {
         &self.train
     }
 }
+
+/// A byte bar per file of a data set download.
+pub struct DownloadBars {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl DownloadBars {
+    pub fn new() -> Self {
+        Self {
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// Clears a bar still on screen.
+    pub fn finish(&self) {
+        if let Some(b) = self.bar.lock().expect("lock").take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl instrec::data::download::DownloadObserver for DownloadBars {
+    fn transfer(&self, name: &str, resumed_from: u64, total: Option<u64>) {
+        self.finish();
+        let pb = bytes(total, name);
+        pb.set_position(resumed_from);
+        *self.bar.lock().expect("lock") = Some(pb);
+    }
+    fn bytes(&self, done: u64) {
+        if let Some(b) = self.bar.lock().expect("lock").as_ref() {
+            b.set_position(done);
+        }
+    }
+    fn message(&self, text: &str) {
+        match self.bar.lock().expect("lock").as_ref() {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}

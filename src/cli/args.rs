@@ -81,7 +81,7 @@ pub struct TrainArgs {
 }
 
 /// How folders are walked (`tag`, `prepare`, `dataset check`).
-#[derive(Args, Debug, Clone, Copy)]
+#[derive(Args, Debug, Clone, Copy, Default)]
 pub struct WalkArgs {
     /// Follow symbolic links inside folders (loops are detected and reported once); without
     /// it, links are skipped.

@@ -109,6 +109,23 @@ pub enum DatasetCommand {
         #[command(flatten)]
         walk: WalkArgs,
     },
+    /// Download a data set, check every file's MD5, unpack it, then check the data set.
+    ///
+    /// Resumable: an interrupted run (Ctrl-C, kill, a cut connection) goes on where it stopped;
+    /// a file whose MD5 is wrong is kept aside as NAME.corrupt and never unpacked. Files go to
+    /// DIR/downloads/, their contents into DIR (the layout `dataset check` and the experiment
+    /// configs read).
+    Download {
+        /// `irmas` (Zenodo record 1290750, four zips, about 3.4 GB), or a manifest TOML (name,
+        /// and per file: name, url, md5).
+        dataset: String,
+        /// Target folder (created if needed), e.g. data/IRMAS.
+        #[arg(long)]
+        to: PathBuf,
+        /// Fetch every file from BASE/NAME instead of the manifest's URLs (a mirror).
+        #[arg(long, value_name = "BASE")]
+        mirror: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! of clips.
 
 pub mod cache;
+pub mod download;
 pub mod irmas;
 pub mod mix;
 pub mod soundfont;
