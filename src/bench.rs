@@ -260,3 +260,36 @@ pub fn bench_tag(
         peak_rss_mb: peak_rss_mb(),
     })
 }
+
+/// How long listing a folder takes with `tag`'s walk rules and default extensions.
+#[derive(Debug, Clone)]
+pub struct WalkBench {
+    pub files: usize,
+    pub problems: usize,
+    pub skipped_hidden: usize,
+    pub skipped_links: usize,
+    /// Best of the runs, in seconds.
+    pub seconds: f64,
+}
+
+/// Lists `dir` `runs` times as `tag` would (default extensions, `opts`); the best time counts.
+pub fn bench_walk(dir: &std::path::Path, opts: crate::walk::WalkOptions, runs: usize) -> WalkBench {
+    let exts: Vec<String> = crate::tag::AUDIO_EXTENSIONS
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let mut best = f64::INFINITY;
+    let mut last = crate::walk::Walked::default();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        last = crate::tag::collect_files_with(&[dir.to_path_buf()], &exts, opts);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    WalkBench {
+        files: last.files.len(),
+        problems: last.problems.len(),
+        skipped_hidden: last.skipped_hidden,
+        skipped_links: last.skipped_links,
+        seconds: best,
+    }
+}

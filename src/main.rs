@@ -92,6 +92,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 threads,
                 compute,
             } => bench_tag(dir, model, clips, threads, compute),
+            BenchCommand::Walk { dir, walk, runs } => {
+                let r = bench::bench_walk(&dir, walk.options(), runs);
+                out!(
+                    "{}: {} audio files listed in {:.3} s (best of {runs}); {} problem(s), {} hidden and {} linked entries skipped",
+                    dir.display(),
+                    r.files,
+                    r.seconds,
+                    r.problems,
+                    r.skipped_hidden,
+                    r.skipped_links
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             BenchCommand::Model {
                 arch,
                 compute,

@@ -158,6 +158,16 @@ pub enum BenchCommand {
         #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 5)]
         steps: usize,
     },
+    /// Time to list a folder as `tag` does (walk rules, default extensions), best of RUNS.
+    Walk {
+        /// The folder.
+        dir: PathBuf,
+        #[command(flatten)]
+        walk: WalkArgs,
+        /// Timed runs.
+        #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 3)]
+        runs: usize,
+    },
     /// End-to-end tagging throughput (decode → log-mel → windows → model → scores), in seconds
     /// of audio per second, with the library pipeline and file by file.
     Tag {
