@@ -4,7 +4,7 @@
 //! Samples are `f32` in [-1, 1); integer PCM is scaled as torchaudio does (int16 / 32768,
 //! int24 / 2^23, ...).
 
-use crate::error::FileError;
+use crate::error::{FileError, Reason};
 use std::fs::File;
 use std::io::{Cursor, ErrorKind};
 use std::path::Path;
@@ -75,13 +75,14 @@ impl Audio {
 }
 
 /// Refuses sample rates outside [`MIN_RATE`, `MAX_RATE`].
-fn check_rate(rate: u32) -> Result<(), String> {
+fn check_rate(rate: u32) -> Result<(), Reason> {
     if (MIN_RATE..=MAX_RATE).contains(&rate) {
         Ok(())
     } else {
-        Err(format!(
-            "sample rate {rate} Hz is outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads"
-        ))
+        Err(
+            format!("sample rate {rate} Hz is outside the {MIN_RATE}–{MAX_RATE} Hz instrec reads")
+                .into(),
+        )
     }
 }
 
@@ -295,7 +296,7 @@ impl AudioStream {
         }
         // Checked before decoding (a decoder sizes its buffers by the header) and after.
         if let Some(rate) = params.sample_rate {
-            check_rate(rate).map_err(err)?;
+            check_rate(rate).map_err(|e| err(e.into()))?;
         }
         if let Some(ch) = params.channels
             && ch.count() > MAX_CHANNELS

@@ -25,6 +25,38 @@ impl FileError {
     }
 }
 
+/// Why some bytes or text cannot be used, before the caller names the file they came from: the
+/// reason half of a [`FileError`] (`FileError::at(path, reason)` completes it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Reason(pub String);
+
+impl From<String> for Reason {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The reason reads as text.
+impl std::ops::Deref for Reason {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Reason> for String {
+    fn from(r: Reason) -> Self {
+        r.0
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
 /// A setting outside its range, wherever it was read (a flag, an experiment TOML, a run's
 /// `train.json`, a bundle's `config.json`): `{what} must {rule}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

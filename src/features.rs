@@ -12,7 +12,7 @@ use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
 use crate::audio::{Audio, AudioStream, Channel, StreamResampler, TARGET_RATE, select_channel};
-use crate::error::FileError;
+use crate::error::{FileError, Reason};
 
 /// Frames per analysis window: 43 hops of 512 samples at 22,050 Hz ≈ 1 s.
 pub const WINDOW_FRAMES: usize = 43;
@@ -27,14 +27,14 @@ pub fn check_clip_frames(
     frames: usize,
     duration_s: f64,
     settings: &FeatureSettings,
-) -> Result<(), String> {
+) -> Result<(), Reason> {
     if frames >= MIN_CLIP_FRAMES {
         return Ok(());
     }
     let min_s = MIN_CLIP_FRAMES as f64 * settings.hop_length as f64 / settings.sample_rate as f64;
     Err(format!(
         "too short to score: {duration_s:.2} s of audio, at least {min_s:.2} s (half an analysis window) is needed"
-    ))
+    ).into())
 }
 
 /// Every setting that changes the numbers a feature holds. Stored in model bundles and used as

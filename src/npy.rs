@@ -1,6 +1,7 @@
 //! Minimal reader and writer for NumPy `.npy` files holding float32 (or float64) arrays in C order,
 //! the interchange format of the fixtures and of `instrec features` / `instrec forward`.
 
+use crate::error::Reason;
 use std::io::Write;
 use std::path::Path;
 
@@ -89,7 +90,7 @@ impl NpyArray {
         Self::from_bytes(&bytes).map_err(|reason| NpyError::at(path, reason))
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Reason> {
         if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
             return Err("not a .npy file (bad magic)".into());
         }
@@ -104,7 +105,7 @@ impl NpyArray {
                     12,
                 )
             }
-            v => return Err(format!("unsupported .npy version {v}")),
+            v => return Err(format!("unsupported .npy version {v}").into()),
         };
         let header = bytes
             .get(start..start + header_len)
@@ -115,7 +116,7 @@ impl NpyArray {
         let fortran_order = match fortran.trim() {
             "False" => false,
             "True" => true,
-            other => return Err(format!("bad fortran_order {other}")),
+            other => return Err(format!("bad fortran_order {other}").into()),
         };
         let shape_text = dict_value(header, "shape").ok_or("header has no 'shape'")?;
         let shape: Vec<usize> = shape_text
@@ -136,7 +137,7 @@ impl NpyArray {
         let data: Vec<f32> = match descr {
             "<f4" => {
                 if body.len() < 4 * n {
-                    return Err(format!("truncated data: {} of {} bytes", body.len(), 4 * n));
+                    return Err(format!("truncated data: {} of {} bytes", body.len(), 4 * n).into());
                 }
                 body.chunks_exact(4)
                     .take(n)
@@ -145,14 +146,14 @@ impl NpyArray {
             }
             "<f8" => {
                 if body.len() < 8 * n {
-                    return Err(format!("truncated data: {} of {} bytes", body.len(), 8 * n));
+                    return Err(format!("truncated data: {} of {} bytes", body.len(), 8 * n).into());
                 }
                 body.chunks_exact(8)
                     .take(n)
                     .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                     .collect()
             }
-            other => return Err(format!("unsupported dtype {other} (expected <f4 or <f8)")),
+            other => return Err(format!("unsupported dtype {other} (expected <f4 or <f8)").into()),
         };
         let data = if fortran_order && shape.len() > 1 {
             fortran_to_c(&shape, &data)

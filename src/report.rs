@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 
 use crate::CLASSES;
-use crate::error::FileError;
+use crate::error::{FileError, Reason};
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans.LICENSE`), so plots need no system font.
 pub const EMBEDDED_FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -18,8 +18,8 @@ pub fn font_source() -> Option<std::path::PathBuf> {
     std::env::var_os("INSTREC_FONT").map(std::path::PathBuf::from)
 }
 
-fn ensure_font() -> Result<(), String> {
-    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+fn ensure_font() -> Result<(), Reason> {
+    static FONT: OnceLock<Result<(), Reason>> = OnceLock::new();
     FONT.get_or_init(|| {
         let bytes: &'static [u8] = match font_source() {
             Some(p) => {
@@ -29,20 +29,21 @@ fn ensure_font() -> Result<(), String> {
             }
             None => EMBEDDED_FONT,
         };
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-            .map_err(|_| "the plot font is not a readable TrueType font (INSTREC_FONT)".to_string())
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| {
+            Reason::from("the plot font is not a readable TrueType font (INSTREC_FONT)")
+        })
     })
     .clone()
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl std::fmt::Display) -> Reason {
+    Reason(e.to_string())
 }
 
 /// Writes the PNG through a temporary file, so a failure leaves no half-written plot.
 fn atomic_png(
     path: &Path,
-    draw: impl FnOnce(&Path) -> Result<(), String>,
+    draw: impl FnOnce(&Path) -> Result<(), Reason>,
 ) -> Result<(), FileError> {
     ensure_font().map_err(|e| FileError::at(path, format!("no font to draw with: {e}")))?;
     let tmp = crate::util::prepare_target(path)

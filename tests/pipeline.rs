@@ -843,7 +843,10 @@ fn library_tagging_to_csv_resumes_too() {
     assert_eq!(run(false).status.code(), Some(2)); // broken.flac
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("path,size,mtime_ns,duration_s,error,predominant,cel,cla,"));
+    assert!(
+        lines[0]
+            .starts_with("path,path_base64,size,mtime_ns,duration_s,error,predominant,cel,cla,")
+    );
     assert_eq!(lines.len(), 1 + 8);
     assert!(text.contains("\"") && text.contains("quoted\"\" name.wav"));
     // Cut the last row in half, as a crash would: resume tags that file again, and only it.

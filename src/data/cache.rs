@@ -8,6 +8,7 @@
 //! log-mels of the clips that decoded (f32 LE, `[n_mels, frames]` per source channel, in header
 //! order), SHA-256 of everything before it.
 
+use crate::error::Reason;
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -167,7 +168,11 @@ pub fn prepare_subset(
     if path.exists() {
         match read_cache(&path, &key, keep) {
             Ok(cache) => return Ok((cache, CacheOutcome::Reused)),
-            Err(reason) => outcome = CacheOutcome::Rebuilt { reason },
+            Err(reason) => {
+                outcome = CacheOutcome::Rebuilt {
+                    reason: reason.into(),
+                }
+            }
         }
     }
     let extractor = MelExtractor::new(settings.clone());
@@ -179,6 +184,7 @@ pub fn prepare_subset(
                 let c = ClipFeatures::extract(&extractor, &audio, mode);
                 crate::features::check_clip_frames(c.frames(), audio.duration_s(), settings)
                     .map(|_| c)
+                    .map_err(String::from)
             });
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, files.len());
             r
@@ -302,7 +308,7 @@ fn read_cache(
     path: &Path,
     key: &str,
     keep: &dyn Fn(&Path) -> bool,
-) -> Result<FeatureCache, String> {
+) -> Result<FeatureCache, Reason> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut r = HashingReader {
         inner: std::io::BufReader::with_capacity(1 << 20, file),
@@ -322,7 +328,7 @@ fn read_cache(
     }
     let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
     if version != VERSION {
-        return Err(format!("cache format {version}, expected {VERSION}"));
+        return Err(format!("cache format {version}, expected {VERSION}").into());
     }
     let hlen = u64::from_le_bytes(fixed[12..20].try_into().expect("8 bytes")) as usize;
     if hlen > 1 << 30 {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::CLASSES;
-use crate::error::FileError;
+use crate::error::{FileError, Reason};
 use crate::walk::{WalkOptions, Walked, walk, walk_flat};
 
 pub const TRAIN_DIR: &str = "IRMAS-TrainingData";
@@ -87,7 +87,7 @@ pub struct ParsedName {
 }
 
 /// Parses a training clip's file name, e.g. `[gel][dru][pop_roc]0829__2.wav`.
-pub fn parse_train_name(file_name: &str) -> Result<ParsedName, String> {
+pub fn parse_train_name(file_name: &str) -> Result<ParsedName, Reason> {
     let stem = file_name.strip_suffix(".wav").ok_or("not a .wav file")?;
     let mut tags = Vec::new();
     let mut rest = stem;
@@ -118,7 +118,7 @@ pub fn parse_train_name(file_name: &str) -> Result<ParsedName, String> {
             "dru" => drums = Some(true),
             "nod" => drums = Some(false),
             g if genre.is_none() => genre = Some(g.to_string()),
-            other => return Err(format!("unexpected extra tag [{other}]")),
+            other => return Err(format!("unexpected extra tag [{other}]").into()),
         }
     }
     if rest.is_empty() {
@@ -141,7 +141,7 @@ pub fn parse_train_name(file_name: &str) -> Result<ParsedName, String> {
 }
 
 /// Parses a test clip's label file: one instrument code per line, whitespace tolerated.
-pub fn parse_labels(text: &str) -> Result<Vec<usize>, String> {
+pub fn parse_labels(text: &str) -> Result<Vec<usize>, Reason> {
     let mut labels = Vec::new();
     for token in text.split_whitespace() {
         let i = class_index(token).ok_or_else(|| format!("unknown instrument code '{token}'"))?;

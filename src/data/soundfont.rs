@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustysynth::SoundFont;
 
-use crate::error::FileError;
+use crate::error::{FileError, Reason};
 
 /// The packed built-in SoundFont (see the module doc).
 const EMBEDDED: &[u8] = include_bytes!("../../assets/instrec-gm.sf2.z");
@@ -76,11 +76,11 @@ pub fn load_soundfont(source: &SoundFontSource) -> Result<Arc<SoundFont>, FileEr
 }
 
 /// Byte range of the `smpl` chunk's data in a SoundFont (RIFF `sfbk` → LIST `sdta` → `smpl`).
-fn smpl_range(sf2: &[u8]) -> Result<std::ops::Range<usize>, String> {
-    let u32_at = |i: usize| -> Result<usize, String> {
+fn smpl_range(sf2: &[u8]) -> Result<std::ops::Range<usize>, Reason> {
+    let u32_at = |i: usize| -> Result<usize, Reason> {
         sf2.get(i..i + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
-            .ok_or_else(|| "truncated".to_string())
+            .ok_or_else(|| Reason::from("truncated"))
     };
     if sf2.get(..4) != Some(b"RIFF") || sf2.get(8..12) != Some(b"sfbk") {
         return Err("not a SoundFont (RIFF sfbk)".into());
@@ -105,7 +105,7 @@ fn smpl_range(sf2: &[u8]) -> Result<std::ops::Range<usize>, String> {
 
 /// Packs a SoundFont losslessly: its 16-bit samples as second differences, high bytes then low
 /// bytes (smooth audio makes both planes compressible), the whole file deflated.
-pub fn pack(sf2: &[u8]) -> Result<Vec<u8>, String> {
+pub fn pack(sf2: &[u8]) -> Result<Vec<u8>, Reason> {
     let r = smpl_range(sf2)?;
     let mut raw = sf2.to_vec();
     let x: Vec<i16> = sf2[r.clone()]
@@ -123,11 +123,11 @@ pub fn pack(sf2: &[u8]) -> Result<Vec<u8>, String> {
     }
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
     z.write_all(&raw).map_err(|e| e.to_string())?;
-    z.finish().map_err(|e| e.to_string())
+    z.finish().map_err(|e| Reason(e.to_string()))
 }
 
 /// Undoes [`pack`].
-pub fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
+pub fn unpack(packed: &[u8]) -> Result<Vec<u8>, Reason> {
     let mut raw = Vec::new();
     flate2::read::ZlibDecoder::new(packed)
         .read_to_end(&mut raw)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::{Arch, Model};
 use super::safetensors;
-use crate::error::{FileError, SettingError};
+use crate::error::{FileError, Reason, SettingError};
 use crate::features::{ChannelMode, FeatureSettings};
 use crate::util::write_atomic;
 
@@ -184,7 +184,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// weights, `num_batches_tracked`), so `torchvision.models.resnet18(num_classes=11)
 /// .load_state_dict(safetensors.torch.load_file(...))` takes it as it is; the Han CNN, which has
 /// no PyTorch original, keeps burn's names.
-pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>, String> {
+pub fn model_to_safetensors(model: &Model, classes: &[String]) -> Result<Vec<u8>, Reason> {
     let mut store = SafetensorsStore::from_bytes(None);
     if let Model::ResNet(_) = model {
         store = store
@@ -250,20 +250,20 @@ pub fn model_from_safetensors(
 }
 
 /// Loads safetensors with burn's own names, every tensor present with its shape.
-fn burn_layout(model: Model, bytes: Vec<u8>) -> Result<Model, String> {
+fn burn_layout(model: Model, bytes: Vec<u8>) -> Result<Model, Reason> {
     let mut model = model;
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .validate(false)
         .allow_partial(true);
     let result = model.load_from(&mut store).map_err(|e| e.to_string())?;
     if let Some(e) = result.errors.first() {
-        return Err(e.to_string());
+        return Err(Reason(e.to_string()));
     }
     if let Some((k, _)) = result.missing.first() {
-        return Err(format!("missing tensor {k}"));
+        return Err(format!("missing tensor {k}").into());
     }
     if let Some(k) = result.unused.first() {
-        return Err(format!("unexpected tensor {k}"));
+        return Err(format!("unexpected tensor {k}").into());
     }
     Ok(model)
 }

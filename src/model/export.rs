@@ -4,6 +4,7 @@
 //! accepts it, and so does instrec's `.pth` reader.
 
 use super::safetensors;
+use crate::error::Reason;
 
 /// A tensor of a state dict: name, dtype (`F32` or `I64`), shape and little-endian bytes.
 struct Entry<'a> {
@@ -14,13 +15,13 @@ struct Entry<'a> {
 }
 
 /// Converts safetensors bytes (F32 and I64 tensors) into `.pth` bytes, tensors in name order.
-pub fn safetensors_to_pth(bytes: &[u8]) -> Result<Vec<u8>, String> {
+pub fn safetensors_to_pth(bytes: &[u8]) -> Result<Vec<u8>, Reason> {
     let (header, start) = safetensors::header(bytes)?;
     let mut entries = Vec::new();
     for (name, e) in header.iter().filter(|(k, _)| *k != "__metadata__") {
         let dtype = e["dtype"].as_str().unwrap_or("");
         if dtype != "F32" && dtype != "I64" {
-            return Err(format!("{name}: dtype {dtype} cannot be exported"));
+            return Err(format!("{name}: dtype {dtype} cannot be exported").into());
         }
         let shape: Vec<usize> =
             serde_json::from_value(e["shape"].clone()).map_err(|_| format!("{name}: no shape"))?;

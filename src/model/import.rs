@@ -9,7 +9,7 @@ use burn::store::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, FileError, Result};
+use crate::error::{Error, FileError, Reason, Result};
 
 use super::resnet::{ResNet, ResNetDepth};
 
@@ -72,7 +72,7 @@ fn load_checked<S: ModuleStore>(
     let result = model
         .load_from(&mut store)
         .map_err(|e| fail(format!("not a readable {format} state dict: {e}")))?;
-    verify(&result, head).map_err(fail)?;
+    verify(&result, head).map_err(|e| fail(e.into()))?;
     Ok(model)
 }
 
@@ -99,9 +99,9 @@ pub fn load_resnet_safetensors(
 
 /// Checks that a load applied every tensor: a shape mismatch, a missing key or an unexpected key
 /// is an error naming the key(s) (`fc.*` is exempt with [`Head::Fresh`]).
-pub fn verify(result: &burn::store::ApplyResult, head: Head) -> Result<(), String> {
+pub fn verify(result: &burn::store::ApplyResult, head: Head) -> Result<(), Reason> {
     if let Some(e) = result.errors.first() {
-        return Err(e.to_string());
+        return Err(Reason(e.to_string()));
     }
     let missing: Vec<&str> = result
         .missing
@@ -113,7 +113,8 @@ pub fn verify(result: &burn::store::ApplyResult, head: Head) -> Result<(), Strin
         return Err(format!(
             "missing key(s) for this architecture: {}",
             missing.join(", ")
-        ));
+        )
+        .into());
     }
     let unexpected: Vec<&str> = result
         .unused
@@ -125,7 +126,8 @@ pub fn verify(result: &burn::store::ApplyResult, head: Head) -> Result<(), Strin
         return Err(format!(
             "unexpected key(s) for this architecture: {}",
             unexpected.join(", ")
-        ));
+        )
+        .into());
     }
     if result.applied.is_empty() {
         return Err("no tensor could be loaded".into());
@@ -142,7 +144,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// `imagenet`: IMAGENET1K_V1 (the paper's era); `imagenet-v2`: ResNet50's IMAGENET1K_V2.
-    pub fn for_arch(depth: ResNetDepth, v2: bool) -> Result<Self, String> {
+    pub fn for_arch(depth: ResNetDepth, v2: bool) -> Result<Self, Reason> {
         Ok(match (depth, v2) {
             (ResNetDepth::ResNet18, false) => Self {
                 file: "resnet18-f37072fd.pth",

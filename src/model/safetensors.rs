@@ -2,11 +2,12 @@
 //! a fixed key order, and checks of the tensors' values, shared by bundles, weight import and
 //! export.
 
+use crate::error::Reason;
 use std::collections::BTreeMap;
 
 /// A safetensors file's header (tensor name → entry, and `__metadata__`) and where its data
 /// starts; the header is bounded by the file's own length.
-pub fn header(bytes: &[u8]) -> Result<(BTreeMap<String, serde_json::Value>, usize), String> {
+pub fn header(bytes: &[u8]) -> Result<(BTreeMap<String, serde_json::Value>, usize), Reason> {
     let n = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
@@ -23,7 +24,7 @@ pub fn header(bytes: &[u8]) -> Result<(BTreeMap<String, serde_json::Value>, usiz
 
 /// Safetensors bytes from a header (a sorted map, so identical content gives identical bytes;
 /// burn writes its header from a hash map, in a random order) and the data it points into.
-pub fn write(header: &BTreeMap<String, serde_json::Value>, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn write(header: &BTreeMap<String, serde_json::Value>, data: &[u8]) -> Result<Vec<u8>, Reason> {
     let mut h = serde_json::to_vec(header).map_err(|e| e.to_string())?;
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
@@ -35,7 +36,7 @@ pub fn write(header: &BTreeMap<String, serde_json::Value>, data: &[u8]) -> Resul
 }
 
 /// The first float tensor holding a NaN or an infinity, if any.
-pub fn first_non_finite(bytes: &[u8]) -> Result<Option<String>, String> {
+pub fn first_non_finite(bytes: &[u8]) -> Result<Option<String>, Reason> {
     let (header, start) = header(bytes)?;
     for (name, entry) in &header {
         if entry["dtype"] != "F32" {
@@ -43,7 +44,7 @@ pub fn first_non_finite(bytes: &[u8]) -> Result<Option<String>, String> {
         }
         let off = |i: usize| entry["data_offsets"][i].as_u64().map(|v| v as usize);
         let (Some(a), Some(b)) = (off(0), off(1)) else {
-            return Err(format!("{name}: no data offsets"));
+            return Err(format!("{name}: no data offsets").into());
         };
         let data = start
             .checked_add(a)

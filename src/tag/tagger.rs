@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::audio::AudioStream;
-use crate::error::FileError;
+use crate::error::{FileError, Reason};
 use crate::eval::metrics::{Aggregation, aggregate};
 use crate::eval::score_inputs;
 use crate::features::{MelExtractor, MelStream, Windowing};
@@ -56,9 +56,11 @@ fn tuned(
     t: &crate::model::bundle::Thresholds,
     n: usize,
     which: TunedOn,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, Reason> {
     let missing = |what: &str| {
-        format!("the bundle has no thresholds {what} (trained before they existed, or not tuned)")
+        Reason(format!(
+            "the bundle has no thresholds {what} (trained before they existed, or not tuned)"
+        ))
     };
     match which {
         TunedOn::Clips if t.source == "validation-tuned" => Ok(vec![t.global; n]),
@@ -119,7 +121,7 @@ impl Tagger {
     }
 
     /// Uses the bundle's thresholds of one kind; an error names what the bundle lacks.
-    pub fn with_tuned(mut self, which: TunedOn) -> Result<Self, String> {
+    pub fn with_tuned(mut self, which: TunedOn) -> Result<Self, Reason> {
         self.thresholds = tuned(&self.config.thresholds, self.config.classes.len(), which)?;
         Ok(self)
     }
