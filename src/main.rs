@@ -398,9 +398,12 @@ fn train_cmd(a: cli::TrainArgs) -> Result<ExitCode> {
 fn evaluate_cmd(a: cli::EvaluateArgs) -> Result<ExitCode> {
     let device = a.compute.device()?;
     let model = bundle_dir(&a.model);
+    let Some(data) = &a.data else {
+        return evaluate_recordings(&a, &model, &device);
+    };
     let opts = a.options();
     let pb = progress::items(0, "scoring test clips");
-    let report = instrec::eval::evaluate(&model, &a.data, &opts, &device, &|done, total| {
+    let report = instrec::eval::evaluate(&model, data, &opts, &device, &|done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
@@ -411,6 +414,37 @@ fn evaluate_cmd(a: cli::EvaluateArgs) -> Result<ExitCode> {
     for w in written {
         out!("wrote {}", w.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `evaluate --recordings DIR`: the bundle as `tag` runs it, on real solos and mixtures of them.
+fn evaluate_recordings(
+    a: &cli::EvaluateArgs,
+    model: &Path,
+    device: &burn::tensor::Device,
+) -> Result<ExitCode> {
+    use instrec::tag::recordings::{RecordingOptions, evaluate_recordings};
+    let dir = a
+        .recordings
+        .as_ref()
+        .expect("clap requires --data or --recordings");
+    let tagger = instrec::tag::Tagger::load(model, device)?;
+    let opts = RecordingOptions {
+        mixtures: a.mixtures,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let report = evaluate_recordings(&tagger, dir, &opts)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| model.join("eval-recordings"));
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let json = out.join("report.json");
+    instrec::util::write_atomic(&json, &serde_json::to_vec_pretty(&report)?)
+        .with_context(|| json.display().to_string())?;
+    out!("{}", report.markdown(dir).trim_end());
+    out!("wrote {}", json.display());
     Ok(ExitCode::SUCCESS)
 }
 

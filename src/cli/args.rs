@@ -12,6 +12,7 @@ use instrec::features::ANALYSIS_HOP;
 use instrec::features::ChannelMode;
 use instrec::model::Arch;
 use instrec::tag::AUDIO_EXTENSIONS;
+use instrec::tag::recordings::RecordingOptions;
 use instrec::train::PAPER;
 
 use super::{Compute, parse_shard};
@@ -132,8 +133,23 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// IRMAS-layout data set (IRMAS-TestingData-Part*/ inside).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "recordings",
+        conflicts_with = "recordings"
+    )]
+    pub data: Option<PathBuf>,
+    /// Instead of --data: a folder of real solo recordings named CLASS__NAME.ext (e.g.
+    /// vio__take1.wav): top-1 per class, and LRAP and micro-F1 at the bundle's default
+    /// thresholds on seeded mixtures of 2–3 of them, as `tag` would score them.
+    #[arg(long, value_name = "DIR")]
+    pub recordings: Option<PathBuf>,
+    /// With --recordings: how many mixtures.
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = RecordingOptions::default().mixtures, requires = "recordings")]
+    pub mixtures: usize,
+    /// With --recordings: the mixtures' seed.
+    #[arg(long, default_value_t = RecordingOptions::default().seed, requires = "recordings")]
+    pub seed: u64,
     /// s1 (mean of window sigmoids, the paper's) or s2 (sum divided by its maximum).
     #[arg(long, default_value = "s1")]
     pub aggregation: instrec::eval::metrics::Aggregation,

@@ -231,6 +231,31 @@ pub fn best_constant_micro_f1(labels: &[Vec<usize>], n_classes: usize) -> f64 {
     best
 }
 
+/// Label ranking average precision (scikit-learn's `label_ranking_average_precision_score`):
+/// for each clip and each of its labels, the share of the classes ranked at or above that label
+/// that are labels too; averaged over a clip's labels, then over clips. Ties count against
+/// (a class tied with a label ranks at or above it). Clips without labels count 1, as there.
+pub fn lrap(scores: &[Vec<f32>], labels: &[Vec<usize>]) -> f64 {
+    if scores.is_empty() {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for (s, l) in scores.iter().zip(labels) {
+        if l.is_empty() || l.len() == s.len() {
+            total += 1.0;
+            continue;
+        }
+        let mut clip = 0.0;
+        for &k in l {
+            let at_or_above = s.iter().filter(|&&v| v >= s[k]).count();
+            let labels_at_or_above = l.iter().filter(|&&j| s[j] >= s[k]).count();
+            clip += labels_at_or_above as f64 / at_or_above as f64;
+        }
+        total += clip / l.len() as f64;
+    }
+    total / scores.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +351,20 @@ mod tests {
         let (p2, r2) = (5.0 / 8.0, 5.0 / 6.0);
         let expected_01 = 2.0 * p2 * r2 / (p2 + r2);
         assert!((f - expected_0.max(expected_01)).abs() < 1e-12, "{f}");
+    }
+
+    /// scikit-learn's documented example, ties, and clips with no or all labels.
+    #[test]
+    fn lrap_follows_scikit_learn() {
+        let scores = vec![vec![0.75, 0.5, 1.0], vec![1.0, 0.2, 0.1]];
+        let labels = vec![vec![0], vec![2]];
+        assert!((lrap(&scores, &labels) - 5.0 / 12.0).abs() < 1e-12);
+        // A label tied with another class ranks below it: 1/2.
+        assert!((lrap(&[vec![0.5, 0.5]], &[vec![0]]) - 0.5).abs() < 1e-12);
+        assert_eq!(lrap(&[vec![0.1, 0.9]], &[vec![]]), 1.0);
+        assert_eq!(lrap(&[vec![0.1, 0.9]], &[vec![0, 1]]), 1.0);
+        // Two labels ranked first and third of three: (1/1 + 2/3) / 2.
+        let v = lrap(&[vec![0.9, 0.5, 0.2]], &[vec![0, 2]]);
+        assert!((v - 5.0 / 6.0).abs() < 1e-12, "{v}");
     }
 }

@@ -8,12 +8,14 @@
 //! - [`walk`]: the audio files below the paths a user names;
 //! - [`library`]: library runs into one output, resumable and sharded ([`tag_library`]);
 //! - [`log`]: that output, JSON lines or CSV, one flushed record per file ([`TagLog`]);
-//! - [`output`]: the single-run formats (table, JSON report, per-window CSV, timeline paths).
+//! - [`output`]: the single-run formats (table, JSON report, per-window CSV, timeline paths);
+//! - [`recordings`]: how a bundle does on real solo recordings and on mixtures of them.
 
 pub mod library;
 pub mod log;
 pub mod output;
 pub mod pipeline;
+pub mod recordings;
 pub mod tagger;
 pub mod walk;
 mod windows;

@@ -126,6 +126,11 @@ impl Tagger {
         Ok(self)
     }
 
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Uses one threshold for every class.
     pub fn with_threshold(mut self, t: f32) -> Self {
         self.thresholds = vec![t; self.config.classes.len()];
