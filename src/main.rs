@@ -349,10 +349,20 @@ fn prepare(args: cli::PrepareArgs) -> Result<ExitCode> {
 }
 
 fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
-    let sf_path = instrec::data::soundfont::find_soundfont(args.soundfont.as_deref())
-        .map_err(anyhow::Error::msg)?;
+    use instrec::data::soundfont::{Library, find_soundfont};
     let start = std::time::Instant::now();
-    let sf = instrec::data::soundfont::load_soundfont(&sf_path).map_err(anyhow::Error::msg)?;
+    let sources = if args.soundfont.is_empty() {
+        vec![find_soundfont(None)?]
+    } else {
+        args.soundfont
+            .iter()
+            .map(|p| find_soundfont(Some(p)))
+            .collect::<Result<_, _>>()?
+    };
+    let libraries = sources
+        .iter()
+        .map(Library::load)
+        .collect::<Result<Vec<_>, _>>()?;
     let opts = synth::SynthOptions {
         out: args.out.clone(),
         train_per_class: args.train_per_class,
@@ -361,15 +371,18 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
     };
     let total = args.train_per_class * CLASSES.len() + args.test_clips;
     let pb = progress::items(total, "rendering");
-    let report = synth::render_corpus(&sf, &opts, &|done, _| pb.set_position(done as u64))
-        .map_err(anyhow::Error::msg)?;
+    let report = synth::render_corpus_with(&libraries, args.augment, &opts, &|done, _| {
+        pb.set_position(done as u64)
+    })?;
     pb.finish_and_clear();
+    let names: Vec<String> = sources.iter().map(ToString::to_string).collect();
     out!(
-        "{} training and {} test clips ({:.0} s of audio) rendered from {} in {:.1} s → {}",
+        "{} training and {} test clips ({:.0} s of audio) rendered from {}{} in {:.1} s → {}",
         report.train_files,
         report.test_files,
         report.audio_seconds,
-        sf_path,
+        names.join(", "),
+        if args.augment { ", augmented" } else { "" },
         start.elapsed().as_secs_f64(),
         args.out.display()
     );

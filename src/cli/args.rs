@@ -290,8 +290,15 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// General-MIDI SoundFont (default: $INSTREC_SOUNDFONT, else the built-in FluidR3_GM subset).
+    /// Repeat it to render from several libraries: each song or test clip from one, chosen by the
+    /// seed; the manifest records every file's library and every library's SHA-256.
     #[arg(long)]
-    pub soundfont: Option<PathBuf>,
+    pub soundfont: Vec<PathBuf>,
+    /// Pass every clip through a seeded recording chain: microphone/EQ colour, amplifier
+    /// distortion (mostly electric guitar), compression, a room, band limits, a lossy codec,
+    /// noise (each with its own probability; recorded per file in the manifest).
+    #[arg(long)]
+    pub augment: bool,
     /// Training clips (3 s) per instrument.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = SynthOptions::TRAIN_PER_CLASS)]
     pub train_per_class: usize,

@@ -1,6 +1,7 @@
 //! Data: the IRMAS reader, validation splits, the feature cache, the synthetic corpus and mixtures
 //! of clips.
 
+pub mod augment;
 pub mod cache;
 pub mod download;
 pub mod irmas;

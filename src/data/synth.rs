@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 
+use super::augment::augment;
 use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
+use super::soundfont::Library;
 use crate::CLASSES;
 use crate::audio::write_wav_i16;
 use crate::error::FileError;
@@ -398,6 +400,11 @@ pub struct SynthReport {
     pub audio_seconds: f64,
 }
 
+/// Salts of the streams that choose a clip's library and its augmentation: apart from the ones
+/// that write the music, so a one-library corpus without augmentation is the same as before.
+const LIBRARY_STREAM: u64 = 0x6C69_6272;
+const AUGMENT_STREAM: u64 = 0x6175_676D;
+
 /// Renders the corpus into `opts.out` (created; existing files with the same names are
 /// replaced), calling `progress(done, total)` as files are written.
 pub fn render_corpus(
@@ -405,6 +412,22 @@ pub fn render_corpus(
     opts: &SynthOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<SynthReport, FileError> {
+    render_corpus_with(&[Library::from_font(sf)], false, opts, progress)
+}
+
+/// [`render_corpus`] from several libraries — each song or test clip from one, chosen by the
+/// seed — and, with `augmented`, through [`super::augment`] (a song's excerpts share their
+/// recording chain). The manifest records every library (name, SHA-256) and, for every file,
+/// its library and augmentation.
+pub fn render_corpus_with(
+    libraries: &[Library],
+    augmented: bool,
+    opts: &SynthOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<SynthReport, FileError> {
+    if libraries.is_empty() {
+        return Err(FileError::at(&opts.out, "no SoundFont to render from"));
+    }
     let mut jobs = Vec::new();
     for class in 0..CLASSES.len() {
         let mut made = 0;
@@ -429,7 +452,7 @@ pub fn render_corpus(
     // The folder becomes exactly what these settings make: a previous corpus is cleared (never
     // mixed in), a folder holding anything else is refused. The manifest says "incomplete" until
     // the last file is written.
-    let mut manifest = Manifest::new(sf, opts);
+    let mut manifest = Manifest::new(libraries, augmented, opts);
     clear_for(&opts.out)?;
     write_manifest(&opts.out, &manifest)?;
     let train_root = opts.out.join(TRAIN_DIR);
@@ -444,15 +467,16 @@ pub fn render_corpus(
         std::fs::create_dir_all(&d).map_err(|e| FileError::at(&d, e))?;
     }
     let done = AtomicUsize::new(0);
-    let seconds: Result<Vec<f64>, FileError> = jobs
+    let rendered: Result<Vec<(f64, FileRecord)>, FileError> = jobs
         .par_iter()
         .map(|job| {
-            let s = render_job(sf, opts, job)?;
+            let s = render_job(libraries, augmented, opts, job)?;
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, jobs.len());
             Ok(s)
         })
         .collect();
-    let seconds = seconds?;
+    let (seconds, files): (Vec<f64>, Vec<FileRecord>) = rendered?.into_iter().unzip();
+    manifest.files = files;
     manifest.complete = true;
     write_manifest(&opts.out, &manifest)?;
     Ok(SynthReport {
@@ -473,28 +497,78 @@ struct Manifest {
     seed: u64,
     train_per_class: usize,
     test_clips: usize,
-    /// The SoundFont's name and size (a different SoundFont renders a different corpus).
+    /// The SoundFonts' names and sizes (a different SoundFont renders a different corpus).
     soundfont: String,
     instrec_version: String,
     complete: bool,
+    /// Every library rendered from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    libraries: Vec<LibraryRecord>,
+    #[serde(default)]
+    augmented: bool,
+    /// Every file's source, in rendering order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    files: Vec<FileRecord>,
+}
+
+/// A library of a corpus.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LibraryRecord {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Where one rendered file came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    /// Relative to the corpus folder.
+    pub path: String,
+    /// Index into the manifest's libraries.
+    pub library: usize,
+    /// General-MIDI programs of the predominant line(s).
+    pub programs: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augmentation: Vec<String>,
 }
 
 impl Manifest {
-    fn new(sf: &SoundFont, opts: &SynthOptions) -> Self {
-        Self {
-            seed: opts.seed,
-            train_per_class: opts.train_per_class,
-            test_clips: opts.test_clips,
-            soundfont: format!(
+    fn new(libraries: &[Library], augmented: bool, opts: &SynthOptions) -> Self {
+        let describe = |sf: &SoundFont| {
+            format!(
                 "{} ({} samples, {} presets)",
                 sf.get_info().get_bank_name(),
                 sf.get_wave_data().len(),
                 sf.get_presets().len()
-            ),
+            )
+        };
+        Self {
+            seed: opts.seed,
+            train_per_class: opts.train_per_class,
+            test_clips: opts.test_clips,
+            soundfont: libraries
+                .iter()
+                .map(|l| describe(&l.font))
+                .collect::<Vec<_>>()
+                .join("; "),
             instrec_version: env!("CARGO_PKG_VERSION").into(),
             complete: false,
+            libraries: libraries
+                .iter()
+                .map(|l| LibraryRecord {
+                    name: l.name.clone(),
+                    sha256: l.sha256.clone(),
+                })
+                .collect(),
+            augmented,
+            files: Vec::new(),
         }
     }
+}
+
+/// The per-file sources of a corpus folder's manifest (empty when it has none).
+pub fn file_records(dir: &Path) -> Vec<FileRecord> {
+    read_manifest(dir).map_or_else(Vec::new, |m| m.files)
 }
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), FileError> {
@@ -509,12 +583,13 @@ fn read_manifest(dir: &Path) -> Option<Manifest> {
 }
 
 /// Whether `dir` holds a complete corpus rendered with exactly these settings and SoundFont.
-pub fn corpus_is_complete(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bool {
-    let mut want = Manifest::new(sf, opts);
+pub fn corpus_is_complete(dir: &Path, sf: &Arc<SoundFont>, opts: &SynthOptions) -> bool {
+    let mut want = Manifest::new(&[Library::from_font(sf)], false, opts);
     want.complete = true;
     read_manifest(dir).is_some_and(|m| {
         Manifest {
             instrec_version: want.instrec_version.clone(),
+            files: Vec::new(),
             ..m
         } == want
     })
@@ -523,7 +598,7 @@ pub fn corpus_is_complete(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bo
 /// Whether `demo` and `experiment` must render their corpus into `dir`: not when a complete one
 /// of these settings is there, nor when an IRMAS layout without a manifest is (rendered before
 /// instrec recorded its settings; it is used as it is, as those versions did).
-pub fn needs_render(dir: &Path, sf: &SoundFont, opts: &SynthOptions) -> bool {
+pub fn needs_render(dir: &Path, sf: &Arc<SoundFont>, opts: &SynthOptions) -> bool {
     let legacy = dir.join(TRAIN_DIR).is_dir() && !dir.join(MANIFEST).exists();
     !legacy && !corpus_is_complete(dir, sf, opts)
 }
@@ -555,7 +630,52 @@ fn clear_for(dir: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
-fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64, FileError> {
+fn render_job(
+    libraries: &[Library],
+    augmented: bool,
+    opts: &SynthOptions,
+    job: &Job,
+) -> Result<(f64, FileRecord), FileError> {
+    // A library and an augmentation stream per song (its excerpts share one recording chain) or
+    // per test clip, from streams of their own.
+    let (lib_seed, aug_seed, class) = match *job {
+        Job::Train {
+            song_seed, class, ..
+        } => (song_seed, song_seed, Some(class)),
+        Job::Test { index } => {
+            let s = Rng::derive(opts.seed, 3_000_000 + index as u64).next_u64();
+            (s, s, None)
+        }
+    };
+    let library = match libraries.len() {
+        1 => 0,
+        n => Rng::derive(lib_seed, LIBRARY_STREAM).range(0, n),
+    };
+    let sf = &libraries[library].font;
+    let finish = |mut lr: [Vec<f32>; 2]| {
+        let steps = if augmented {
+            augment(
+                &mut lr,
+                RATE,
+                class,
+                &mut Rng::derive(aug_seed, AUGMENT_STREAM),
+            )
+            .steps
+        } else {
+            Vec::new()
+        };
+        (lr, steps)
+    };
+    let record = |path: &Path, programs: Vec<u8>, augmentation: Vec<String>| FileRecord {
+        path: path
+            .strip_prefix(&opts.out)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned(),
+        library,
+        programs,
+        augmentation,
+    };
     match *job {
         Job::Train {
             class,
@@ -573,15 +693,16 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
             accompaniment_programs(&mut events, &song, &mut rng);
             melody(&mut events, &mut rng, &song, class, 0, length, 0.05);
             accompaniment(&mut events, &mut rng, &song, length);
-            let [l, r] =
+            let rendered =
                 render(sf, events, length, &mut rng).map_err(|e| FileError::at(&opts.out, e))?;
+            let ([l, r], steps) = finish(rendered);
             let path = opts
                 .out
                 .join(TRAIN_DIR)
                 .join(CLASSES[class])
                 .join(train_name(class, &song, song_no, excerpt));
             write_wav_i16(&path, RATE, &[l, r]).map_err(|e| FileError::at(&path, e))?;
-            Ok(length)
+            Ok((length, record(&path, vec![melody_program], steps)))
         }
         Job::Test { index } => {
             let mut rng = Rng::derive(opts.seed, 2_000_000 + index as u64);
@@ -593,15 +714,19 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
             let song = Song::random(&mut rng, &classes);
             let length = 5.0 + 15.0 * rng.f64();
             let mut events = Vec::new();
+            let mut programs = Vec::new();
             for (ch, &c) in classes.iter().enumerate() {
                 let pan = [64, 40, 88][ch];
-                program(&mut events, ch as i32, *rng.choose(PROGRAMS[c]), 120, pan);
+                let p = *rng.choose(PROGRAMS[c]);
+                programs.push(p);
+                program(&mut events, ch as i32, p, 120, pan);
                 melody(&mut events, &mut rng, &song, c, ch as i32, length, 0.15);
             }
             accompaniment_programs(&mut events, &song, &mut rng);
             accompaniment(&mut events, &mut rng, &song, length);
-            let [l, r] =
+            let rendered =
                 render(sf, events, length, &mut rng).map_err(|e| FileError::at(&opts.out, e))?;
+            let ([l, r], steps) = finish(rendered);
             let part = 1 + index % 3;
             let dir = opts
                 .out
@@ -621,7 +746,7 @@ fn render_job(sf: &Arc<SoundFont>, opts: &SynthOptions, job: &Job) -> Result<f64
                 .collect();
             let txt = dir.join(format!("{stem}.txt"));
             write_atomic(&txt, labels.as_bytes()).map_err(|e| FileError::at(&txt, e))?;
-            Ok(length)
+            Ok((length, record(&wav, programs, steps)))
         }
     }
 }
