@@ -285,6 +285,8 @@ pub mod path_json {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    use crate::error::Reason;
+
     #[derive(Serialize, Deserialize)]
     #[serde(untagged)]
     enum Repr {
@@ -334,7 +336,7 @@ pub mod path_json {
     }
 
     /// The path of [`raw_bytes`]; elsewhere than Unix, only UTF-8 bytes make a path.
-    pub fn from_raw_bytes(raw: Vec<u8>) -> Result<PathBuf, String> {
+    pub fn from_raw_bytes(raw: Vec<u8>) -> Result<PathBuf, Reason> {
         #[cfg(unix)]
         {
             use std::os::unix::ffi::OsStringExt;
@@ -344,13 +346,13 @@ pub mod path_json {
         {
             String::from_utf8(raw)
                 .map(PathBuf::from)
-                .map_err(|_| "a non-UTF-8 path from another system".to_string())
+                .map_err(|_| Reason::from("a non-UTF-8 path from another system"))
         }
     }
 
     /// The same with the base64 text of the bytes.
-    pub fn from_base64(b: &str) -> Result<PathBuf, String> {
-        from_raw_bytes(STANDARD.decode(b).map_err(|e| e.to_string())?)
+    pub fn from_base64(b: &str) -> Result<PathBuf, Reason> {
+        from_raw_bytes(STANDARD.decode(b).map_err(|e| Reason(e.to_string()))?)
     }
 
     /// The base64 text of a path's raw bytes.
