@@ -218,10 +218,20 @@ impl Irmas {
         });
     }
 
-    /// The walk's problems as issues of the data set.
-    fn walk_issues(&mut self, w: &Walked) {
+    /// The walk's problems as issues of the data set, and the links it did not follow below
+    /// `dir` (a clip behind a link is never left out without a word).
+    fn walk_issues(&mut self, dir: &Path, w: &Walked) {
         for p in &w.problems {
             self.issue(&p.path, p.reason.clone());
+        }
+        if w.skipped_links > 0 {
+            self.issue(
+                dir,
+                format!(
+                    "{} symbolic link(s) not followed (skipped; --follow follows them)",
+                    w.skipped_links
+                ),
+            );
         }
     }
 
@@ -258,7 +268,7 @@ impl Irmas {
                 continue;
             };
             let walked = walk_flat(&class_dir, opts);
-            self.walk_issues(&walked);
+            self.walk_issues(&class_dir, &walked);
             for path in walked.files {
                 let name = path
                     .file_name()
@@ -292,7 +302,7 @@ impl Irmas {
 
     fn read_test(&mut self, dir: &Path, opts: WalkOptions) {
         let walked = walk(dir, opts);
-        self.walk_issues(&walked);
+        self.walk_issues(dir, &walked);
         let files = walked.files;
         for path in &files {
             if is_ext(path, "wav") {
