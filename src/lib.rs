@@ -38,31 +38,31 @@ pub mod util;
 pub mod walk;
 
 // The pipeline, in order (blank lines keep rustfmt from sorting it).
-/// Decode, downmix, resample.
+// Decode, downmix, resample.
 pub mod audio;
 
-/// Log-mels, windows, channel modes.
+// Log-mels, windows, channel modes.
 pub mod features;
 
-/// Data sets, splits, the feature cache, the synthetic corpus, mixtures.
+// Data sets, splits, the feature cache, the synthetic corpus, mixtures.
 pub mod data;
 
-/// Networks, weight import and export, bundles.
+// Networks, weight import and export, bundles.
 pub mod model;
 
-/// Scoring, aggregation, thresholds, metrics.
+// Scoring, aggregation, thresholds, metrics.
 pub mod eval;
 
-/// The training recipe.
+// The training recipe.
 pub mod train;
 
-/// Tagging files and libraries.
+// Tagging files and libraries.
 pub mod tag;
 
-/// Grids of runs.
+// Grids of runs.
 pub mod experiment;
 
-/// The pipeline on a small synthetic corpus.
+// The pipeline on a small synthetic corpus.
 pub mod demo;
 
 // Throughput measurements for `instrec bench`.

@@ -1,7 +1,7 @@
 //! Models: torchvision's ResNet18/50 and the Han et al. 2016 baseline, generic over the backend
 //! (the device picks it), with torchvision weight import and a self-contained model bundle.
 //!
-//! A ResNet's forward pass takes one of four paths, chosen per call by [`kernels::route`] and
+//! A ResNet's forward pass takes one of four paths, chosen per call by `kernels::route` and
 //! the model's state:
 //! 1. **the packed inference network** ([`fast`]): a BatchNorm-folded ResNet on Flex outside
 //!    autodiff (tagging, evaluation, validation) runs channels-last in plain buffers;

@@ -3,7 +3,7 @@
 //! mode and thresholds.
 //!
 //! - [`tagger`]: a loaded bundle that tags one file, streaming ([`Tagger`], [`TagResult`]);
-//! - [`windows`]: analysis windows made as the decoder's frames arrive;
+//! - `windows`: analysis windows made as the decoder's frames arrive;
 //! - [`pipeline`]: many files at once, decoder threads feeding full batches ([`Tagger::tag_many`]);
 //! - [`walk`]: the audio files below the paths a user names;
 //! - [`library`]: library runs into one output, resumable and sharded ([`tag_library`]);

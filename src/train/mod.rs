@@ -3,12 +3,11 @@
 //! with patience 25 on the validation loss, sigmoid + binary cross-entropy, 15 % of the training
 //! clips held out, the best-validation-loss model kept. Every epoch ends with a checkpoint (model,
 //! optimizer, schedule position, early-stopping state, log) so `--resume` continues exactly.
-
 //!
 //! - [`config`]: the recipe and everything else that defines a run ([`TrainConfig`]);
 //! - [`data`]: the training and validation clips and their batches;
-//! - [`run`]: the loop — restore or start, one epoch at a time, finish;
-//! - [`checkpoint`]: what is saved after each epoch, and read back on resume;
+//! - `run`: the loop — restore or start, one epoch at a time, finish;
+//! - `checkpoint`: what is saved after each epoch, and read back on resume;
 //! - [`early_stop`] and [`schedule`]: when to stop, and the learning rate of each step;
 //! - [`layout`]: the files of a run directory; [`observer`]: progress reports;
 //! - [`thresholds`]: the decision thresholds tuned on validation data at the end.

@@ -2,10 +2,10 @@
 //! 43×128 windows: convolution as im2col + GEMM over many images at once (forward and backward),
 //! max pooling with argmax, their autodiff nodes, and the scratch buffers they share.
 //!
-//! - [`route`]: which kernels a tensor takes;
-//! - [`scratch`]: reused buffers;
-//! - [`im2col`]: the unrolled images and their geometry;
-//! - [`gemm`]: the matrix products;
+//! - `route`: which kernels a tensor takes;
+//! - `scratch`: reused buffers;
+//! - `im2col`: the unrolled images and their geometry;
+//! - `gemm`: the matrix products;
 //! - [`conv`]: the convolution forward, backward and autodiff node;
 //! - [`pool`]: max pooling, forward, backward and autodiff node.
 
