@@ -441,7 +441,8 @@ fn evaluate_recordings(
         .recordings
         .as_ref()
         .expect("clap requires --data or --recordings");
-    let tagger = instrec::tag::Tagger::load(model, device)?;
+    let mut tagger = instrec::tag::Tagger::load(model, device)?;
+    tagger.windowing.hop = a.hop;
     let opts = RecordingOptions {
         mixtures: a.mixtures,
         seed: a.seed,

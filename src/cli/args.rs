@@ -141,7 +141,8 @@ pub struct EvaluateArgs {
     pub data: Option<PathBuf>,
     /// Instead of --data: a folder of real solo recordings named CLASS__NAME.ext (e.g.
     /// vio__take1.wav): top-1 per class, and LRAP and micro-F1 at the bundle's default
-    /// thresholds on seeded mixtures of 2–3 of them, as `tag` would score them.
+    /// thresholds on seeded mixtures of 2–3 of them, as `tag` would score them (s1, with
+    /// --hop; --aggregation and --threshold do not apply).
     #[arg(long, value_name = "DIR")]
     pub recordings: Option<PathBuf>,
     /// With --recordings: how many mixtures.
