@@ -133,8 +133,14 @@ pub fn download(
             name: f.name.clone(),
             ..Default::default()
         };
-        if checked_marker(&done).is_file() && done.is_file() {
+        // A run that died between the rename and the marker left a checked file: check it again
+        // rather than fetch it again.
+        let checked = done.is_file()
+            && (checked_marker(&done).is_file() || md5_file(&done)?.eq_ignore_ascii_case(&f.md5));
+        if checked {
             o.was_complete = true;
+            std::fs::write(checked_marker(&done), &f.md5)
+                .map_err(|e| FileError::at(&checked_marker(&done), e))?;
         } else {
             let part = dir.join(format!("{}.part", f.name));
             let (fetched, resumed_from) = fetch(f, &part, obs)?;
