@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::{WavFormat, instrec, random_bundle, stderr, wav_bytes};
+use common::{WavFormat, instrec, json_lines, random_bundle, stderr, wav_bytes};
 
 /// 1 s of a tone at 22,050 Hz (long enough to tag).
 fn tone(freq: f32) -> Vec<u8> {
@@ -40,14 +40,6 @@ fn messy_library(root: &Path) -> PathBuf {
     std::fs::write(latin1_name(&lib), tone(550.0)).unwrap();
     std::os::unix::fs::symlink("..", lib.join("sub/loop")).unwrap();
     lib
-}
-
-fn json_lines(p: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The path of a JSON line: its text, or its raw bytes from base64.

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -194,6 +194,25 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Serves `served` as `p1.zip` and writes a manifest in `dir` that expects the MD5 of
+/// `expected`; returns the server, the manifest and the target folder for
+/// `instrec dataset download MANIFEST --to TARGET`.
+fn one_file_setup(
+    dir: &Path,
+    served: Vec<u8>,
+    expected: &[u8],
+    faults: Faults,
+) -> (Server, PathBuf, PathBuf) {
+    let server = serve(HashMap::from([("p1.zip".to_string(), served)]), faults);
+    let manifest = dir.join("m.toml");
+    std::fs::write(
+        &manifest,
+        manifest_toml(&server.base, &[("p1.zip", expected)]),
+    )
+    .unwrap();
+    (server, manifest, dir.join("data"))
+}
+
 #[test]
 fn a_cut_connection_is_resumed_and_the_zips_unpack_into_the_irmas_layout() {
     let (a, b) = (testing_zip(1, 3), testing_zip(2, 2));
@@ -268,14 +287,8 @@ fn a_corrupt_byte_is_refused_kept_aside_and_never_unpacked() {
     let mut bad = a.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x40;
-    let server = serve(
-        HashMap::from([("p1.zip".to_string(), bad)]),
-        Faults::default(),
-    );
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("m.toml");
-    std::fs::write(&manifest, manifest_toml(&server.base, &[("p1.zip", &a)])).unwrap();
-    let to = dir.path().join("data");
+    let (_server, manifest, to) = one_file_setup(dir.path(), bad, &a, Faults::default());
     let o = instrec(&["dataset", "download", s(&manifest), "--to", s(&to)]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
@@ -308,13 +321,7 @@ fn no_network_and_a_truncated_zip_are_clear_errors() {
     // A zip cut short whose MD5 is the manifest's: the checksum passes, the unpack refuses it.
     let a = testing_zip(1, 2);
     let cut = a[..a.len() - 200].to_vec();
-    let server = serve(
-        HashMap::from([("p1.zip".to_string(), cut.clone())]),
-        Faults::default(),
-    );
-    let manifest = dir.path().join("m.toml");
-    std::fs::write(&manifest, manifest_toml(&server.base, &[("p1.zip", &cut)])).unwrap();
-    let to = dir.path().join("data");
+    let (_server, manifest, to) = one_file_setup(dir.path(), cut.clone(), &cut, Faults::default());
     let o = instrec(&["dataset", "download", s(&manifest), "--to", s(&to)]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
@@ -325,17 +332,12 @@ fn no_network_and_a_truncated_zip_are_clear_errors() {
 #[test]
 fn a_download_killed_halfway_resumes_and_ends_with_the_right_md5() {
     let a = testing_zip(1, 24);
-    let server = serve(
-        HashMap::from([("p1.zip".to_string(), a.clone())]),
-        Faults {
-            throttle: Some(Duration::from_millis(20)),
-            ..Default::default()
-        },
-    );
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("m.toml");
-    std::fs::write(&manifest, manifest_toml(&server.base, &[("p1.zip", &a)])).unwrap();
-    let to = dir.path().join("data");
+    let throttled = Faults {
+        throttle: Some(Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let (server, manifest, to) = one_file_setup(dir.path(), a.clone(), &a, throttled);
     let part = to.join("downloads/p1.zip.part");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"))
         .args(["dataset", "download", s(&manifest), "--to", s(&to)])

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::instrec;
+use common::{instrec, json_lines};
 use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor};
@@ -659,14 +659,6 @@ fn tag_into(lib: &Path, bundle: &Path, out: &Path, extra: &[&str]) -> std::proce
     instrec(&args)
 }
 
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn paths_once(lines: &[serde_json::Value]) -> std::collections::BTreeMap<String, usize> {
     let mut seen = std::collections::BTreeMap::new();
     for l in lines {
@@ -709,7 +701,7 @@ fn library_tagging_survives_a_kill_and_resumes_each_file_once() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let before = jsonl(&out).len();
+    let before = json_lines(&out).len();
     assert!(
         before < 41,
         "the run finished before the kill ({before} lines)"
@@ -729,7 +721,7 @@ fn library_tagging_survives_a_kill_and_resumes_each_file_once() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let lines = jsonl(&out);
+    let lines = json_lines(&out);
     let seen = paths_once(&lines);
     assert_eq!(lines.len(), 41, "each file exactly once");
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
@@ -746,7 +738,7 @@ fn library_tagging_survives_a_kill_and_resumes_each_file_once() {
     // A finished output resumed again tags nothing more.
     let o = instrec(&args(true).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 files tagged"));
-    assert_eq!(jsonl(&out).len(), 41);
+    assert_eq!(json_lines(&out).len(), 41);
 }
 
 #[test]
@@ -763,7 +755,7 @@ fn shards_cover_the_library_exactly_once() {
             &out,
             &["--shard", &shard, "--no-timeline"],
         );
-        let lines = jsonl(&out);
+        let lines = json_lines(&out);
         assert!(lines.iter().all(|l| l.get("timeline").is_none()));
         all.extend(lines);
     }

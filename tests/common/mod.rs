@@ -201,3 +201,12 @@ pub fn random_bundle(dir: &Path) -> PathBuf {
     .unwrap();
     dir.to_path_buf()
 }
+
+/// The records of a JSON-lines file.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
