@@ -427,3 +427,22 @@ fn a_multi_library_augmented_corpus_is_deterministic_and_records_every_source() 
             .all(|l| l["sha256"].as_str().unwrap().len() == 64)
     );
 }
+
+/// A library lacking a preset the corpus plays is named before anything renders (rustysynth
+/// would play another preset in its place); the built-in SoundFont has them all.
+#[test]
+fn a_library_missing_a_preset_is_refused_by_name() {
+    use instrec::data::soundfont::Library;
+    use instrec::data::synth::{NoteRange, PresetUse, missing_presets, presets_used};
+    let lib = Library::load(&SoundFontSource::Embedded).unwrap();
+    assert!(missing_presets(&lib.font, &presets_used()).is_empty());
+    let odd = PresetUse {
+        bank: 3,
+        program: 99,
+        notes: vec![NoteRange {
+            keys: (60, 60),
+            velocities: (100, 100),
+        }],
+    };
+    assert_eq!(missing_presets(&lib.font, &[odd]), vec![(3, 99)]);
+}

@@ -127,6 +127,20 @@ pub fn presets_used() -> Vec<PresetUse> {
         })
         .collect()
 }
+/// The presets of `used` that `font` lacks, as (bank, program). rustysynth would play another
+/// preset in their place without a word, so a corpus would carry wrong labels.
+pub fn missing_presets(font: &SoundFont, used: &[PresetUse]) -> Vec<(u16, u16)> {
+    let have: std::collections::HashSet<(i32, i32)> = font
+        .get_presets()
+        .iter()
+        .map(|p| (p.get_bank_number(), p.get_patch_number()))
+        .collect();
+    used.iter()
+        .map(|u| (u.bank, u.program))
+        .filter(|&(b, p)| !have.contains(&(b as i32, p as i32)))
+        .collect()
+}
+
 const GENRES: [&str; 5] = ["cla", "pop_roc", "jaz_blu", "cou_fol", "lat_sou"];
 
 #[derive(Debug, Clone)]
@@ -427,6 +441,24 @@ pub fn render_corpus_with(
 ) -> Result<SynthReport, FileError> {
     if libraries.is_empty() {
         return Err(FileError::at(&opts.out, "no SoundFont to render from"));
+    }
+    let used = presets_used();
+    for lib in libraries {
+        let missing = missing_presets(&lib.font, &used);
+        if !missing.is_empty() {
+            let list: Vec<String> = missing
+                .iter()
+                .map(|(b, p)| format!("bank {b} program {p}"))
+                .collect();
+            return Err(FileError::new(
+                &lib.name,
+                format!(
+                    "lacks presets the corpus plays ({}): a library must hold every General-MIDI \
+                     program of the classes, the accompaniment and the drum kit",
+                    list.join(", ")
+                ),
+            ));
+        }
     }
     let mut jobs = Vec::new();
     for class in 0..CLASSES.len() {
