@@ -116,7 +116,7 @@ pub enum DatasetCommand {
     /// DIR/downloads/, their contents into DIR (the layout `dataset check` and the experiment
     /// configs read).
     Download {
-        /// `irmas` (Zenodo record 1290750, four zips, about 3.4 GB), or a manifest TOML (name,
+        /// `irmas` (Zenodo record 1290750, four zips, over 3 GB), or a manifest TOML (name,
         /// and per file: name, url, md5).
         dataset: String,
         /// Target folder (created if needed), e.g. data/IRMAS.
