@@ -131,7 +131,7 @@ pub fn cache_key(files: &[PathBuf], settings: &FeatureSettings, mode: ChannelMod
             .unwrap_or((u64::MAX, 0));
         h.update(format!("{}\t{size}\t{mtime}\n", f.display()).as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(&h.finalize())
 }
 
 /// The cache file for a key inside `dir`.

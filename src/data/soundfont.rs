@@ -75,15 +75,11 @@ pub struct Library {
 impl Library {
     /// Reads a SoundFont and hashes its bytes.
     pub fn load(source: &SoundFontSource) -> Result<Self, FileError> {
-        use sha2::{Digest, Sha256};
         let bytes = match source {
             SoundFontSource::Embedded => embedded_bytes()?,
             SoundFontSource::File(p) => std::fs::read(p).map_err(|e| FileError::at(p, e))?,
         };
-        let sha256 = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = crate::util::sha256_hex(&bytes);
         let font = SoundFont::new(&mut &bytes[..]).map(Arc::new).map_err(|e| {
             FileError::new(
                 source.to_string(),

@@ -13,7 +13,7 @@ use super::network::{Arch, Model};
 use super::safetensors;
 use crate::error::{FileError, Reason, SettingError};
 use crate::features::{ChannelMode, FeatureSettings};
-use crate::util::write_atomic;
+use crate::util::{sha256_hex, write_atomic};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -168,15 +168,6 @@ pub fn is_bundle_weights(bytes: &[u8]) -> bool {
             .and_then(|m| m.get(CLASSES_KEY))
             .is_some()
     })
-}
-
-/// SHA-256 in lowercase hex.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Serialises a model's tensors as safetensors bytes, deterministically, recording `classes`.

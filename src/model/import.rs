@@ -248,11 +248,7 @@ pub fn download_verified(
             return Err(fail(format!("connection closed after {done} of {t} bytes")));
         }
         file.sync_all().map_err(|e| fail(e.to_string()))?;
-        let digest: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = crate::util::hex(&hasher.finalize());
         if !digest.starts_with(sha256_prefix) {
             return Err(fail(format!(
                 "SHA-256 mismatch: expected a hash starting with {sha256_prefix}, got {digest}"
@@ -291,12 +287,7 @@ mod tests {
         format!("http://{addr}/resnet18-00000000.pth")
     }
 
-    fn sha_hex(b: &[u8]) -> String {
-        Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect()
-    }
+    use crate::util::sha256_hex as sha_hex;
 
     #[test]
     fn download_checks_the_hash_and_writes_atomically() {
