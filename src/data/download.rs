@@ -181,37 +181,32 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 /// Fetches `f` onto `part`, resuming from its length, retrying a cut connection; returns the
 /// bytes received and the bytes that were already there.
 fn fetch(f: &RemoteFile, part: &Path, obs: &dyn DownloadObserver) -> Result<(u64, u64)> {
-    let resumed_from = std::fs::metadata(part).map_or(0, |m| m.len());
+    let resumed_from = file_len(part);
     let mut fetched = 0;
-    let mut last_error = None;
+    let mut last_error = String::new();
     for _ in 0..ATTEMPTS {
-        match fetch_once(f, part, obs) {
+        let (n, why) = match fetch_once(f, part, obs) {
             Ok((n, true)) => return Ok((fetched + n, resumed_from)),
-            Ok((n, false)) => {
-                fetched += n;
-                last_error = Some(format!(
+            Ok((n, false)) => (
+                n,
+                format!(
                     "the connection closed early ({} bytes on disk)",
                     file_len(part)
-                ));
-            }
-            Err(Attempt::Retry(n, why)) => {
-                fetched += n;
-                last_error = Some(why);
-            }
+                ),
+            ),
+            Err(Attempt::Retry(n, why)) => (n, why),
             Err(Attempt::Fatal(e)) => return Err(e),
-        }
-        obs.message(&format!(
-            "{}: {}; resuming",
-            f.name,
-            last_error.as_deref().unwrap_or("")
-        ));
+        };
+        fetched += n;
+        obs.message(&format!("{}: {why}; resuming", f.name));
+        last_error = why;
     }
     Err(Error::Download {
         url: f.url.clone(),
         reason: format!(
             "{} after {ATTEMPTS} attempts; the {} bytes received are kept in {} and a new run \
              goes on from there",
-            last_error.unwrap_or_default(),
+            last_error,
             file_len(part),
             part.display()
         ),
@@ -332,7 +327,7 @@ pub fn md5_file(path: &Path) -> Result<String, FileError> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::util::hex(&h.finalize()))
 }
 
 /// Checks `part` against the manifest's MD5: it becomes `done`, or is kept aside as
