@@ -48,7 +48,7 @@ pub struct Solo {
     pub class: String,
     /// The class scored highest.
     pub top1: String,
-    /// The classes at or above their threshold.
+    /// The classes at or above their threshold, best first.
     pub predicted: Vec<String>,
 }
 
@@ -163,7 +163,11 @@ pub fn evaluate_recordings(
             path: path.clone(),
             class: classes[*class].clone(),
             top1: classes[top].clone(),
-            predicted: predicted(&scores, &tagger.thresholds, classes),
+            predicted: tagger
+                .predominant(&scores)
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect(),
         });
     }
     per_class.retain(|c| c.of > 0);
@@ -210,15 +214,7 @@ pub fn evaluate_recordings(
     }
     let counts = metrics::evaluate(&scores, &labels, &tagger.thresholds);
     let n = scores.len().max(1) as f64;
-    let predicted_count: usize = scores
-        .iter()
-        .map(|s| {
-            s.iter()
-                .zip(&tagger.thresholds)
-                .filter(|(v, t)| v >= t)
-                .count()
-        })
-        .sum();
+    let predicted_count: usize = scores.iter().map(|s| tagger.predominant(s).len()).sum();
     Ok(RecordingReport {
         solo_top1: correct as f64 / solos.len() as f64,
         solo_top1_class_mean: class_mean,
@@ -266,16 +262,6 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len())
         .max_by(|&a, &b| v[a].total_cmp(&v[b]))
         .unwrap_or(0)
-}
-
-fn predicted(scores: &[f32], thresholds: &[f32], classes: &[String]) -> Vec<String> {
-    scores
-        .iter()
-        .zip(thresholds)
-        .zip(classes)
-        .filter(|((s, t), _)| s >= t)
-        .map(|(_, c)| c.clone())
-        .collect()
 }
 
 /// The parts summed after matching their loudness (RMS of the mono mean) and applying a random

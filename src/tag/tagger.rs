@@ -200,6 +200,18 @@ impl Tagger {
         )
     }
 
+    /// The classes whose clip score is at or above their threshold, with the score, best first.
+    pub fn predominant(&self, scores: &[f32]) -> Vec<(String, f32)> {
+        let mut p: Vec<(String, f32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|&(k, &s)| s >= self.thresholds[k])
+            .map(|(k, &s)| (self.config.classes[k].clone(), s))
+            .collect();
+        p.sort_by(|a, b| b.1.total_cmp(&a.1));
+        p
+    }
+
     /// A file's result from its window scores.
     pub(super) fn result(&self, path: &Path, end: &FileEnd, windows: Vec<Vec<f32>>) -> TagResult {
         let settings = &self.config.features;
@@ -215,13 +227,7 @@ impl Tagger {
                 scores,
             })
             .collect();
-        let mut predominant: Vec<(String, f32)> = scores
-            .iter()
-            .enumerate()
-            .filter(|&(k, &s)| s >= self.thresholds[k])
-            .map(|(k, &s)| (self.config.classes[k].clone(), s))
-            .collect();
-        predominant.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let predominant = self.predominant(&scores);
         TagResult {
             path: path.to_path_buf(),
             duration_s: end.duration_s,
