@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::CLASSES;
 use crate::error::{FileError, Reason};
-use crate::walk::{WalkOptions, Walked, walk, walk_flat};
+use crate::walk::{WalkOptions, Walked, is_hidden, walk, walk_flat};
 
 pub const TRAIN_DIR: &str = "IRMAS-TrainingData";
 pub const TEST_DIR_PREFIX: &str = "IRMAS-TestingData-Part";
@@ -248,16 +248,14 @@ impl Irmas {
             else {
                 continue;
             };
-            if folder.starts_with('.') && !opts.hidden {
+            if is_hidden(std::ffi::OsStr::new(&folder)) && !opts.hidden {
                 continue;
             }
             if !class_dir.is_dir() {
-                {
-                    self.issue(
-                        &class_dir,
-                        "unexpected file in the training folder (skipped)",
-                    );
-                }
+                self.issue(
+                    &class_dir,
+                    "unexpected file in the training folder (skipped)",
+                );
                 continue;
             }
             let Some(label) = class_index(&folder) else {
