@@ -201,9 +201,7 @@ pub struct Compute {
 
 impl Compute {
     pub fn device(&self) -> Result<burn::tensor::Device> {
-        self.backend
-            .device_for(self.device)
-            .map_err(anyhow::Error::msg)
+        Ok(self.backend.device_for(self.device)?)
     }
 }
 
