@@ -669,19 +669,19 @@ fn render_job(
     job: &Job,
 ) -> Result<(f64, FileRecord), FileError> {
     // A library and an augmentation stream per song (its excerpts share one recording chain) or
-    // per test clip, from streams of their own.
-    let (lib_seed, aug_seed, class) = match *job {
+    // per test clip, each derived from that seed by a salt of its own.
+    let (source_seed, class) = match *job {
         Job::Train {
             song_seed, class, ..
-        } => (song_seed, song_seed, Some(class)),
-        Job::Test { index } => {
-            let s = Rng::derive(opts.seed, 3_000_000 + index as u64).next_u64();
-            (s, s, None)
-        }
+        } => (song_seed, Some(class)),
+        Job::Test { index } => (
+            Rng::derive(opts.seed, 3_000_000 + index as u64).next_u64(),
+            None,
+        ),
     };
     let library = match libraries.len() {
         1 => 0,
-        n => Rng::derive(lib_seed, LIBRARY_STREAM).range(0, n),
+        n => Rng::derive(source_seed, LIBRARY_STREAM).range(0, n),
     };
     let sf = &libraries[library].font;
     let finish = |mut lr: [Vec<f32>; 2]| {
@@ -690,7 +690,7 @@ fn render_job(
                 &mut lr,
                 RATE,
                 class,
-                &mut Rng::derive(aug_seed, AUGMENT_STREAM),
+                &mut Rng::derive(source_seed, AUGMENT_STREAM),
             )
             .steps
         } else {
