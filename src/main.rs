@@ -349,9 +349,12 @@ fn prepare(args: cli::PrepareArgs) -> Result<ExitCode> {
 }
 
 fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
-    use instrec::data::soundfont::{Library, find_soundfont};
+    use instrec::data::library::Library;
+    use instrec::data::soundfont::find_soundfont;
     let start = std::time::Instant::now();
-    let sources = if args.soundfont.is_empty() {
+    let sources = if args.soundfont.is_empty() && args.libraries.is_some() {
+        Vec::new()
+    } else if args.soundfont.is_empty() {
         vec![find_soundfont(None)?]
     } else {
         args.soundfont
@@ -359,10 +362,15 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
             .map(|p| find_soundfont(Some(p)))
             .collect::<Result<_, _>>()?
     };
-    let libraries = sources
+    let mut libraries = sources
         .iter()
         .map(Library::load)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(list) = &args.libraries {
+        libraries.extend(instrec::data::library::load_list(list, |c| {
+            synth::PROGRAMS[c].to_vec()
+        })?);
+    }
     let opts = synth::SynthOptions {
         out: args.out.clone(),
         train_per_class: args.train_per_class,
@@ -375,7 +383,7 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
         pb.set_position(done as u64)
     })?;
     pb.finish_and_clear();
-    let names: Vec<String> = sources.iter().map(ToString::to_string).collect();
+    let names: Vec<String> = libraries.iter().map(|l| l.name.clone()).collect();
     out!(
         "{} training and {} test clips ({:.0} s of audio) rendered from {}{} in {:.1} s → {}",
         report.train_files,

@@ -356,7 +356,7 @@ fn feature_cache_reuses_rebuilds_and_detects_corruption() {
 /// has its source in the manifest, and each library is drawn.
 #[test]
 fn a_multi_library_augmented_corpus_is_deterministic_and_records_every_source() {
-    use instrec::data::soundfont::Library;
+    use instrec::data::library::Library;
     use instrec::data::synth::{file_records, render_corpus_with};
     let lib = |name: &str| Library {
         name: name.into(),
@@ -432,7 +432,7 @@ fn a_multi_library_augmented_corpus_is_deterministic_and_records_every_source() 
 /// would play another preset in its place); the built-in SoundFont has them all.
 #[test]
 fn a_library_missing_a_preset_is_refused_by_name() {
-    use instrec::data::soundfont::Library;
+    use instrec::data::library::Library;
     use instrec::data::synth::{NoteRange, PresetUse, missing_presets, presets_used};
     let lib = Library::load(&SoundFontSource::Embedded).unwrap();
     assert!(missing_presets(&lib.font, &presets_used()).is_empty());

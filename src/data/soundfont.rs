@@ -62,47 +62,6 @@ pub fn embedded_bytes() -> Result<Vec<u8>, FileError> {
     })
 }
 
-/// A sample library a corpus renders from, with what identifies it.
-#[derive(Clone)]
-pub struct Library {
-    /// Where it came from (a path, or the built-in one).
-    pub name: String,
-    /// SHA-256 of its file, when it was read from one.
-    pub sha256: Option<String>,
-    pub font: Arc<SoundFont>,
-}
-
-impl Library {
-    /// Reads a SoundFont and hashes its bytes.
-    pub fn load(source: &SoundFontSource) -> Result<Self, FileError> {
-        let bytes = match source {
-            SoundFontSource::Embedded => embedded_bytes()?,
-            SoundFontSource::File(p) => std::fs::read(p).map_err(|e| FileError::at(p, e))?,
-        };
-        let sha256 = crate::util::sha256_hex(&bytes);
-        let font = SoundFont::new(&mut &bytes[..]).map(Arc::new).map_err(|e| {
-            FileError::new(
-                source.to_string(),
-                format!("not a readable SoundFont ({e:?})"),
-            )
-        })?;
-        Ok(Self {
-            name: source.to_string(),
-            sha256: Some(sha256),
-            font,
-        })
-    }
-
-    /// A SoundFont already loaded (named by its bank name; no hash).
-    pub fn from_font(font: &Arc<SoundFont>) -> Self {
-        Self {
-            name: font.get_info().get_bank_name().to_string(),
-            sha256: None,
-            font: font.clone(),
-        }
-    }
-}
-
 pub fn load_soundfont(source: &SoundFontSource) -> Result<Arc<SoundFont>, FileError> {
     let bytes = match source {
         SoundFontSource::Embedded => embedded_bytes()?,

@@ -21,7 +21,7 @@ use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 
 use super::augment::augment;
 use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
-use super::soundfont::Library;
+use super::library::{FileHash, Library};
 use crate::CLASSES;
 use crate::audio::write_wav_i16;
 use crate::error::FileError;
@@ -279,12 +279,11 @@ fn melody(
     events: &mut Vec<Event>,
     rng: &mut Rng,
     song: &Song,
-    class: usize,
+    (lo, hi): (u8, u8),
     channel: i32,
     length: f64,
     rests: f64,
 ) {
-    let (lo, hi) = RANGES[class];
     let keys = song.keys_in(lo, hi);
     let mut i = keys.len() / 2 + rng.range(0, 5) - 2;
     let mut t = 0.0;
@@ -365,9 +364,20 @@ fn accompaniment(events: &mut Vec<Event>, rng: &mut Rng, song: &Song, length: f6
 /// Renders the events into a stereo clip of `length` seconds, normalised to a random peak.
 fn render(
     sf: &Arc<SoundFont>,
-    mut events: Vec<Event>,
+    events: Vec<Event>,
     length: f64,
     rng: &mut Rng,
+) -> Result<[Vec<f32>; 2], String> {
+    let mut lr = synthesize(sf, events, length)?;
+    normalise(&mut lr, rng);
+    Ok(lr)
+}
+
+/// Renders the events into a stereo clip of `length` seconds as the synthesizer plays them.
+fn synthesize(
+    sf: &Arc<SoundFont>,
+    mut events: Vec<Event>,
+    length: f64,
 ) -> Result<[Vec<f32>; 2], String> {
     let settings = SynthesizerSettings::new(RATE as i32);
     let mut synth = Synthesizer::new(sf, &settings).map_err(|e| format!("synthesizer: {e:?}"))?;
@@ -386,14 +396,131 @@ fn render(
     if pos < total {
         synth.render(&mut left[pos..], &mut right[pos..]);
     }
-    let peak = left.iter().chain(&right).fold(0f32, |m, v| m.max(v.abs()));
+    Ok([left, right])
+}
+
+/// Scales a clip to a random peak between 0.3 and 0.9.
+fn normalise([left, right]: &mut [Vec<f32>; 2], rng: &mut Rng) {
+    let peak = left
+        .iter()
+        .chain(right.iter())
+        .fold(0f32, |m, v| m.max(v.abs()));
     if peak > 0.0 {
         let gain = (0.3 + 0.6 * rng.f64()) as f32 / peak;
         for v in left.iter_mut().chain(right.iter_mut()) {
             *v *= gain;
         }
     }
-    Ok([left, right])
+}
+
+fn rms([left, right]: &[Vec<f32>; 2]) -> f64 {
+    let n = (left.len() + right.len()).max(1) as f64;
+    (left
+        .iter()
+        .chain(right)
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        / n)
+        .sqrt()
+}
+
+/// The events of a clip, and which library plays each predominant line (by channel).
+struct Score {
+    events: Vec<Event>,
+    /// (channel, library) of every predominant line.
+    lines: Vec<(i32, usize)>,
+    /// The library of the accompaniment (and of lines on it).
+    accompaniment: usize,
+}
+
+impl Score {
+    /// Renders the score, normalised: in one synthesizer when every line is on the
+    /// accompaniment's library (as a one-library corpus always was); else each other library's
+    /// lines on their own, each brought to a random 2–9 dB above the accompaniment's level.
+    fn render(
+        self,
+        libraries: &[Library],
+        length: f64,
+        rng: &mut Rng,
+    ) -> Result<[Vec<f32>; 2], String> {
+        let own: Vec<(i32, usize)> = self
+            .lines
+            .iter()
+            .copied()
+            .filter(|&(_, l)| l != self.accompaniment)
+            .collect();
+        if own.is_empty() {
+            return render(
+                &libraries[self.accompaniment].font,
+                self.events,
+                length,
+                rng,
+            );
+        }
+        let on = |ch: i32| own.iter().any(|&(c, _)| c == ch);
+        let (apart, shared): (Vec<Event>, Vec<Event>) =
+            self.events.into_iter().partition(|e| on(e.channel));
+        let mut mix = synthesize(&libraries[self.accompaniment].font, shared, length)?;
+        let level = rms(&mix).max(1e-4);
+        for &(ch, lib) in &own {
+            let mine: Vec<Event> = apart.iter().copied().filter(|e| e.channel == ch).collect();
+            let line = synthesize(&libraries[lib].font, mine, length)?;
+            let gain =
+                (level * 10f64.powf((2.0 + 7.0 * rng.f64()) / 20.0) / rms(&line).max(1e-6)) as f32;
+            for (m, l) in mix.iter_mut().zip(&line) {
+                for (a, b) in m.iter_mut().zip(l) {
+                    *a += gain * b;
+                }
+            }
+        }
+        normalise(&mut mix, rng);
+        Ok(mix)
+    }
+}
+
+/// The libraries a clip plays: the accompaniment's (one of the General-MIDI libraries), and for
+/// each predominant class, the accompaniment's or one of that class's own instruments, all
+/// chosen by `rng` (drawing nothing more where a class has no instrument of its own, so a corpus
+/// of General-MIDI libraries renders as it did).
+fn choose_libraries(
+    libraries: &[Library],
+    classes: &[usize],
+    rng: &mut Rng,
+) -> (usize, Vec<usize>) {
+    let general: Vec<usize> = (0..libraries.len())
+        .filter(|&i| libraries[i].class.is_none())
+        .collect();
+    let accompaniment = match general.len() {
+        1 => general[0],
+        n => general[rng.range(0, n)],
+    };
+    let lines = classes
+        .iter()
+        .map(|&c| {
+            let own: Vec<usize> = (0..libraries.len())
+                .filter(|&i| libraries[i].class == Some(c))
+                .collect();
+            if own.is_empty() {
+                accompaniment
+            } else {
+                match rng.range(0, own.len() + 1) {
+                    0 => accompaniment,
+                    k => own[k - 1],
+                }
+            }
+        })
+        .collect();
+    (accompaniment, lines)
+}
+
+/// A class's melodic range inside the keys its library plays.
+fn line_range(class: usize, library: &Library) -> (u8, u8) {
+    let (lo, hi) = RANGES[class];
+    match library.keys {
+        Some((a, b)) if a.max(lo) + 12 <= b.min(hi) => (a.max(lo), b.min(hi)),
+        Some((a, b)) if a + 12 <= b => (a, b),
+        _ => (lo, hi),
+    }
 }
 
 fn train_name(class: usize, song: &Song, song_no: usize, excerpt: usize) -> String {
@@ -442,9 +569,24 @@ pub fn render_corpus_with(
     if libraries.is_empty() {
         return Err(FileError::at(&opts.out, "no SoundFont to render from"));
     }
+    if libraries.iter().all(|l| l.class.is_some()) {
+        return Err(FileError::at(
+            &opts.out,
+            "no General-MIDI SoundFont among the libraries: the accompaniment and the classes \
+             without an instrument of their own need one",
+        ));
+    }
     let used = presets_used();
     for lib in libraries {
-        let missing = missing_presets(&lib.font, &used);
+        let wanted: Vec<PresetUse> = match lib.class {
+            None => used.clone(),
+            Some(c) => used
+                .iter()
+                .filter(|u| u.bank == 0 && PROGRAMS[c].contains(&(u.program as u8)))
+                .cloned()
+                .collect(),
+        };
+        let missing = missing_presets(&lib.font, &wanted);
         if !missing.is_empty() {
             let list: Vec<String> = missing
                 .iter()
@@ -549,6 +691,29 @@ pub struct LibraryRecord {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The class of an instrument library; none for a General-MIDI one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Every file an instrument library read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileHash>,
+}
+
+impl LibraryRecord {
+    pub fn of(l: &Library) -> Self {
+        Self {
+            name: l.name.clone(),
+            sha256: l.sha256.clone(),
+            class: l.class.map(|c| CLASSES[c].to_string()),
+            licence: l.licence.clone(),
+            source: l.source.clone(),
+            files: l.files.clone(),
+        }
+    }
 }
 
 /// Where one rendered file came from.
@@ -556,8 +721,12 @@ pub struct LibraryRecord {
 pub struct FileRecord {
     /// Relative to the corpus folder.
     pub path: String,
-    /// Index into the manifest's libraries.
+    /// Index into the manifest's libraries: the accompaniment's (and every line's, unless
+    /// `line_libraries` says otherwise).
     pub library: usize,
+    /// The library of each predominant line, where one is not the accompaniment's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub line_libraries: Vec<usize>,
     /// General-MIDI programs of the predominant line(s).
     pub programs: Vec<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -585,13 +754,7 @@ impl Manifest {
                 .join("; "),
             instrec_version: env!("CARGO_PKG_VERSION").into(),
             complete: false,
-            libraries: libraries
-                .iter()
-                .map(|l| LibraryRecord {
-                    name: l.name.clone(),
-                    sha256: l.sha256.clone(),
-                })
-                .collect(),
+            libraries: libraries.iter().map(LibraryRecord::of).collect(),
             augmented,
             files: Vec::new(),
         }
@@ -679,11 +842,7 @@ fn render_job(
             None,
         ),
     };
-    let library = match libraries.len() {
-        1 => 0,
-        n => Rng::derive(source_seed, LIBRARY_STREAM).range(0, n),
-    };
-    let sf = &libraries[library].font;
+    let mut library_rng = Rng::derive(source_seed, LIBRARY_STREAM);
     let finish = |mut lr: [Vec<f32>; 2]| {
         let steps = if augmented {
             augment(
@@ -698,13 +857,21 @@ fn render_job(
         };
         (lr, steps)
     };
-    let record = |path: &Path, programs: Vec<u8>, augmentation: Vec<String>| FileRecord {
+    let record = |path: &Path,
+                  programs: Vec<u8>,
+                  augmentation: Vec<String>,
+                  score: &(usize, Vec<usize>)| FileRecord {
         path: path
             .strip_prefix(&opts.out)
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned(),
-        library,
+        library: score.0,
+        line_libraries: if score.1.iter().all(|&l| l == score.0) {
+            Vec::new()
+        } else {
+            score.1.clone()
+        },
         programs,
         augmentation,
     };
@@ -718,15 +885,24 @@ fn render_job(
             let mut song_rng = Rng::new(song_seed);
             let song = Song::random(&mut song_rng, &[class]);
             let melody_program = *song_rng.choose(PROGRAMS[class]);
+            let (accompaniment_lib, lines) =
+                choose_libraries(libraries, &[class], &mut library_rng);
             let mut rng = Rng::derive(song_seed, excerpt as u64 + 1);
             let length = 3.0;
             let mut events = Vec::new();
             program(&mut events, 0, melody_program, 120, 64);
             accompaniment_programs(&mut events, &song, &mut rng);
-            melody(&mut events, &mut rng, &song, class, 0, length, 0.05);
+            let range = line_range(class, &libraries[lines[0]]);
+            melody(&mut events, &mut rng, &song, range, 0, length, 0.05);
             accompaniment(&mut events, &mut rng, &song, length);
-            let rendered =
-                render(sf, events, length, &mut rng).map_err(|e| FileError::at(&opts.out, e))?;
+            let score = Score {
+                events,
+                lines: vec![(0, lines[0])],
+                accompaniment: accompaniment_lib,
+            };
+            let rendered = score
+                .render(libraries, length, &mut rng)
+                .map_err(|e| FileError::at(&opts.out, e))?;
             let ([l, r], steps) = finish(rendered);
             let path = opts
                 .out
@@ -734,7 +910,15 @@ fn render_job(
                 .join(CLASSES[class])
                 .join(train_name(class, &song, song_no, excerpt));
             write_wav_i16(&path, RATE, &[l, r]).map_err(|e| FileError::at(&path, e))?;
-            Ok((length, record(&path, vec![melody_program], steps)))
+            Ok((
+                length,
+                record(
+                    &path,
+                    vec![melody_program],
+                    steps,
+                    &(accompaniment_lib, lines),
+                ),
+            ))
         }
         Job::Test { index } => {
             let mut rng = Rng::derive(opts.seed, 2_000_000 + index as u64);
@@ -744,6 +928,8 @@ fn render_job(
             classes.truncate(n);
             classes.sort_unstable();
             let song = Song::random(&mut rng, &classes);
+            let (accompaniment_lib, lines) =
+                choose_libraries(libraries, &classes, &mut library_rng);
             let length = 5.0 + 15.0 * rng.f64();
             let mut events = Vec::new();
             let mut programs = Vec::new();
@@ -752,12 +938,23 @@ fn render_job(
                 let p = *rng.choose(PROGRAMS[c]);
                 programs.push(p);
                 program(&mut events, ch as i32, p, 120, pan);
-                melody(&mut events, &mut rng, &song, c, ch as i32, length, 0.15);
+                let range = line_range(c, &libraries[lines[ch]]);
+                melody(&mut events, &mut rng, &song, range, ch as i32, length, 0.15);
             }
             accompaniment_programs(&mut events, &song, &mut rng);
             accompaniment(&mut events, &mut rng, &song, length);
-            let rendered =
-                render(sf, events, length, &mut rng).map_err(|e| FileError::at(&opts.out, e))?;
+            let score = Score {
+                events,
+                lines: lines
+                    .iter()
+                    .enumerate()
+                    .map(|(ch, &l)| (ch as i32, l))
+                    .collect(),
+                accompaniment: accompaniment_lib,
+            };
+            let rendered = score
+                .render(libraries, length, &mut rng)
+                .map_err(|e| FileError::at(&opts.out, e))?;
             let ([l, r], steps) = finish(rendered);
             let part = 1 + index % 3;
             let dir = opts
@@ -778,7 +975,10 @@ fn render_job(
                 .collect();
             let txt = dir.join(format!("{stem}.txt"));
             write_atomic(&txt, labels.as_bytes()).map_err(|e| FileError::at(&txt, e))?;
-            Ok((length, record(&wav, programs, steps)))
+            Ok((
+                length,
+                record(&wav, programs, steps, &(accompaniment_lib, lines)),
+            ))
         }
     }
 }
