@@ -379,7 +379,11 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
     };
     let total = args.train_per_class * CLASSES.len() + args.test_clips;
     let pb = progress::items(total, "rendering");
-    let report = synth::render_corpus_with(&libraries, args.augment, &opts, &|done, _| {
+    let style = synth::Style {
+        augment: args.augment,
+        perform: args.perform,
+    };
+    let report = synth::render_corpus_with(&libraries, style, &opts, &|done, _| {
         pb.set_position(done as u64)
     })?;
     pb.finish_and_clear();
@@ -390,7 +394,12 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
         report.test_files,
         report.audio_seconds,
         names.join(", "),
-        if args.augment { ", augmented" } else { "" },
+        match (args.augment, args.perform) {
+            (true, true) => ", performed and augmented",
+            (true, false) => ", augmented",
+            (false, true) => ", performed",
+            (false, false) => "",
+        },
         start.elapsed().as_secs_f64(),
         args.out.display()
     );

@@ -371,7 +371,16 @@ fn a_multi_library_augmented_corpus_is_deterministic_and_records_every_source() 
             test_clips: 4,
             seed: 21,
         };
-        render_corpus_with(&libraries, true, &opts, &|_, _| {}).unwrap();
+        render_corpus_with(
+            &libraries,
+            instrec::data::synth::Style {
+                augment: true,
+                perform: true,
+            },
+            &opts,
+            &|_, _| {},
+        )
+        .unwrap();
     }
     let files = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut v: Vec<PathBuf> = Vec::new();

@@ -305,6 +305,11 @@ pub struct SynthArgs {
     /// noise (each with its own probability; recorded per file in the manifest).
     #[arg(long)]
     pub augment: bool,
+    /// Perform the predominant lines: phrases with legato, normal or staccato articulation,
+    /// dynamics and expression swells, vibrato and scoops on sustained instruments, chords on
+    /// keyboards and guitars (the default plays the plain melodies of earlier corpora).
+    #[arg(long)]
+    pub perform: bool,
     /// Training clips (3 s) per instrument.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = SynthOptions::TRAIN_PER_CLASS)]
     pub train_per_class: usize,

@@ -7,6 +7,7 @@ pub mod download;
 pub mod irmas;
 pub mod library;
 pub mod mix;
+pub mod perform;
 pub mod sf2;
 pub mod sfz;
 pub mod soundfont;

@@ -22,6 +22,7 @@ use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use super::augment::augment;
 use super::irmas::{TEST_DIR_PREFIX, TRAIN_DIR};
 use super::library::{FileHash, Library};
+use super::perform;
 use crate::CLASSES;
 use crate::audio::write_wav_i16;
 use crate::error::FileError;
@@ -143,6 +144,14 @@ pub fn missing_presets(font: &SoundFont, used: &[PresetUse]) -> Vec<(u16, u16)> 
 
 const GENRES: [&str; 5] = ["cla", "pop_roc", "jaz_blu", "cou_fol", "lat_sou"];
 
+/// How a corpus is played and recorded beyond its score: melodies performed
+/// ([`super::perform`]), clips passed through a recording chain ([`super::augment`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Style {
+    pub augment: bool,
+    pub perform: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct SynthOptions {
     pub out: PathBuf,
@@ -174,12 +183,12 @@ enum Job {
 
 /// A musical event at a sample position.
 #[derive(Debug, Clone, Copy)]
-struct Event {
-    at: usize,
-    channel: i32,
-    command: i32,
-    data1: i32,
-    data2: i32,
+pub(super) struct Event {
+    pub(super) at: usize,
+    pub(super) channel: i32,
+    pub(super) command: i32,
+    pub(super) data1: i32,
+    pub(super) data2: i32,
 }
 
 /// Song-level choices shared by the excerpts of a song.
@@ -229,7 +238,7 @@ impl Song {
     }
 }
 
-fn secs(t: f64) -> usize {
+pub(super) fn secs(t: f64) -> usize {
     (t * RATE as f64).round() as usize
 }
 
@@ -257,7 +266,7 @@ fn program(events: &mut Vec<Event>, channel: i32, program: u8, volume: i32, pan:
     });
 }
 
-fn note(events: &mut Vec<Event>, channel: i32, key: u8, vel: i32, start: f64, end: f64) {
+pub(super) fn note(events: &mut Vec<Event>, channel: i32, key: u8, vel: i32, start: f64, end: f64) {
     events.push(Event {
         at: secs(start),
         channel,
@@ -303,6 +312,36 @@ fn melody(
             );
         }
         t += dur;
+    }
+}
+
+/// A predominant line: performed, or the plain melody of the paper-reproduction corpus.
+#[allow(clippy::too_many_arguments)]
+fn play_line(
+    events: &mut Vec<Event>,
+    rng: &mut Rng,
+    song: &Song,
+    class: usize,
+    range: (u8, u8),
+    channel: i32,
+    length: f64,
+    rests: f64,
+    style: Style,
+) {
+    if style.perform {
+        let keys = song.keys_in(range.0, range.1);
+        perform::line(
+            events,
+            rng,
+            class,
+            &keys,
+            song.beat_s,
+            channel,
+            length,
+            rests,
+        );
+    } else {
+        melody(events, rng, song, range, channel, length, rests);
     }
 }
 
@@ -553,16 +592,16 @@ pub fn render_corpus(
     opts: &SynthOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<SynthReport, FileError> {
-    render_corpus_with(&[Library::from_font(sf)], false, opts, progress)
+    render_corpus_with(&[Library::from_font(sf)], Style::default(), opts, progress)
 }
 
 /// [`render_corpus`] from several libraries — each song or test clip from one, chosen by the
-/// seed — and, with `augmented`, through [`super::augment`] (a song's excerpts share their
+/// seed — played as `style` says: performed, and through [`super::augment`] (a song's excerpts share their
 /// recording chain). The manifest records every library (name, SHA-256) and, for every file,
 /// its library and augmentation.
 pub fn render_corpus_with(
     libraries: &[Library],
-    augmented: bool,
+    style: Style,
     opts: &SynthOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<SynthReport, FileError> {
@@ -626,7 +665,7 @@ pub fn render_corpus_with(
     // The folder becomes exactly what these settings make: a previous corpus is cleared (never
     // mixed in), a folder holding anything else is refused. The manifest says "incomplete" until
     // the last file is written.
-    let mut manifest = Manifest::new(libraries, augmented, opts);
+    let mut manifest = Manifest::new(libraries, style, opts);
     clear_for(&opts.out)?;
     write_manifest(&opts.out, &manifest)?;
     let train_root = opts.out.join(TRAIN_DIR);
@@ -644,7 +683,7 @@ pub fn render_corpus_with(
     let rendered: Result<Vec<(f64, FileRecord)>, FileError> = jobs
         .par_iter()
         .map(|job| {
-            let s = render_job(libraries, augmented, opts, job)?;
+            let s = render_job(libraries, style, opts, job)?;
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, jobs.len());
             Ok(s)
         })
@@ -680,6 +719,8 @@ struct Manifest {
     libraries: Vec<LibraryRecord>,
     #[serde(default)]
     augmented: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    performed: bool,
     /// Every file's source, in rendering order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     files: Vec<FileRecord>,
@@ -734,7 +775,7 @@ pub struct FileRecord {
 }
 
 impl Manifest {
-    fn new(libraries: &[Library], augmented: bool, opts: &SynthOptions) -> Self {
+    fn new(libraries: &[Library], style: Style, opts: &SynthOptions) -> Self {
         let describe = |sf: &SoundFont| {
             format!(
                 "{} ({} samples, {} presets)",
@@ -755,7 +796,8 @@ impl Manifest {
             instrec_version: env!("CARGO_PKG_VERSION").into(),
             complete: false,
             libraries: libraries.iter().map(LibraryRecord::of).collect(),
-            augmented,
+            augmented: style.augment,
+            performed: style.perform,
             files: Vec::new(),
         }
     }
@@ -779,7 +821,7 @@ fn read_manifest(dir: &Path) -> Option<Manifest> {
 
 /// Whether `dir` holds a complete corpus rendered with exactly these settings and SoundFont.
 pub fn corpus_is_complete(dir: &Path, sf: &Arc<SoundFont>, opts: &SynthOptions) -> bool {
-    let mut want = Manifest::new(&[Library::from_font(sf)], false, opts);
+    let mut want = Manifest::new(&[Library::from_font(sf)], Style::default(), opts);
     want.complete = true;
     read_manifest(dir).is_some_and(|m| {
         Manifest {
@@ -827,7 +869,7 @@ fn clear_for(dir: &Path) -> Result<(), FileError> {
 
 fn render_job(
     libraries: &[Library],
-    augmented: bool,
+    style: Style,
     opts: &SynthOptions,
     job: &Job,
 ) -> Result<(f64, FileRecord), FileError> {
@@ -844,7 +886,7 @@ fn render_job(
     };
     let mut library_rng = Rng::derive(source_seed, LIBRARY_STREAM);
     let finish = |mut lr: [Vec<f32>; 2]| {
-        let steps = if augmented {
+        let steps = if style.augment {
             augment(
                 &mut lr,
                 RATE,
@@ -893,7 +935,17 @@ fn render_job(
             program(&mut events, 0, melody_program, 120, 64);
             accompaniment_programs(&mut events, &song, &mut rng);
             let range = line_range(class, &libraries[lines[0]]);
-            melody(&mut events, &mut rng, &song, range, 0, length, 0.05);
+            play_line(
+                &mut events,
+                &mut rng,
+                &song,
+                class,
+                range,
+                0,
+                length,
+                0.05,
+                style,
+            );
             accompaniment(&mut events, &mut rng, &song, length);
             let score = Score {
                 events,
@@ -939,7 +991,17 @@ fn render_job(
                 programs.push(p);
                 program(&mut events, ch as i32, p, 120, pan);
                 let range = line_range(c, &libraries[lines[ch]]);
-                melody(&mut events, &mut rng, &song, range, ch as i32, length, 0.15);
+                play_line(
+                    &mut events,
+                    &mut rng,
+                    &song,
+                    c,
+                    range,
+                    ch as i32,
+                    length,
+                    0.15,
+                    style,
+                );
             }
             accompaniment_programs(&mut events, &song, &mut rng);
             accompaniment(&mut events, &mut rng, &song, length);
