@@ -455,3 +455,99 @@ fn a_library_missing_a_preset_is_refused_by_name() {
     };
     assert_eq!(missing_presets(&lib.font, &[odd]), vec![(3, 99)]);
 }
+
+/// An SFZ instrument from a library list renders its class's lines beside a General-MIDI
+/// SoundFont: the corpus is the same for the same seed, and the manifest records the list's
+/// licences and sources, the SHA-256 of every file the instrument read, and which clips it played.
+#[test]
+fn an_sfz_instrument_from_a_library_list_plays_its_class_and_is_recorded() {
+    use instrec::data::library::load_list;
+    use instrec::data::synth::{
+        PROGRAMS, Style, file_records, library_records, render_corpus_with,
+    };
+    let d = tempfile::tempdir().unwrap();
+    let lib = d.path().join("lib");
+    std::fs::create_dir_all(lib.join("samples")).unwrap();
+    std::fs::write(
+        lib.join("gm.sf2"),
+        instrec::data::soundfont::embedded_bytes().unwrap(),
+    )
+    .unwrap();
+    // A sampled "sax": saw-like tones at two root keys, two velocity layers.
+    for (name, hz) in [("c4.wav", 261.63f32), ("c5.wav", 523.25)] {
+        let x: Vec<f32> = (0..44_100)
+            .map(|i| {
+                let t = i as f32 / 44_100.0;
+                (1..6)
+                    .map(|h| (2.0 * std::f32::consts::PI * hz * h as f32 * t).sin() / h as f32)
+                    .sum::<f32>()
+                    * 0.2
+            })
+            .collect();
+        instrec::audio::write_wav_i16(&lib.join("samples").join(name), 44_100, &[x]).unwrap();
+    }
+    std::fs::write(
+        lib.join("sax.sfz"),
+        "<control> default_path=samples/\n<global> ampeg_release=0.2 lfo01_freq=5\n\
+         <group> lovel=1 hivel=80\n<region> sample=c4.wav lokey=48 hikey=66 pitch_keycenter=60\n\
+         <region> sample=c5.wav lokey=67 hikey=84 pitch_keycenter=72\n\
+         <group> lovel=81 hivel=127 volume=3\n<region> sample=c4.wav lokey=48 hikey=66 pitch_keycenter=60\n\
+         <region> sample=c5.wav lokey=67 hikey=84 pitch_keycenter=72\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("list.toml"),
+        "[[library]]\npath = \"gm.sf2\"\nlicence = \"MIT\"\nsource = \"FluidR3_GM subset\"\n\n\
+         [[library]]\npath = \"sax.sfz\"\nclass = \"sax\"\nlicence = \"CC0-1.0\"\nsource = \"test\"\n",
+    )
+    .unwrap();
+    let libraries = load_list(&lib.join("list.toml"), |c| PROGRAMS[c].to_vec()).unwrap();
+    assert_eq!(libraries[1].keys, Some((48, 84)));
+    let style = Style {
+        augment: true,
+        perform: true,
+    };
+    let render = |out: &Path| {
+        let opts = SynthOptions {
+            out: out.to_path_buf(),
+            train_per_class: 4,
+            test_clips: 3,
+            seed: 5,
+        };
+        render_corpus_with(&libraries, style, &opts, &|_, _| {}).unwrap();
+    };
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    render(&a);
+    render(&b);
+    let sax_files: Vec<_> = file_records(&a)
+        .into_iter()
+        .filter(|r| r.path.contains("/sax/"))
+        .collect();
+    assert_eq!(sax_files.len(), 4);
+    for r in file_records(&a) {
+        assert_eq!(
+            std::fs::read(a.join(&r.path)).unwrap(),
+            std::fs::read(b.join(&r.path)).unwrap(),
+            "{} differs between two renders of one seed",
+            r.path
+        );
+        if !r.path.contains("/sax/") && r.path.contains("TrainingData") {
+            assert!(
+                r.line_libraries.is_empty(),
+                "{}: only sax has its own instrument",
+                r.path
+            );
+        }
+    }
+    assert!(
+        sax_files.iter().any(|r| r.line_libraries == [1]),
+        "some sax clips are played by the SFZ instrument: {sax_files:?}"
+    );
+    let libs = library_records(&a);
+    assert_eq!(libs[1].class.as_deref(), Some("sax"));
+    assert_eq!(libs[1].licence.as_deref(), Some("CC0-1.0"));
+    let files: Vec<&str> = libs[1].files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["sax.sfz", "samples/c4.wav", "samples/c5.wav"]);
+    assert!(libs[1].files.iter().all(|f| f.sha256.len() == 64));
+    assert_eq!(libs[0].licence.as_deref(), Some("MIT"));
+}

@@ -98,15 +98,29 @@ impl Library {
         }
     }
 
-    /// Reads an SFZ instrument of `class` into a SoundFont with presets at the class's
-    /// General-MIDI `programs`, hashing every file it reads.
-    pub fn load_sfz(path: &Path, class: usize, programs: &[u8]) -> Result<Self, FileError> {
-        let inst = sfz::read(path)?;
+    /// Reads an instrument of `class` (an SFZ file or a GUS patch) into a SoundFont with
+    /// presets at the class's General-MIDI `programs`, hashing every file it reads.
+    pub fn load_instrument(path: &Path, class: usize, programs: &[u8]) -> Result<Self, FileError> {
+        let gus = path
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("pat"));
+        let inst = if gus {
+            super::gus::read(path)?
+        } else {
+            sfz::read(path)?
+        };
         let root = path.parent().unwrap_or(Path::new("."));
-        let mut paths: Vec<PathBuf> = inst.regions.iter().map(|r| r.sample.clone()).collect();
+        let mut paths: Vec<PathBuf> = inst
+            .regions
+            .iter()
+            .filter(|r| r.audio.is_none())
+            .map(|r| r.sample.clone())
+            .collect();
         paths.sort();
         paths.dedup();
-        paths.insert(0, path.to_path_buf());
+        for (i, t) in inst.texts.iter().enumerate() {
+            paths.insert(i, t.clone());
+        }
         let mut files = Vec::with_capacity(paths.len());
         for p in &paths {
             let bytes = std::fs::read(p).map_err(|e| FileError::at(p, e))?;
@@ -149,9 +163,10 @@ fn relative(path: &Path, root: &Path) -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LibraryEntry {
-    /// A SoundFont (`.sf2`) or an SFZ instrument (`.sfz`); relative to the list's folder.
+    /// A General-MIDI SoundFont (`.sf2`), or an instrument of one class: SFZ (`.sfz`) or a GUS
+    /// patch (`.pat`); relative to the list's folder.
     pub path: PathBuf,
-    /// The class an SFZ instrument plays (required for `.sfz`).
+    /// The class an instrument plays (required for `.sfz` and `.pat`).
     #[serde(default)]
     pub class: Option<String>,
     /// SPDX licence name.
@@ -194,15 +209,19 @@ pub fn load_list(
             };
             let sfz = path
                 .extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("sfz"));
+                .is_some_and(|x| x.eq_ignore_ascii_case("sfz") || x.eq_ignore_ascii_case("pat"));
             let mut lib = match (&e.class, sfz) {
                 (Some(c), true) => {
                     let class = CLASSES.iter().position(|k| k == c).ok_or_else(|| {
                         what(format!("class '{c}' is not one of {}", CLASSES.join(" ")))
                     })?;
-                    Library::load_sfz(&path, class, &programs(class))?
+                    Library::load_instrument(&path, class, &programs(class))?
                 }
-                (None, true) => return Err(what("an SFZ instrument needs its class".into())),
+                (None, true) => {
+                    return Err(what(
+                        "an instrument (SFZ, GUS patch) needs its class".into(),
+                    ));
+                }
                 (Some(_), false) => {
                     return Err(what(
                         "class applies to SFZ instruments; a SoundFont is read as General MIDI"

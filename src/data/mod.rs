@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod cache;
 pub mod download;
+pub mod gus;
 pub mod irmas;
 pub mod library;
 pub mod mix;

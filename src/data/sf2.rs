@@ -62,7 +62,10 @@ pub fn build(inst: &Instrument, name: &str, programs: &[u8]) -> Result<Vec<u8>, 
         let (start, len, rate) = match files.get(&r.sample) {
             Some(&f) => f,
             None => {
-                let audio = decode_file(&r.sample)?;
+                let audio = match &r.audio {
+                    Some(a) => a.clone(),
+                    None => std::sync::Arc::new(decode_file(&r.sample)?),
+                };
                 let n = audio.len();
                 if data.len() + n + GUARD > MAX_FRAMES {
                     return Err(FileError::at(

@@ -27,10 +27,13 @@ pub enum LoopMode {
 }
 
 /// One region as played: everything a SoundFont zone needs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Region {
-    /// The sample file.
+    /// The sample file (for samples held inside an instrument file, that file and `#index`).
     pub sample: PathBuf,
+    /// The sample itself, where it was read with the instrument (GUS patches) rather than from
+    /// its own file.
+    pub audio: Option<std::sync::Arc<crate::audio::Audio>>,
     pub keys: (u8, u8),
     pub velocities: (u8, u8),
     pub root_key: u8,
@@ -55,6 +58,8 @@ pub struct Region {
 #[derive(Debug, Clone)]
 pub struct Instrument {
     pub path: PathBuf,
+    /// Every file read for the instrument besides its samples (the SFZ text and its includes).
+    pub texts: Vec<PathBuf>,
     pub regions: Vec<Region>,
 }
 
@@ -294,13 +299,13 @@ enum Token {
 }
 
 /// Reads `path` with its `#include`s and `#define`s resolved into tokens.
-fn tokens(path: &Path) -> Result<Vec<Token>, FileError> {
+fn tokens(path: &Path) -> Result<(Vec<Token>, Vec<PathBuf>), FileError> {
     let mut out = Vec::new();
     let mut defines: Vec<(String, String)> = Vec::new();
-    let mut total = 0usize;
+    let mut read = Vec::new();
     let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    read_into(path, &root, 0, &mut defines, &mut total, &mut out)?;
-    Ok(out)
+    read_into(path, &root, 0, &mut defines, &mut read, &mut out)?;
+    Ok((out, read))
 }
 
 fn read_into(
@@ -308,7 +313,7 @@ fn read_into(
     root: &Path,
     depth: usize,
     defines: &mut Vec<(String, String)>,
-    total: &mut usize,
+    read: &mut Vec<PathBuf>,
     out: &mut Vec<Token>,
 ) -> Result<(), FileError> {
     if depth > MAX_INCLUDE_DEPTH {
@@ -317,13 +322,23 @@ fn read_into(
             format!("includes nest deeper than {MAX_INCLUDE_DEPTH} (an include loop?)"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| FileError::at(path, e))?;
-    *total += bytes.len();
-    if *total > MAX_TEXT {
+    let size = std::fs::metadata(path)
+        .map_err(|e| FileError::at(path, e))?
+        .len() as usize;
+    let total: usize = read
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() as usize)
+        .sum();
+    if total + size > MAX_TEXT {
         return Err(FileError::at(
             path,
             format!("SFZ text over {} MiB with its includes", MAX_TEXT >> 20),
         ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| FileError::at(path, e))?;
+    if !read.iter().any(|p| p == path) {
+        read.push(path.to_path_buf());
     }
     let text = String::from_utf8_lossy(&bytes);
     let text = strip_comments(&text);
@@ -363,7 +378,7 @@ fn read_into(
                     format!("included file {} is missing", inc.display()),
                 ));
             }
-            read_into(&inc, root, depth + 1, defines, total, out)?;
+            read_into(&inc, root, depth + 1, defines, read, out)?;
             continue;
         }
         tokenize_line(&line, &at, out)?;
@@ -581,7 +596,7 @@ fn close_region<'a>(layers: &[Vec<&'a Opcode>; 4], header: Header, scopes: &mut 
 
 /// Reads an SFZ instrument: every region a note-on plays with the file's default controls.
 pub fn read(path: &Path) -> Result<Instrument, FileError> {
-    let toks = tokens(path)?;
+    let (toks, texts) = tokens(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     // Control opcodes and every opcode's check, in one pass.
     let mut control: HashMap<String, String> = HashMap::new();
@@ -687,6 +702,7 @@ pub fn read(path: &Path) -> Result<Instrument, FileError> {
     }
     Ok(Instrument {
         path: path.to_path_buf(),
+        texts,
         regions,
     })
 }
@@ -831,6 +847,7 @@ fn region(
     };
     Ok(Some(Region {
         sample: file,
+        audio: None,
         keys: (lokey as u8, hikey as u8),
         velocities: (lovel.clamp(1.0, 127.0) as u8, hivel.clamp(1.0, 127.0) as u8),
         root_key: root.clamp(0, 127) as u8,

@@ -518,7 +518,8 @@ impl Score {
 }
 
 /// The libraries a clip plays: the accompaniment's (one of the General-MIDI libraries), and for
-/// each predominant class, the accompaniment's or one of that class's own instruments, all
+/// each predominant class, the accompaniment's (half the time) or one of that class's own
+/// instruments, all
 /// chosen by `rng` (drawing nothing more where a class has no instrument of its own, so a corpus
 /// of General-MIDI libraries renders as it did).
 fn choose_libraries(
@@ -539,13 +540,11 @@ fn choose_libraries(
             let own: Vec<usize> = (0..libraries.len())
                 .filter(|&i| libraries[i].class == Some(c))
                 .collect();
-            if own.is_empty() {
+            // Half the lines on the General-MIDI library, half on the class's own instruments.
+            if own.is_empty() || rng.f64() < 0.5 {
                 accompaniment
             } else {
-                match rng.range(0, own.len() + 1) {
-                    0 => accompaniment,
-                    k => own[k - 1],
-                }
+                own[rng.range(0, own.len())]
             }
         })
         .collect();
@@ -801,6 +800,11 @@ impl Manifest {
             files: Vec::new(),
         }
     }
+}
+
+/// The libraries of a corpus folder's manifest (empty when it has none).
+pub fn library_records(dir: &Path) -> Vec<LibraryRecord> {
+    read_manifest(dir).map_or_else(Vec::new, |m| m.libraries)
 }
 
 /// The per-file sources of a corpus folder's manifest (empty when it has none).
