@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use instrec::data::sf2::{info_string, riff_chunk, riff_list};
 use instrec::data::soundfont;
 use instrec::data::synth::{NoteRange, PresetUse, presets_used};
 
@@ -229,35 +230,6 @@ fn write_zones(
     md.extend([0u8; 10]);
     gn.extend([0u8; 4]);
     (hdr, bag, md, gn)
-}
-
-fn riff_chunk(id: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 9);
-    out.extend(id);
-    out.extend((data.len() as u32).to_le_bytes());
-    out.extend(data);
-    if data.len() % 2 == 1 {
-        out.push(0);
-    }
-    out
-}
-
-fn riff_list(kind: &[u8; 4], parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut body = kind.to_vec();
-    for p in parts {
-        body.extend(p);
-    }
-    riff_chunk(b"LIST", &body)
-}
-
-/// A zero-terminated, even-length INFO string.
-fn info_string(id: &[u8; 4], s: &str) -> Vec<u8> {
-    let mut b = s.as_bytes().to_vec();
-    b.push(0);
-    if b.len() % 2 == 1 {
-        b.push(0);
-    }
-    riff_chunk(id, &b)
 }
 
 fn cut(src: &[u8], wanted: &[PresetUse]) -> Res<Vec<u8>> {

@@ -235,6 +235,8 @@ pub fn load_list(
                     Library::load(&SoundFontSource::File(path.clone()))?
                 }
             };
+            // Named as the list names it: the same on every machine.
+            lib.name = e.path.display().to_string();
             lib.licence = Some(e.licence.clone());
             lib.source = Some(e.source.clone());
             Ok(lib)

@@ -151,7 +151,7 @@ pub fn build(inst: &Instrument, name: &str, programs: &[u8]) -> Result<Vec<u8>, 
 }
 
 /// RIFF chunk: id, little-endian size, data, a pad byte to even length.
-fn chunk(id: &[u8; 4], data: &[u8]) -> Vec<u8> {
+pub fn riff_chunk(id: &[u8; 4], data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 9);
     out.extend(id);
     out.extend((data.len() as u32).to_le_bytes());
@@ -162,12 +162,23 @@ fn chunk(id: &[u8; 4], data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn list(kind: &[u8; 4], parts: &[Vec<u8>]) -> Vec<u8> {
+/// RIFF `LIST` of `kind` holding `parts`.
+pub fn riff_list(kind: &[u8; 4], parts: &[Vec<u8>]) -> Vec<u8> {
     let mut body = kind.to_vec();
     for p in parts {
         body.extend(p);
     }
-    chunk(b"LIST", &body)
+    riff_chunk(b"LIST", &body)
+}
+
+/// A zero-terminated, even-length INFO string.
+pub fn info_string(id: &[u8; 4], s: &str) -> Vec<u8> {
+    let mut b = s.as_bytes().to_vec();
+    b.push(0);
+    if b.len() % 2 == 1 {
+        b.push(0);
+    }
+    riff_chunk(id, &b)
 }
 
 /// A name field of `n` bytes, zero-padded.
@@ -184,21 +195,17 @@ fn write(
     zones: &[Vec<(u16, u16)>],
     programs: &[u8],
 ) -> Vec<u8> {
-    let mut text = name_field(name, 64);
-    text.truncate(text.iter().position(|&b| b == 0).unwrap_or(63) + 1);
-    if text.len() % 2 == 1 {
-        text.push(0);
-    }
-    let info = list(
+    let ascii: String = name.chars().filter(char::is_ascii).take(255).collect();
+    let info = riff_list(
         b"INFO",
         &[
-            chunk(b"ifil", &[2, 0, 1, 0]),
-            chunk(b"isng", b"EMU8000\0"),
-            chunk(b"INAM", &text),
+            riff_chunk(b"ifil", &[2, 0, 1, 0]),
+            info_string(b"isng", "EMU8000"),
+            info_string(b"INAM", &ascii),
         ],
     );
     let smpl: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let sdta = list(b"sdta", &[chunk(b"smpl", &smpl)]);
+    let sdta = riff_list(b"sdta", &[riff_chunk(b"smpl", &smpl)]);
 
     let (mut phdr, mut pbag, mut pgen) = (Vec::new(), Vec::new(), Vec::new());
     for (i, &p) in programs.iter().enumerate() {
@@ -252,25 +259,25 @@ fn write(
     shdr.extend(name_field("EOS", 20));
     shdr.extend([0u8; 26]);
 
-    let pdta = list(
+    let pdta = riff_list(
         b"pdta",
         &[
-            chunk(b"phdr", &phdr),
-            chunk(b"pbag", &pbag),
-            chunk(b"pmod", &[0u8; 10]),
-            chunk(b"pgen", &pgen),
-            chunk(b"inst", &inst),
-            chunk(b"ibag", &ibag),
-            chunk(b"imod", &[0u8; 10]),
-            chunk(b"igen", &igen),
-            chunk(b"shdr", &shdr),
+            riff_chunk(b"phdr", &phdr),
+            riff_chunk(b"pbag", &pbag),
+            riff_chunk(b"pmod", &[0u8; 10]),
+            riff_chunk(b"pgen", &pgen),
+            riff_chunk(b"inst", &inst),
+            riff_chunk(b"ibag", &ibag),
+            riff_chunk(b"imod", &[0u8; 10]),
+            riff_chunk(b"igen", &igen),
+            riff_chunk(b"shdr", &shdr),
         ],
     );
     let mut body = b"sfbk".to_vec();
     body.extend(info);
     body.extend(sdta);
     body.extend(pdta);
-    chunk(b"RIFF", &body)
+    riff_chunk(b"RIFF", &body)
 }
 
 #[cfg(test)]
