@@ -73,6 +73,8 @@ pub struct Demo {
     /// The clip tagged, its labels and scores, and what tagging found.
     pub clip: ClipScore,
     pub tagged: TagResult,
+    /// What the built-in model (trained on open sample libraries) finds in the same clip.
+    pub builtin: TagResult,
     /// Every file written: reports, plots, the timeline.
     pub written: Vec<PathBuf>,
 }
@@ -83,7 +85,7 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
     let say = |t: &str| obs.train_observer().message(t);
     let corpus = opts.corpus();
     say(&format!(
-        "[1/4] the synthetic IRMAS-format corpus ({} training clips per instrument, {} test clips) in {}",
+        "[1/5] the synthetic IRMAS-format corpus ({} training clips per instrument, {} test clips) in {}",
         opts.train_per_class,
         opts.test_clips,
         corpus.out.display()
@@ -92,7 +94,7 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
     let config = opts.train_config();
     let run = opts.run_dir();
     say(&format!(
-        "[2/4] ResNet18 from random weights (ImageNet weights are not needed for the demo), {} epochs, in {}",
+        "[2/5] ResNet18 from random weights (ImageNet weights are not needed for the demo), {} epochs, in {}",
         opts.epochs,
         run.display()
     ));
@@ -103,14 +105,14 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
         &config.cache_dir,
         obs.train_observer(),
     )?;
-    say("[3/4] evaluated on the synthetic test clips");
+    say("[3/5] evaluated on the synthetic test clips");
     let report = result
         .reports
         .into_iter()
         .next()
         .expect("one report per aggregation");
     let mut written = crate::eval::report_files(&eval_dir(&run, Aggregation::S1)).to_vec();
-    say("[4/4] tagging one test clip");
+    say("[4/5] tagging one test clip");
     let device = config.backend.device_for(config.device)?;
     let tagger = Tagger::load(&run.join(crate::train::MODEL_DIR), &device)?;
     let clip = report
@@ -123,10 +125,13 @@ pub fn run(opts: &DemoOptions, obs: &dyn ExperimentObserver) -> Result<Demo> {
     crate::report::plot_timeline(&timeline, "demo clip", &tagged.timeline_windows())
         .map_err(|e| Error::Invalid(format!("timeline not written: {e}")))?;
     written.extend([run.join("loss.png"), timeline]);
+    say("[5/5] the same clip through the built-in model (MODEL.md), as `instrec tag` runs it");
+    let builtin = Tagger::load_default(&device)?.tag_file(&clip.path)?;
     Ok(Demo {
         report,
         clip,
         tagged,
+        builtin,
         written,
     })
 }

@@ -79,6 +79,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Features(args) => features(args),
         Command::Export(args) => export_cmd(args),
+        Command::Pack(args) => pack_cmd(args),
         Command::Bench { what } => match what {
             BenchCommand::Features {
                 audio,
@@ -173,6 +174,23 @@ fn features(args: cli::FeaturesArgs) -> Result<ExitCode> {
         f.n_mels,
         f.frames,
         args.channel
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pack_cmd(a: cli::PackArgs) -> Result<ExitCode> {
+    let dir = bundle_dir(&a.model);
+    let config = instrec::model::bundle::pack_bundle(&dir, &a.out)?;
+    let size =
+        std::fs::metadata(a.out.join(instrec::model::bundle::WEIGHTS_FILE)).map_or(0, |m| m.len());
+    out!(
+        "{} ({}, {} classes, {} training sources) → {} ({:.1} MB of weights)",
+        dir.display(),
+        config.arch,
+        config.classes.len(),
+        config.provenance.sources.len(),
+        a.out.display(),
+        size as f64 / 1e6
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -427,13 +445,13 @@ fn train_cmd(a: cli::TrainArgs) -> Result<ExitCode> {
 
 fn evaluate_cmd(a: cli::EvaluateArgs) -> Result<ExitCode> {
     let device = a.compute.device()?;
-    let model = bundle_dir(&a.model);
-    let Some(data) = &a.data else {
-        return evaluate_recordings(&a, &model, &device);
+    let model = a.model.as_deref().map(bundle_dir);
+    let (Some(data), Some(model)) = (&a.data, &model) else {
+        return evaluate_recordings(&a, model.as_deref(), &device);
     };
     let opts = a.options();
     let pb = progress::items(0, "scoring test clips");
-    let report = instrec::eval::evaluate(&model, data, &opts, &device, &|done, total| {
+    let report = instrec::eval::evaluate(model, data, &opts, &device, &|done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
@@ -450,7 +468,7 @@ fn evaluate_cmd(a: cli::EvaluateArgs) -> Result<ExitCode> {
 /// `evaluate --recordings DIR`: the bundle as `tag` runs it, on real solos and mixtures of them.
 fn evaluate_recordings(
     a: &cli::EvaluateArgs,
-    model: &Path,
+    model: Option<&Path>,
     device: &burn::tensor::Device,
 ) -> Result<ExitCode> {
     use instrec::tag::recordings::{RecordingOptions, evaluate_recordings};
@@ -458,7 +476,7 @@ fn evaluate_recordings(
         .recordings
         .as_ref()
         .expect("clap requires --data or --recordings");
-    let mut tagger = instrec::tag::Tagger::load(model, device)?;
+    let mut tagger = instrec::tag::Tagger::load_or_default(model, device)?;
     tagger.windowing.hop = a.hop;
     let opts = RecordingOptions {
         mixtures: a.mixtures,
@@ -466,10 +484,10 @@ fn evaluate_recordings(
         ..Default::default()
     };
     let report = evaluate_recordings(&tagger, dir, &opts)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| model.join("eval-recordings"));
+    let out = a.out.clone().unwrap_or_else(|| match model {
+        Some(m) => m.join("eval-recordings"),
+        None => PathBuf::from("eval-recordings"),
+    });
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
     let json = out.join("report.json");
     instrec::util::write_atomic(&json, &serde_json::to_vec_pretty(&report)?)
@@ -481,15 +499,20 @@ fn evaluate_recordings(
 
 fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
     let device = a.compute.device()?;
-    let mut tagger = instrec::tag::Tagger::load(&bundle_dir(&a.model), &device)?;
+    let model = a.model.as_deref().map(bundle_dir);
+    let mut tagger = instrec::tag::Tagger::load_or_default(model.as_deref(), &device)?;
     tagger.windowing.hop = a.hop;
     if let Some(t) = a.threshold {
         tagger = tagger.with_threshold(t);
     }
     if let Some(which) = a.tuned_on {
+        let name = model.as_ref().map_or_else(
+            || instrec::model::default::NAME.to_string(),
+            |m| m.display().to_string(),
+        );
         tagger = tagger
             .with_tuned(which)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     }
     let walked = instrec::tag::collect_files_with(&a.inputs, &a.extension_list(), a.walk.options());
     let mut failures = walk_report(&walked);
@@ -658,6 +681,10 @@ fn demo_cmd(a: cli::DemoArgs) -> Result<ExitCode> {
             .map(|&k| CLASSES[k])
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    out!(
+        "built-in model on the same clip: {} (instrec tag FILE uses it; see MODEL.md)",
+        demo.builtin.predominant_text()
     );
     for w in &demo.written {
         out!("wrote {}", w.display());

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Output;
 
 use common::{WavFormat, frontend_fixtures, instrec, stderr, wav_bytes};
@@ -225,5 +226,111 @@ fn a_device_the_backend_cannot_use_is_one_clear_error() {
         let o = instrec(&["bench", "model", "--backend", "tch", "--device", "cuda:1"]);
         assert!(!o.status.success());
         assert!(stderr(&o).contains("--features tch"), "{}", stderr(&o));
+    }
+}
+
+/// `instrec tag FILE` with no `--model` uses the built-in model: every class scored, nothing
+/// fetched (no cache or home folder to read one from).
+#[test]
+fn tag_needs_no_model_flag() {
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chord_stereo_44k.flac");
+    let home = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"))
+        .args(["tag", "--format", "json"])
+        .arg(&clip)
+        .env("HOME", home.path())
+        .env("TORCH_HOME", home.path())
+        .env("INSTREC_CACHE", home.path())
+        .env("https_proxy", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["classes"].as_array().map_or(0, Vec::len), 11, "{v}");
+    let scores = v["files"][0]["scores"].as_array().map_or(0, Vec::len);
+    assert_eq!(scores, 11, "{v}");
+}
+
+/// A library list whose instruments are broken stops `synth` with one line naming the file (and
+/// for SFZ, the line) and what is wrong; nothing is rendered.
+#[test]
+fn broken_sample_libraries_fail_with_one_clear_line() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("a.wav"),
+        wav_bytes(1, 44_100, WavFormat::I16, &[0.1; 441]),
+    )
+    .unwrap();
+    let cases: [(&str, &str, &str, &str); 5] = [
+        (
+            "odd.sfz",
+            "<region> sample=a.wav\n<region> sample=a.wav wobble=1\n",
+            "odd.sfz:2",
+            "unknown sfz opcode 'wobble'",
+        ),
+        (
+            "gone.sfz",
+            "<region> sample=gone.wav\n",
+            "gone.sfz:1",
+            "sample file",
+        ),
+        (
+            "empty.sfz",
+            "<group> volume=-3\n",
+            "empty.sfz",
+            "no region plays",
+        ),
+        (
+            "bad.pat",
+            "GF1PATCH110\0",
+            "bad.pat",
+            "not a readable gus patch",
+        ),
+        (
+            "bad.sf2",
+            "RIFF....sfbk",
+            "bad.sf2",
+            "not a readable soundfont",
+        ),
+    ];
+    for (name, text, names, reason) in cases {
+        std::fs::write(d.path().join(name), text).unwrap();
+        let class = if name.ends_with(".sf2") {
+            ""
+        } else {
+            "class = \"vio\"\n"
+        };
+        let list = d.path().join("list.toml");
+        std::fs::write(
+            &list,
+            format!(
+                "[[library]]\npath = \"{name}\"\n{class}licence = \"MIT\"\nsource = \"test\"\n"
+            ),
+        )
+        .unwrap();
+        let out = d.path().join(format!("corpus-{name}"));
+        let o = instrec(&[
+            "synth",
+            "--libraries",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--train-per-class",
+            "1",
+        ]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{name}: should fail");
+        assert_eq!(
+            e.trim().lines().count(),
+            1,
+            "{name}: one line expected: {e}"
+        );
+        assert!(e.contains(names), "{name}: {e}");
+        assert!(e.to_lowercase().contains(reason), "{name}: {e}");
+        assert!(
+            !out.join("IRMAS-TrainingData").exists(),
+            "{name}: nothing rendered"
+        );
     }
 }

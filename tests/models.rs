@@ -769,3 +769,31 @@ fn exported_pth_loads_back_to_the_same_logits() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no torchvision original"));
 }
+
+/// `pack` halves a bundle (conv and linear weights as f16) and the packed bundle tags a clip with
+/// the same scores to within half-float rounding.
+#[test]
+fn a_packed_bundle_is_half_the_size_and_scores_alike() {
+    use instrec::model::bundle::{WEIGHTS_FILE, pack_bundle};
+    use instrec::tag::Tagger;
+    let d = tempfile::tempdir().unwrap();
+    let full = common::random_bundle(&d.path().join("full"));
+    let small = d.path().join("small");
+    pack_bundle(&full, &small).unwrap();
+    let size = |p: &Path| std::fs::metadata(p.join(WEIGHTS_FILE)).unwrap().len() as f64;
+    let ratio = size(&small) / size(&full);
+    assert!((0.49..0.52).contains(&ratio), "size ratio {ratio}");
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chord_stereo_44k.flac");
+    let device = Device::flex();
+    let a = Tagger::load(&full, &device)
+        .unwrap()
+        .tag_file(&clip)
+        .unwrap();
+    let b = Tagger::load(&small, &device)
+        .unwrap()
+        .tag_file(&clip)
+        .unwrap();
+    for (x, y) in a.scores.iter().zip(&b.scores) {
+        assert!((x - y).abs() < 2e-3, "{x} vs {y}");
+    }
+}

@@ -129,9 +129,10 @@ pub struct MixArgs {
 
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
-    /// A model bundle directory, or a run directory holding model/.
-    #[arg(long)]
-    pub model: PathBuf,
+    /// A model bundle directory, or a run directory holding model/ (with --recordings, default:
+    /// the built-in model, see MODEL.md).
+    #[arg(long, required_unless_present = "recordings")]
+    pub model: Option<PathBuf>,
     /// IRMAS-layout data set (IRMAS-TestingData-Part*/ inside).
     #[arg(
         long,
@@ -182,9 +183,10 @@ pub struct TagArgs {
     /// Audio files and/or directories (searched recursively for audio files).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// A model bundle directory, or a run directory holding model/.
+    /// A model bundle directory, or a run directory holding model/ (default: the built-in model,
+    /// trained on open-licence sample libraries; see MODEL.md).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// table: one line per file; json: scores, labels and the timeline; csv: one row per window.
     #[arg(long, value_enum, default_value = "table")]
     pub format: TagFormat,
@@ -228,6 +230,16 @@ pub struct TagArgs {
     /// File extensions searched for in directories (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = EXTENSIONS.as_str())]
     pub extensions: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// A model bundle directory, or a run directory holding model/.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output bundle directory (models/default for the built-in model).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -95,6 +95,11 @@ pub enum Command {
     /// The torchvision layout (`torchvision.models.resnet18(num_classes=11).load_state_dict(...)`
     /// takes it strictly): `.pth` as `torch.save` writes it, or `.safetensors`.
     Export(ExportArgs),
+    /// Write a compact copy of a bundle: conv and linear weights as half floats.
+    ///
+    /// BatchNorm statistics and biases stay f32; the config records the training corpus's
+    /// libraries with their licences. This is how models/default, the built-in model, is made.
+    Pack(PackArgs),
     /// Print the backends compiled into this binary.
     Backends,
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::{Arch, Model};
 use super::safetensors;
+use crate::data::synth::{LibraryRecord, library_records};
 use crate::error::{FileError, Reason, SettingError};
 use crate::features::{ChannelMode, FeatureSettings};
 use crate::util::{sha256_hex, write_atomic};
@@ -68,6 +69,10 @@ pub struct Provenance {
     pub epochs: usize,
     pub best_epoch: usize,
     pub instrec_version: String,
+    /// The sample libraries of a synthetic training corpus, with their licences and the digests
+    /// of every file they read (from its manifest; empty for other data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<LibraryRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +227,12 @@ pub fn model_from_safetensors(
     bytes: Vec<u8>,
     path: &Path,
 ) -> Result<Model, FileError> {
+    // Compact bundles store weights as half floats; the model computes in f32.
+    let bytes = if safetensors::has_f16(&bytes) {
+        safetensors::widen_f16(&bytes).map_err(|e| FileError::at(path, e))?
+    } else {
+        bytes
+    };
     let found = safetensors::first_non_finite(&bytes).map_err(|e| FileError::at(path, e))?;
     if let Some(name) = found {
         return Err(FileError::at(
@@ -288,15 +299,20 @@ pub fn read_config(dir: &Path) -> Result<BundleConfig, FileError> {
             },
         )
     })?;
+    parse_config(&text, &cpath)
+}
+
+/// A bundle's config from its text (`cpath` names it in errors).
+fn parse_config(text: &str, cpath: &Path) -> Result<BundleConfig, FileError> {
     let config: BundleConfig =
-        serde_json::from_str(&text).map_err(|e| err(&cpath, format!("invalid config: {e}")))?;
+        serde_json::from_str(text).map_err(|e| err(cpath, format!("invalid config: {e}")))?;
     if config.format_version != FORMAT_VERSION {
         return Err(err(
-            &cpath,
+            cpath,
             format!("bundle format {} is not supported", config.format_version),
         ));
     }
-    config.check().map_err(|e| err(&cpath, e))?;
+    config.check().map_err(|e| err(cpath, e))?;
     Ok(config)
 }
 
@@ -305,6 +321,27 @@ pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig),
     let config = read_config(dir)?;
     let wpath = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
+    load_checked(dir, config, bytes, device)
+}
+
+/// Loads a bundle held in memory (its config's text and its weights), named `dir` in errors.
+pub fn load_bundle_bytes(
+    dir: &Path,
+    config: &str,
+    weights: Vec<u8>,
+    device: &Device,
+) -> Result<(Model, BundleConfig), FileError> {
+    let config = parse_config(config, &dir.join(CONFIG_FILE))?;
+    load_checked(dir, config, weights, device)
+}
+
+fn load_checked(
+    dir: &Path,
+    config: BundleConfig,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<(Model, BundleConfig), FileError> {
+    let wpath = dir.join(WEIGHTS_FILE);
     if let Some(expected) = &config.weights_sha256
         && sha256_hex(&bytes) != *expected
     {
@@ -331,4 +368,29 @@ pub fn load_bundle(dir: &Path, device: &Device) -> Result<(Model, BundleConfig),
     let model = Model::new(config.arch, config.classes.len(), device);
     let model = model_from_safetensors(model, bytes, &wpath)?;
     Ok((model, config))
+}
+
+/// Writes a compact copy of the bundle in `from` into `to`: conv and linear weights as half
+/// floats (BatchNorm and biases stay f32), the config's weights digest updated, and the training
+/// corpus's libraries (with every file's digest) recorded when its corpus is at hand.
+pub fn pack_bundle(from: &Path, to: &Path) -> Result<BundleConfig, FileError> {
+    let mut config = read_config(from)?;
+    let wpath = from.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
+    let small = safetensors::narrow_to_f16(&bytes).map_err(|e| err(&wpath, e))?;
+    // The corpus's manifest, where it is at hand, has every library's files too.
+    if !config.provenance.data.is_empty() {
+        let records = library_records(Path::new(&config.provenance.data));
+        if !records.is_empty() {
+            config.provenance.sources = records;
+        }
+    }
+    config.weights_sha256 = Some(sha256_hex(&small));
+    std::fs::create_dir_all(to).map_err(|e| err(to, e.to_string()))?;
+    let out = to.join(WEIGHTS_FILE);
+    write_atomic(&out, &small).map_err(|e| err(&out, e.to_string()))?;
+    let cpath = to.join(CONFIG_FILE);
+    let json = serde_json::to_vec_pretty(&config).map_err(|e| err(&cpath, e.to_string()))?;
+    write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))?;
+    Ok(config)
 }

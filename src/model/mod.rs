@@ -19,6 +19,7 @@
 //! with its settings and thresholds).
 
 pub mod bundle;
+pub mod default;
 pub mod export;
 pub mod fast;
 pub mod han;

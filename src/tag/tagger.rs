@@ -102,13 +102,31 @@ impl Tagger {
     /// ones tuned on validation clips; else its global one.
     pub fn load(model_dir: &Path, device: &Device) -> Result<Self, FileError> {
         let (model, config) = load_bundle(model_dir, device)?;
+        Ok(Self::new(model, config, device))
+    }
+
+    /// The built-in model ([`crate::model::default`]), as [`Tagger::load`] sets a bundle up.
+    pub fn load_default(device: &Device) -> Result<Self, FileError> {
+        let (model, config) = crate::model::default::load(device)?;
+        Ok(Self::new(model, config, device))
+    }
+
+    /// A bundle (`dir`), else the built-in model.
+    pub fn load_or_default(dir: Option<&Path>, device: &Device) -> Result<Self, FileError> {
+        match dir {
+            Some(d) => Self::load(d, device),
+            None => Self::load_default(device),
+        }
+    }
+
+    fn new(model: Model, config: BundleConfig, device: &Device) -> Self {
         let model = model.fold_batchnorm();
         let n = config.classes.len();
         let thresholds = [TunedOn::Mixtures, TunedOn::ClipsPerClass]
             .into_iter()
             .find_map(|which| tuned(&config.thresholds, n, which).ok())
             .unwrap_or_else(|| vec![config.thresholds.global; n]);
-        Ok(Self {
+        Self {
             extractor: MelExtractor::new(config.features.clone()),
             model,
             config,
@@ -117,7 +135,7 @@ impl Tagger {
             aggregation: Aggregation::S1,
             thresholds,
             batch_size: 64,
-        })
+        }
     }
 
     /// Uses the bundle's thresholds of one kind; an error names what the bundle lacks.

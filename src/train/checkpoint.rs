@@ -103,6 +103,7 @@ pub(super) fn save_best(
         epochs: epoch,
         best_epoch: epoch,
         instrec_version: env!("CARGO_PKG_VERSION").into(),
+        sources: crate::data::synth::library_records(&config.data),
     };
     save_bundle(&run_dir.join(MODEL_DIR), &model.valid(), &bundle)?;
     Ok(())

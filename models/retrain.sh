@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Retrains the built-in model from its sources (MODEL.md) and packs it into models/default.
+# About 30 minutes on a 2-core machine. Needs the Debian packages named in models/libraries.toml and
+# models/fetch-libraries.sh run once; OUT (default runs/default) holds the corpus and the run.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$root/runs/default}
+bin=${INSTREC:-$root/target/release/instrec}
+seed=12
+"$root/models/fetch-libraries.sh"
+"$bin" synth --libraries "$root/models/libraries.toml" --perform --augment \
+  --train-per-class 320 --test-clips 60 --seed "$seed" --out "$out/data"
+"$bin" train --data "$out/data" --arch resnet18 --init random --seed "$seed" \
+  --max-epochs 28 --warmup-epochs 2 --patience 28 --mix --out "$out/run"
+"$bin" evaluate --model "$out/run" --data "$out/data" --out "$out/run/eval"
+"$bin" pack --model "$out/run" --out "$root/models/default"
+if [ -d "$root/../shared/real-dev" ]; then
+  "$bin" evaluate --model "$root/models/default" --recordings "$root/../shared/real-dev" \
+    --out "$out/real-dev"
+fi
