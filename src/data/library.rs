@@ -10,7 +10,7 @@ use rustysynth::SoundFont;
 use serde::{Deserialize, Serialize};
 
 use super::sfz;
-use super::soundfont::{SoundFontSource, embedded_bytes};
+use super::soundfont::{SoundFontSource, read_soundfont};
 use crate::CLASSES;
 use crate::error::FileError;
 use crate::util::sha256_hex;
@@ -61,35 +61,26 @@ pub struct Library {
 impl Library {
     /// Reads a SoundFont and hashes its bytes.
     pub fn load(source: &SoundFontSource) -> Result<Self, FileError> {
-        let bytes = match source {
-            SoundFontSource::Embedded => embedded_bytes()?,
-            SoundFontSource::File(p) => std::fs::read(p).map_err(|e| FileError::at(p, e))?,
-        };
-        let sha256 = sha256_hex(&bytes);
-        let font = SoundFont::new(&mut &bytes[..]).map(Arc::new).map_err(|e| {
-            FileError::new(
-                source.to_string(),
-                format!("not a readable SoundFont ({e:?})"),
-            )
-        })?;
-        Ok(Self {
-            name: source.to_string(),
-            sha256: Some(sha256),
+        let (font, bytes) = read_soundfont(source)?;
+        Ok(Self::general(
+            source.to_string(),
+            Some(sha256_hex(&bytes)),
             font,
-            class: None,
-            keys: None,
-            licence: None,
-            source: None,
-            files: Vec::new(),
-        })
+        ))
     }
 
     /// A SoundFont already loaded (named by its bank name; no hash).
     pub fn from_font(font: &Arc<SoundFont>) -> Self {
+        let name = font.get_info().get_bank_name().to_string();
+        Self::general(name, None, font.clone())
+    }
+
+    /// A General-MIDI library, its licence and source not yet known.
+    fn general(name: String, sha256: Option<String>, font: Arc<SoundFont>) -> Self {
         Self {
-            name: font.get_info().get_bank_name().to_string(),
-            sha256: None,
-            font: font.clone(),
+            name,
+            sha256,
+            font,
             class: None,
             keys: None,
             licence: None,

@@ -304,7 +304,16 @@ fn tokens(path: &Path) -> Result<(Vec<Token>, Vec<PathBuf>), FileError> {
     let mut defines: Vec<(String, String)> = Vec::new();
     let mut read = Vec::new();
     let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    read_into(path, &root, 0, &mut defines, &mut read, &mut out)?;
+    let mut total = 0;
+    read_into(
+        path,
+        &root,
+        0,
+        &mut defines,
+        &mut read,
+        &mut total,
+        &mut out,
+    )?;
     Ok((out, read))
 }
 
@@ -314,6 +323,7 @@ fn read_into(
     depth: usize,
     defines: &mut Vec<(String, String)>,
     read: &mut Vec<PathBuf>,
+    total: &mut usize,
     out: &mut Vec<Token>,
 ) -> Result<(), FileError> {
     if depth > MAX_INCLUDE_DEPTH {
@@ -325,12 +335,8 @@ fn read_into(
     let size = std::fs::metadata(path)
         .map_err(|e| FileError::at(path, e))?
         .len() as usize;
-    let total: usize = read
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len() as usize)
-        .sum();
-    if total + size > MAX_TEXT {
+    *total += size;
+    if *total > MAX_TEXT {
         return Err(FileError::at(
             path,
             format!("SFZ text over {} MiB with its includes", MAX_TEXT >> 20),
@@ -378,7 +384,7 @@ fn read_into(
                     format!("included file {} is missing", inc.display()),
                 ));
             }
-            read_into(&inc, root, depth + 1, defines, read, out)?;
+            read_into(&inc, root, depth + 1, defines, read, total, out)?;
             continue;
         }
         tokenize_line(&line, &at, out)?;

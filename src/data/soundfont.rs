@@ -63,16 +63,22 @@ pub fn embedded_bytes() -> Result<Vec<u8>, FileError> {
 }
 
 pub fn load_soundfont(source: &SoundFontSource) -> Result<Arc<SoundFont>, FileError> {
+    read_soundfont(source).map(|(font, _)| font)
+}
+
+/// A SoundFont and the bytes it was read from (a library hashes them).
+pub fn read_soundfont(source: &SoundFontSource) -> Result<(Arc<SoundFont>, Vec<u8>), FileError> {
     let bytes = match source {
         SoundFontSource::Embedded => embedded_bytes()?,
         SoundFontSource::File(p) => std::fs::read(p).map_err(|e| FileError::at(p, e))?,
     };
-    SoundFont::new(&mut &bytes[..]).map(Arc::new).map_err(|e| {
+    let font = SoundFont::new(&mut &bytes[..]).map(Arc::new).map_err(|e| {
         FileError::new(
             source.to_string(),
             format!("not a readable SoundFont ({e:?})"),
         )
-    })
+    })?;
+    Ok((font, bytes))
 }
 
 /// Byte range of the `smpl` chunk's data in a SoundFont (RIFF `sfbk` → LIST `sdta` → `smpl`).
