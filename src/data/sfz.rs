@@ -265,6 +265,22 @@ struct Opcode {
     at: String,
 }
 
+impl Opcode {
+    /// The value as a finite number, else an error naming file, line and opcode.
+    fn number(&self) -> Result<f64, FileError> {
+        self.value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                FileError::new(
+                    &self.at,
+                    format!("{}={} is not a number", self.name, self.value),
+                )
+            })
+    }
+}
+
 /// Headers in the order that scopes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Header {
@@ -530,18 +546,7 @@ impl Scope<'_> {
     }
 
     fn num(&self, name: &str) -> Result<Option<f64>, FileError> {
-        self.ops
-            .get(name)
-            .map(|o| {
-                o.value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| {
-                        FileError::new(&o.at, format!("{name}={} is not a number", o.value))
-                    })
-            })
-            .transpose()
+        self.ops.get(name).map(|o| o.number()).transpose()
     }
 
     fn key(&self, name: &str) -> Result<Option<i32>, FileError> {
@@ -572,10 +577,7 @@ impl Scope<'_> {
             let Ok(n) = n.parse::<usize>() else {
                 continue;
             };
-            let depth: f64 = o
-                .value
-                .parse()
-                .map_err(|_| FileError::new(&o.at, format!("{k}={} is not a number", o.value)))?;
+            let depth = o.number()?;
             v += depth * cc.get(n).copied().unwrap_or(0.0) / 127.0;
         }
         Ok(v)
@@ -615,9 +617,7 @@ pub fn read(path: &Path) -> Result<Instrument, FileError> {
             Token::Opcode(o) if header != Header::Other => {
                 if let Some((stem, n)) = cc_opcode(&o.name) {
                     if stem == "set_cc" || stem == "set_hdcc" {
-                        let v: f64 = o.value.parse().map_err(|_| {
-                            FileError::new(&o.at, format!("{}={} is not a number", o.name, o.value))
-                        })?;
+                        let v = o.number()?;
                         cc[n as usize] = if stem == "set_hdcc" { v * 127.0 } else { v };
                     }
                 } else if READ.contains(&o.name.as_str()) {
@@ -744,10 +744,7 @@ fn region(
             continue;
         };
         let v = cc[n as usize];
-        let x: f64 = o
-            .value
-            .parse()
-            .map_err(|_| FileError::new(&o.at, format!("{name}={} is not a number", o.value)))?;
+        let x = o.number()?;
         let inside = match stem {
             "locc" => v >= x,
             "hicc" => v <= x,

@@ -273,17 +273,25 @@ fn burn_layout(model: Model, bytes: Vec<u8>) -> Result<Model, Reason> {
 /// Writes the bundle into `dir` (created if needed). Each file is written atomically, the config
 /// last, so a bundle with a config is complete.
 pub fn save_bundle(dir: &Path, model: &Model, config: &BundleConfig) -> Result<(), FileError> {
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
     let weights = model_to_safetensors(model, &config.classes).map_err(|e| err(dir, e))?;
+    write_bundle(dir, &weights, config.clone()).map(|_| ())
+}
+
+/// Writes a bundle's weights, then its config with their digest (each atomically, the config
+/// last, so a bundle with a config is complete); returns the config as written.
+fn write_bundle(
+    dir: &Path,
+    weights: &[u8],
+    mut config: BundleConfig,
+) -> Result<BundleConfig, FileError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
     let wpath = dir.join(WEIGHTS_FILE);
-    write_atomic(&wpath, &weights).map_err(|e| err(&wpath, e.to_string()))?;
+    write_atomic(&wpath, weights).map_err(|e| err(&wpath, e.to_string()))?;
+    config.weights_sha256 = Some(sha256_hex(weights));
     let cpath = dir.join(CONFIG_FILE);
-    let config = BundleConfig {
-        weights_sha256: Some(sha256_hex(&weights)),
-        ..config.clone()
-    };
     let json = serde_json::to_vec_pretty(&config).map_err(|e| err(&cpath, e.to_string()))?;
-    write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))
+    write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))?;
+    Ok(config)
 }
 
 /// Reads a bundle's config alone.
@@ -385,12 +393,5 @@ pub fn pack_bundle(from: &Path, to: &Path) -> Result<BundleConfig, FileError> {
             config.provenance.sources = records;
         }
     }
-    config.weights_sha256 = Some(sha256_hex(&small));
-    std::fs::create_dir_all(to).map_err(|e| err(to, e.to_string()))?;
-    let out = to.join(WEIGHTS_FILE);
-    write_atomic(&out, &small).map_err(|e| err(&out, e.to_string()))?;
-    let cpath = to.join(CONFIG_FILE);
-    let json = serde_json::to_vec_pretty(&config).map_err(|e| err(&cpath, e.to_string()))?;
-    write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))?;
-    Ok(config)
+    write_bundle(to, &small, config)
 }
