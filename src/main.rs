@@ -180,7 +180,7 @@ fn features(args: cli::FeaturesArgs) -> Result<ExitCode> {
 
 fn pack_cmd(a: cli::PackArgs) -> Result<ExitCode> {
     let dir = bundle_dir(&a.model);
-    let config = instrec::model::bundle::pack_bundle(&dir, &a.out)?;
+    let config = instrec::model::bundle::pack_bundle(&dir, &a.out, a.aggregation)?;
     let size =
         std::fs::metadata(a.out.join(instrec::model::bundle::WEIGHTS_FILE)).map_or(0, |m| m.len());
     out!(
@@ -478,6 +478,9 @@ fn evaluate_recordings(
         .expect("clap requires --data or --recordings");
     let mut tagger = instrec::tag::Tagger::load_or_default(model, device)?;
     tagger.windowing.hop = a.hop;
+    if let Some(how) = a.aggregation {
+        tagger = tagger.with_aggregation(how);
+    }
     let opts = RecordingOptions {
         mixtures: a.mixtures,
         seed: a.seed,
@@ -502,6 +505,9 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
     let model = a.model.as_deref().map(bundle_dir);
     let mut tagger = instrec::tag::Tagger::load_or_default(model.as_deref(), &device)?;
     tagger.windowing.hop = a.hop;
+    if let Some(how) = a.aggregation {
+        tagger = tagger.with_aggregation(how);
+    }
     if let Some(t) = a.threshold {
         tagger = tagger.with_threshold(t);
     }

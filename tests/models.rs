@@ -779,7 +779,7 @@ fn a_packed_bundle_is_half_the_size_and_scores_alike() {
     let d = tempfile::tempdir().unwrap();
     let full = common::random_bundle(&d.path().join("full"));
     let small = d.path().join("small");
-    pack_bundle(&full, &small).unwrap();
+    pack_bundle(&full, &small, None).unwrap();
     let size = |p: &Path| std::fs::metadata(p.join(WEIGHTS_FILE)).unwrap().len() as f64;
     let ratio = size(&small) / size(&full);
     assert!((0.49..0.52).contains(&ratio), "size ratio {ratio}");
@@ -795,5 +795,38 @@ fn a_packed_bundle_is_half_the_size_and_scores_alike() {
         .unwrap();
     for (x, y) in a.scores.iter().zip(&b.scores) {
         assert!((x - y).abs() < 2e-3, "{x} vs {y}");
+    }
+}
+
+/// `pack --aggregation s2` makes s2 the bundle's default: its tagger aggregates with s2 (the top
+/// class scores 1) as the unpacked bundle does when asked, and an older config without the field
+/// stays s1.
+#[test]
+fn a_bundle_can_carry_its_default_aggregation() {
+    use instrec::eval::metrics::Aggregation;
+    use instrec::model::bundle::pack_bundle;
+    use instrec::tag::Tagger;
+    let d = tempfile::tempdir().unwrap();
+    let full = common::random_bundle(&d.path().join("full"));
+    let small = d.path().join("small");
+    let config = pack_bundle(&full, &small, Some(Aggregation::S2)).unwrap();
+    assert_eq!(config.aggregation, Some(Aggregation::S2));
+    let text = std::fs::read_to_string(full.join("config.json")).unwrap();
+    assert!(!text.contains("\"aggregation\""), "{text}");
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chord_stereo_44k.flac");
+    let device = Device::flex();
+    let s1 = Tagger::load(&full, &device).unwrap();
+    assert_eq!(s1.aggregation, Aggregation::S1);
+    let s2 = Tagger::load(&small, &device).unwrap();
+    assert_eq!(s2.aggregation, Aggregation::S2);
+    let a = s1
+        .with_aggregation(Aggregation::S2)
+        .tag_file(&clip)
+        .unwrap();
+    let b = s2.tag_file(&clip).unwrap();
+    let top = b.scores.iter().cloned().fold(f32::MIN, f32::max);
+    assert!((top - 1.0).abs() < 1e-6, "top s2 score {top}");
+    for (x, y) in a.scores.iter().zip(&b.scores) {
+        assert!((x - y).abs() < 5e-3, "{x} vs {y}");
     }
 }

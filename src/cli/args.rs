@@ -142,8 +142,8 @@ pub struct EvaluateArgs {
     pub data: Option<PathBuf>,
     /// Instead of --data: a folder of real solo recordings named CLASS__NAME.ext (e.g.
     /// vio__take1.wav): top-1 per class, and LRAP and micro-F1 at the bundle's default
-    /// thresholds on seeded mixtures of 2–3 of them, as `tag` would score them (s1, with
-    /// --hop; --aggregation and --threshold do not apply).
+    /// thresholds on seeded mixtures of 2–3 of them, as `tag` would score them (with --hop and
+    /// --aggregation; --threshold does not apply).
     #[arg(long, value_name = "DIR")]
     pub recordings: Option<PathBuf>,
     /// With --recordings: how many mixtures.
@@ -152,9 +152,10 @@ pub struct EvaluateArgs {
     /// With --recordings: the mixtures' seed.
     #[arg(long, default_value_t = RecordingOptions::default().seed, requires = "recordings")]
     pub seed: u64,
-    /// s1 (mean of window sigmoids, the paper's) or s2 (sum divided by its maximum).
-    #[arg(long, default_value = "s1")]
-    pub aggregation: instrec::eval::metrics::Aggregation,
+    /// s1 (mean of window sigmoids, the paper's) or s2 (sum divided by its maximum); default
+    /// s1 with --data, the bundle's own with --recordings.
+    #[arg(long)]
+    pub aggregation: Option<instrec::eval::metrics::Aggregation>,
     /// The fixed threshold reported beside the tuned ones.
     #[arg(value_parser = instrec::check::flag::threshold, long, default_value_t = 0.5)]
     pub threshold: f32,
@@ -200,6 +201,10 @@ pub struct TagArgs {
     /// them, else clips-per-class).
     #[arg(long, value_enum)]
     pub tuned_on: Option<instrec::tag::TunedOn>,
+    /// s1 (mean of window sigmoids) or s2 (sum divided by its maximum), with the bundle's
+    /// thresholds for it (default: the bundle's own aggregation, else s1).
+    #[arg(long)]
+    pub aggregation: Option<instrec::eval::metrics::Aggregation>,
     /// Hop between analysis windows in frames.
     #[arg(value_parser = instrec::check::flag::hop, long, default_value_t = ANALYSIS_HOP)]
     pub hop: usize,
@@ -240,6 +245,10 @@ pub struct PackArgs {
     /// Output bundle directory (models/default for the built-in model).
     #[arg(long)]
     pub out: PathBuf,
+    /// The aggregation `tag` and `evaluate --recordings` use by default with this bundle
+    /// (default: the bundle's own, else s1).
+    #[arg(long)]
+    pub aggregation: Option<instrec::eval::metrics::Aggregation>,
 }
 
 #[derive(Args, Debug)]

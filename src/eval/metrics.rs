@@ -3,19 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How window sigmoids become one score per class for a clip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "lowercase")]
-#[value(rename_all = "lower")]
-pub enum Aggregation {
-    /// The mean of the window sigmoids (the paper's choice).
-    #[default]
-    S1,
-    /// The sum of the window sigmoids divided by its largest class value (the top class scores 1).
-    S2,
-}
-
-crate::util::display_as_value!(Aggregation);
+pub use crate::model::bundle::Aggregation;
 
 /// Aggregates `windows` (each a score per class) into one score per class.
 pub fn aggregate(windows: &[Vec<f32>], how: Aggregation) -> Vec<f32> {

@@ -20,6 +20,20 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 const FORMAT_VERSION: u32 = 1;
 
+/// How window sigmoids become one score per class for a clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
+pub enum Aggregation {
+    /// The mean of the window sigmoids (the paper's choice).
+    #[default]
+    S1,
+    /// The sum of the window sigmoids divided by its largest class value (the top class scores 1).
+    S2,
+}
+
+crate::util::display_as_value!(Aggregation);
+
 /// Decision thresholds on the aggregated sigmoid scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
@@ -87,6 +101,9 @@ pub struct BundleConfig {
     /// The same kinds of threshold tuned for s2 aggregation (bundles trained since they exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds_s2: Option<Thresholds>,
+    /// The aggregation `tag` uses unless told otherwise (s1 when absent), chosen at `pack` time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
     pub provenance: Provenance,
     /// SHA-256 of `model.safetensors`, written by [`save_bundle`] and checked on load (absent in
     /// bundles written before it existed).
@@ -149,6 +166,7 @@ impl BundleConfig {
             channels,
             thresholds: Thresholds::default(),
             thresholds_s2: None,
+            aggregation: None,
             provenance: Provenance {
                 instrec_version: env!("CARGO_PKG_VERSION").into(),
                 ..Default::default()
@@ -380,9 +398,17 @@ fn load_checked(
 
 /// Writes a compact copy of the bundle in `from` into `to`: conv and linear weights as half
 /// floats (BatchNorm and biases stay f32), the config's weights digest updated, and the training
-/// corpus's libraries (with every file's digest) recorded when its corpus is at hand.
-pub fn pack_bundle(from: &Path, to: &Path) -> Result<BundleConfig, FileError> {
+/// corpus's libraries (with every file's digest) recorded when its corpus is at hand, and the
+/// aggregation `tag` uses by default set when one is given.
+pub fn pack_bundle(
+    from: &Path,
+    to: &Path,
+    aggregation: Option<Aggregation>,
+) -> Result<BundleConfig, FileError> {
     let mut config = read_config(from)?;
+    if aggregation.is_some() {
+        config.aggregation = aggregation;
+    }
     let wpath = from.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
     let small = safetensors::narrow_to_f16(&bytes).map_err(|e| err(&wpath, e))?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::audio::{Audio, Channel, TARGET_RATE, decode_file, resample};
 use crate::error::{FileError, Result, fail};
-use crate::eval::metrics::{self, Prf, aggregate, lrap};
+use crate::eval::metrics::{self, Aggregation, Prf, aggregate, lrap};
 use crate::eval::score_windows;
 use crate::features::{ClipFeatures, MelExtractor};
 use crate::util::Rng;
@@ -77,7 +77,8 @@ pub struct RecordingReport {
     /// Mean labels and predictions per mixture.
     pub mixture_labels: f64,
     pub mixture_predicted: f64,
-    /// The thresholds applied (the bundle's default unless overridden).
+    /// The aggregation and thresholds applied (the bundle's default unless overridden).
+    pub aggregation: Aggregation,
     pub thresholds: Vec<f32>,
 }
 
@@ -95,13 +96,14 @@ impl RecordingReport {
             s.push_str(&format!("| {} | {}/{} |\n", c.class, c.correct, c.of));
         }
         s.push_str(&format!(
-            "\n{} mixtures of 2–{} solos: LRAP {:.3}; micro P {:.3}, R {:.3}, F1 {:.3} at the default thresholds ({:.2} labels, {:.2} predicted per mixture)\n",
+            "\n{} mixtures of 2–{} solos: LRAP {:.3}; micro P {:.3}, R {:.3}, F1 {:.3} with {} at the default thresholds ({:.2} labels, {:.2} predicted per mixture)\n",
             self.mixtures,
             self.max_sources,
             self.mixture_lrap,
             self.mixture_micro.precision,
             self.mixture_micro.recall,
             self.mixture_micro.f1,
+            self.aggregation,
             self.mixture_labels,
             self.mixture_predicted
         ));
@@ -226,6 +228,7 @@ pub fn evaluate_recordings(
         mixture_micro: counts.micro,
         mixture_labels: labels.iter().map(Vec::len).sum::<usize>() as f64 / n,
         mixture_predicted: predicted_count as f64 / n,
+        aggregation: tagger.aggregation,
         thresholds: tagger.thresholds.clone(),
     })
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::audio::AudioStream;
 use crate::error::{FileError, Reason};
 use crate::eval::metrics::{Aggregation, aggregate};
-use crate::eval::score_inputs;
+use crate::eval::{score_inputs, thresholds_for};
 use crate::features::{MelExtractor, MelStream, Windowing};
 use crate::model::Model;
 use crate::model::bundle::{BundleConfig, load_bundle};
@@ -50,6 +50,17 @@ pub enum TunedOn {
 }
 
 crate::util::display_as_value!(TunedOn);
+
+/// A bundle's thresholds for an aggregation when nothing else is asked for: calibrated on
+/// mixtures when it has them, else tuned per class on clips, else its global one.
+fn default_thresholds(config: &BundleConfig, how: Aggregation) -> Vec<f32> {
+    let set = thresholds_for(config, how);
+    let n = config.classes.len();
+    [TunedOn::Mixtures, TunedOn::ClipsPerClass]
+        .into_iter()
+        .find_map(|which| tuned(set, n, which).ok())
+        .unwrap_or_else(|| vec![set.global; n])
+}
 
 /// A bundle's thresholds of one kind, for `n` classes; an error names what the bundle lacks.
 fn tuned(
@@ -121,26 +132,30 @@ impl Tagger {
 
     fn new(model: Model, config: BundleConfig, device: &Device) -> Self {
         let model = model.fold_batchnorm();
-        let n = config.classes.len();
-        let thresholds = [TunedOn::Mixtures, TunedOn::ClipsPerClass]
-            .into_iter()
-            .find_map(|which| tuned(&config.thresholds, n, which).ok())
-            .unwrap_or_else(|| vec![config.thresholds.global; n]);
+        let aggregation = config.aggregation.unwrap_or_default();
         Self {
             extractor: MelExtractor::new(config.features.clone()),
             model,
+            thresholds: default_thresholds(&config, aggregation),
             config,
             device: device.clone(),
             windowing: Windowing::analysis(),
-            aggregation: Aggregation::S1,
-            thresholds,
+            aggregation,
             batch_size: 64,
         }
     }
 
+    /// Aggregates with `how`, and applies the bundle's default thresholds for it.
+    pub fn with_aggregation(mut self, how: Aggregation) -> Self {
+        self.aggregation = how;
+        self.thresholds = default_thresholds(&self.config, how);
+        self
+    }
+
     /// Uses the bundle's thresholds of one kind; an error names what the bundle lacks.
     pub fn with_tuned(mut self, which: TunedOn) -> Result<Self, Reason> {
-        self.thresholds = tuned(&self.config.thresholds, self.config.classes.len(), which)?;
+        let set = thresholds_for(&self.config, self.aggregation);
+        self.thresholds = tuned(set, self.config.classes.len(), which)?;
         Ok(self)
     }
 
