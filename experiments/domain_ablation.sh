@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Which parts of the synthetic corpus make a model hear real instruments (issue 21's ablation):
 # libraries (one SoundFont, three, or models/libraries.toml's General-MIDI SoundFonts with
-# one-class SFZ instruments and GUS patches), acoustics (the recording-chain augmentation),
+# one-class SFZ instruments and GUS patches, then with models/libraries-tonejs.toml's recorded
+# orchestral notes too), acoustics (the recording-chain augmentation),
 # performance (`synth --perform`) and mixing (`train --mix`). Each corpus trains a ResNet18 from
 # random weights with the paper's recipe, shortened; each model is then scored on real solo
 # recordings and seeded mixtures of them (`instrec evaluate --recordings`).
@@ -23,7 +24,8 @@ three=(--soundfont "$sf/FluidR3_GM.sf2" --soundfont "$sf/MuseScore_General_Full.
 mkdir -p "$out"
 export INSTREC_CACHE="$out/cache"
 libraries=(--libraries "$(dirname "$0")/../models/libraries.toml")
-arms=${ARMS:-"fluid-only three-libraries fluid-augmented three-augmented three-augmented-performed all-augmented all-augmented-performed all-augmented-performed-mixed"}
+tonejs=(--libraries "$(dirname "$0")/../models/libraries-tonejs.toml")
+arms=${ARMS:-"fluid-only three-libraries fluid-augmented three-augmented three-augmented-performed all-augmented all-augmented-performed all-augmented-performed-mixed tonejs-augmented-performed-mixed"}
 train_extra=()
 run() { # name, synth flags... (train_extra: flags for train)
   local name=$1; shift
@@ -46,6 +48,7 @@ run all-augmented "${libraries[@]}" --augment
 run all-augmented-performed "${libraries[@]}" --augment --perform
 train_extra=(--mix)
 run all-augmented-performed-mixed "${libraries[@]}" --augment --perform
+run tonejs-augmented-performed-mixed "${libraries[@]}" "${tonejs[@]}" --augment --perform
 train_extra=()
 python3 - "$out" <<'PY'
 import json, sys, pathlib
@@ -54,7 +57,7 @@ print("| corpus | solo top-1 | class-mean top-1 | mixtures LRAP | micro-F1 (defa
 print("|---|---|---|---|---|")
 for name in ["fluid-only", "three-libraries", "fluid-augmented", "three-augmented",
              "three-augmented-performed", "all-augmented", "all-augmented-performed",
-             "all-augmented-performed-mixed"]:
+             "all-augmented-performed-mixed", "tonejs-augmented-performed-mixed"]:
     report = out / name / "recordings" / "report.json"
     if not report.exists():
         continue

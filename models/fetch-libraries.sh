@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Puts the SFZ sample libraries of models/libraries.toml in models/libs/, at the commits the
+# Puts the repository sample libraries of models/libraries.toml in models/libs/, at the commits the
 # built-in model was trained from (MODEL.md). The Debian ones come from apt:
 #   apt install fluid-soundfont-gm musescore-general-soundfont-lossless timgm6mb-soundfont freepats
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p libs
-get() { # owner/name commit
-  local dir=libs/${1#*/}
+get() { # owner/name commit directory [sparse patterns...]
+  local dir=libs/$3
   if [ ! -d "$dir/.git" ]; then
-    git clone --filter=blob:none "https://github.com/$1" "$dir"
+    git clone --filter=blob:none --no-checkout "https://github.com/$1" "$dir"
+  fi
+  if [ $# -gt 3 ]; then
+    git -C "$dir" sparse-checkout set --no-cone "${@:4}"
   fi
   git -C "$dir" checkout --quiet "$2"
 }
-get sfzinstruments/karoryfer.weresax 595d1fc1044edf6260d44b8215b723a3fbdd1802
-get sfzinstruments/SplendidGrandPiano 1c595d827b7fd7f0be3134aaed0f90b3662a09cf
-get kmturley/karoryfer.black-and-green-guitars f370da48d37869ed4d1b268fdb221547ac28919f
+get sfzinstruments/karoryfer.weresax 595d1fc1044edf6260d44b8215b723a3fbdd1802 karoryfer.weresax
+get sfzinstruments/SplendidGrandPiano 1c595d827b7fd7f0be3134aaed0f90b3662a09cf SplendidGrandPiano
+get kmturley/karoryfer.black-and-green-guitars f370da48d37869ed4d1b268fdb221547ac28919f \
+  karoryfer.black-and-green-guitars
+# tonejs-instruments' samples as JamesRyanATX/Harmonicon copies them (the original repository's
+# history is 1.7 GB): only the WAVs of the instruments models/sfz/tonejs-*.sfz play.
+samples=/packages/library-core/samples
+get JamesRyanATX/Harmonicon 42f46a740d50e22b187702bec78f86876ff5c431 tonejs \
+  "$samples/cello/*.wav" "$samples/cello/cello.txt" "$samples/clarinet/*.wav" "$samples/flute/*.wav" \
+  "$samples/acoustic-guitar/*.wav" "$samples/electric-guitar/*.wav" "$samples/organ/*.wav" \
+  "$samples/piano/*.wav" "$samples/trumpet/*.wav" "$samples/violin/*.wav"

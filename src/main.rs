@@ -370,7 +370,7 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
     use instrec::data::library::Library;
     use instrec::data::soundfont::find_soundfont;
     let start = std::time::Instant::now();
-    let sources = if args.soundfont.is_empty() && args.libraries.is_some() {
+    let sources = if args.soundfont.is_empty() && !args.libraries.is_empty() {
         Vec::new()
     } else if args.soundfont.is_empty() {
         vec![find_soundfont(None)?]
@@ -384,7 +384,7 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
         .iter()
         .map(Library::load)
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(list) = &args.libraries {
+    for list in &args.libraries {
         libraries.extend(instrec::data::library::load_list(list, |c| {
             synth::PROGRAMS[c].to_vec()
         })?);

@@ -334,3 +334,66 @@ fn broken_sample_libraries_fail_with_one_clear_line() {
         );
     }
 }
+
+/// `synth --libraries` repeated renders from the lists in order: the same corpus, manifest
+/// included, as one list holding both.
+#[test]
+fn several_library_lists_render_as_one() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("gm.sf2"),
+        instrec::data::soundfont::embedded_bytes().unwrap(),
+    )
+    .unwrap();
+    let tone: Vec<f32> = (0..22_050).map(|i| (i as f32 * 0.06).sin() * 0.3).collect();
+    instrec::audio::write_wav_i16(&dir.join("a.wav"), 44_100, &[tone]).unwrap();
+    std::fs::write(
+        dir.join("vio.sfz"),
+        "<region> sample=a.wav lokey=40 hikey=100 pitch_keycenter=69\n",
+    )
+    .unwrap();
+    let gm = "[[library]]\npath = \"gm.sf2\"\nlicence = \"MIT\"\nsource = \"test\"\n";
+    let vio = "[[library]]\npath = \"vio.sfz\"\nclass = \"vio\"\nlicence = \"CC0-1.0\"\nsource = \"test\"\n";
+    std::fs::write(dir.join("gm.toml"), gm).unwrap();
+    std::fs::write(dir.join("vio.toml"), vio).unwrap();
+    std::fs::write(dir.join("both.toml"), format!("{gm}\n{vio}")).unwrap();
+    let render = |lists: &[&str], out: &str| {
+        let mut args = vec!["synth", "--train-per-class", "2", "--test-clips", "2"];
+        for l in lists {
+            args.push("--libraries");
+            args.push(l);
+        }
+        let out = dir.join(out);
+        let out_s = out.to_str().unwrap().to_string();
+        args.extend(["--perform", "--out", &out_s]);
+        let o = instrec(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let (g, v, b) = (
+        dir.join("gm.toml"),
+        dir.join("vio.toml"),
+        dir.join("both.toml"),
+    );
+    let two = render(&[g.to_str().unwrap(), v.to_str().unwrap()], "two");
+    let one = render(&[b.to_str().unwrap()], "one");
+    let records = instrec::data::synth::file_records(&one);
+    assert_eq!(records.len(), 2 * 11 + 2);
+    assert!(
+        records.iter().any(|r| r.line_libraries == [1]),
+        "{records:?}"
+    );
+    for r in &records {
+        assert_eq!(
+            std::fs::read(one.join(&r.path)).unwrap(),
+            std::fs::read(two.join(&r.path)).unwrap(),
+            "{}",
+            r.path
+        );
+    }
+    assert_eq!(
+        std::fs::read(one.join("instrec-synth.json")).unwrap(),
+        std::fs::read(two.join("instrec-synth.json")).unwrap()
+    );
+}

@@ -318,9 +318,10 @@ pub struct SynthArgs {
     pub soundfont: Vec<PathBuf>,
     /// A library list (TOML, `[[library]]` entries of path, licence, source and, for an SFZ
     /// instrument, its class): General-MIDI SoundFonts and instruments of one class rendered
-    /// from together, every file's SHA-256 recorded in the manifest. Adds to --soundfont.
+    /// from together, every file's SHA-256 recorded in the manifest. Adds to --soundfont;
+    /// repeat it to render from several lists, in order.
     #[arg(long)]
-    pub libraries: Option<PathBuf>,
+    pub libraries: Vec<PathBuf>,
     /// Pass every clip through a seeded recording chain: microphone/EQ colour, amplifier
     /// distortion (mostly electric guitar), compression, a room, band limits, a lossy codec,
     /// noise (each with its own probability; recorded per file in the manifest).
