@@ -13,7 +13,8 @@ seed=12
 "$bin" train --data "$out/data" --arch resnet18 --init random --seed "$seed" \
   --max-epochs 28 --warmup-epochs 2 --patience 28 --mix --out "$out/run"
 "$bin" evaluate --model "$out/run" --data "$out/data" --out "$out/run/eval"
-"$bin" pack --model "$out/run" --out "$root/models/default"
+"$bin" evaluate --model "$out/run" --data "$out/data" --aggregation s2 --out "$out/run/eval-s2"
+"$bin" pack --model "$out/run" --aggregation s2 --out "$root/models/default"
 if [ -d "$root/../shared/real-dev" ]; then
   "$bin" evaluate --model "$root/models/default" --recordings "$root/../shared/real-dev" \
     --out "$out/real-dev"
