@@ -250,6 +250,15 @@ fn tag_needs_no_model_flag() {
     assert_eq!(v["classes"].as_array().map_or(0, Vec::len), 11, "{v}");
     let scores = v["files"][0]["scores"].as_array().map_or(0, Vec::len);
     assert_eq!(scores, 11, "{v}");
+    // The built-in model scores with its own aggregation, and says so.
+    assert_eq!(v["aggregation"], "s2", "{v}");
+    let top = v["files"][0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .fold(f64::MIN, f64::max);
+    assert!((top - 1.0).abs() < 1e-6, "{v}");
 }
 
 /// A library list whose instruments are broken stops `synth` with one line naming the file (and

@@ -72,7 +72,8 @@ pub fn window_csv_header(classes: &[String]) -> String {
     format!("file,start_s,end_s,{}", classes.join(","))
 }
 
-/// `tag --format json`: the classes, thresholds, each file's result and the failures.
+/// `tag --format json`: the classes, the aggregation and thresholds applied, each file's result and
+/// the failures.
 pub fn json_report(
     tagger: &Tagger,
     results: &[TagResult],
@@ -80,6 +81,7 @@ pub fn json_report(
 ) -> serde_json::Value {
     serde_json::json!({
         "classes": tagger.config.classes,
+        "aggregation": tagger.aggregation,
         "thresholds": tagger.thresholds,
         "files": results,
         "failures": failures,
