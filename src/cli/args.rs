@@ -152,8 +152,8 @@ pub struct EvaluateArgs {
     /// With --recordings: the mixtures' seed.
     #[arg(long, default_value_t = RecordingOptions::default().seed, requires = "recordings")]
     pub seed: u64,
-    /// s1 (mean of window sigmoids, the paper's) or s2 (sum divided by its maximum); default
-    /// s1 with --data, the bundle's own with --recordings.
+    /// s1 (mean of window sigmoids, the paper's) or s2 (sum divided by its maximum); default:
+    /// the bundle's own, as `tag` uses it (s1 unless it was packed with another).
     #[arg(long)]
     pub aggregation: Option<instrec::eval::metrics::Aggregation>,
     /// The fixed threshold reported beside the tuned ones.
