@@ -437,7 +437,7 @@ pub fn train_and_evaluate(
                 &tc.data,
                 &EvalOptions {
                     batch_size: tc.recipe.batch_size,
-                    aggregation,
+                    aggregation: Some(aggregation),
                     ..EvalOptions::paper(cache_dir.to_path_buf())
                 },
                 &device,

@@ -449,13 +449,7 @@ fn evaluate_cmd(a: cli::EvaluateArgs) -> Result<ExitCode> {
     let (Some(data), Some(model)) = (&a.data, &model) else {
         return evaluate_recordings(&a, model.as_deref(), &device);
     };
-    let mut opts = a.options();
-    if a.aggregation.is_none() {
-        // As tag scores with this bundle; an unreadable config fails below with its reason.
-        if let Ok(config) = instrec::model::bundle::read_config(model) {
-            opts.aggregation = config.aggregation.unwrap_or_default();
-        }
-    }
+    let opts = a.options();
     let pb = progress::items(0, "scoring test clips");
     let report = instrec::eval::evaluate(model, data, &opts, &device, &|done, total| {
         pb.set_length(total as u64);

@@ -63,7 +63,7 @@ impl EvaluateArgs {
     /// The evaluation these flags describe.
     pub fn options(&self) -> EvalOptions {
         EvalOptions {
-            aggregation: self.aggregation.unwrap_or_default(),
+            aggregation: self.aggregation,
             fixed_threshold: self.threshold,
             hop: self.hop,
             ..EvalOptions::paper(cache_dir(&self.cache_dir))

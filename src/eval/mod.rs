@@ -181,7 +181,8 @@ impl EvalReport {
 }
 
 pub struct EvalOptions {
-    pub aggregation: Aggregation,
+    /// `None`: the bundle's own, as `tag` uses it (s1 unless it was packed with another).
+    pub aggregation: Option<Aggregation>,
     pub fixed_threshold: f32,
     pub hop: usize,
     pub batch_size: usize,
@@ -192,7 +193,7 @@ impl EvalOptions {
     /// The paper's evaluation: s1, 50 %-overlap windows, 0.5 as the fixed threshold.
     pub fn paper(cache_dir: PathBuf) -> Self {
         Self {
-            aggregation: Aggregation::S1,
+            aggregation: Some(Aggregation::S1),
             fixed_threshold: 0.5,
             hop: Windowing::analysis().hop,
             batch_size: 64,
@@ -214,6 +215,9 @@ pub fn evaluate(
     crate::check::threshold("fixed threshold", opts.fixed_threshold)?;
     let (model, config) = load_bundle(model_dir, device)?;
     let model = model.fold_batchnorm();
+    let aggregation = opts
+        .aggregation
+        .unwrap_or(config.aggregation.unwrap_or_default());
     let set = Irmas::read(data)?;
     if set.test.is_empty() {
         fail!(
@@ -247,7 +251,7 @@ pub fn evaluate(
                 clip_scores.push(ClipScore {
                     path: clip.path.clone(),
                     labels: clip.labels.clone(),
-                    scores: metrics::aggregate(&w, opts.aggregation),
+                    scores: metrics::aggregate(&w, aggregation),
                 });
             }
             None => skipped.push(
@@ -272,7 +276,15 @@ pub fn evaluate(
             skipped.first().map_or("", String::as_str)
         );
     }
-    let report = score_report(model_dir, data, &config, opts, clip_scores, skipped);
+    let report = score_report(
+        model_dir,
+        data,
+        &config,
+        opts,
+        aggregation,
+        clip_scores,
+        skipped,
+    );
     Ok(report)
 }
 
@@ -290,6 +302,7 @@ fn score_report(
     data: &Path,
     config: &BundleConfig,
     opts: &EvalOptions,
+    aggregation: Aggregation,
     clip_scores: Vec<ClipScore>,
     skipped: Vec<String>,
 ) -> EvalReport {
@@ -306,7 +319,7 @@ fn score_report(
         });
     };
     add(ThresholdKind::Fixed, vec![opts.fixed_threshold; n]);
-    let tuned = thresholds_for(config, opts.aggregation);
+    let tuned = thresholds_for(config, aggregation);
     if tuned.source == "validation-tuned" {
         add(ThresholdKind::TunedGlobal, vec![tuned.global; n]);
         if let Some(p) = &tuned.per_class {
@@ -322,7 +335,7 @@ fn score_report(
     EvalReport {
         model: model_dir.to_path_buf(),
         data: data.to_path_buf(),
-        aggregation: opts.aggregation,
+        aggregation,
         window_hop: opts.hop,
         clips: clip_scores.len(),
         skipped,
