@@ -3,11 +3,15 @@
 
     pip install torch torchaudio torchvision numpy soundfile
     python3 benches/pytorch_bench.py model --arch resnet18 --threads 2 [--device cuda]
+        [--precision bf16] [--adam fused|foreach|for-loop]
     python3 benches/pytorch_bench.py features FILE.wav --clips 20
 
 model: torchvision ResNet18/50 with 11 outputs on random [64, 3, 43, 128] windows; a training
 step is forward + BCEWithLogits + backward + Adam(5e-4, weight decay 5e-4); inference is the
 eval-mode forward under torch.inference_mode. One untimed warm-up step each, as instrec does.
+--precision bf16 is what PyTorch users on an H100/H200 train with: torch.autocast(bfloat16) and
+channels-last memory (fp32 weights, loss and optimizer). --adam picks Adam's implementation
+(default: PyTorch's own choice, foreach on CUDA and a for-loop on the CPU).
 features: soundfile decode, channel mean, torchaudio.functional.resample to 22,050 Hz,
 MelSpectrogram(n_fft=2048, hop_length=512, n_mels=128), ln(x + 1e-6), one thread.
 Prints one JSON line. Not part of CI (benches/compare.sh runs it next to instrec).
@@ -28,7 +32,16 @@ def bench_model(a):
     net = getattr(torchvision.models, a.arch)(num_classes=11).to(dev)
     x = (torch.randn(a.batch, 3, 43, 128) * 3 - 8).to(dev)
     y = (torch.rand(a.batch, 11) < 0.2).float().to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=5e-4, weight_decay=5e-4)
+    bf16 = a.precision == "bf16"
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    impl = {"fused": {"fused": True}, "foreach": {"foreach": True},
+            "for-loop": {"foreach": False}}.get(a.adam, {})
+    opt = torch.optim.Adam(net.parameters(), lr=5e-4, weight_decay=5e-4, **impl)
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def sync():
@@ -42,7 +55,9 @@ def bench_model(a):
         in_opt = 0.0
         for _ in range(n):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
+            with autocast():
+                out = net(x)
+            loss = loss_fn(out.float(), y)
             loss.backward()
             sync()
             t_opt = time.perf_counter()
@@ -55,7 +70,7 @@ def bench_model(a):
     def infer(n):
         net.eval()
         t = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for _ in range(n):
                 net(x).cpu()
         sync()
@@ -71,6 +86,8 @@ def bench_model(a):
         "device": a.device,
         "threads": a.threads,
         "batch": a.batch,
+        "precision": a.precision,
+        "adam": a.adam,
         "train_samples_per_s": a.batch * a.steps / tr,
         "optimizer_share": tr_opt / tr,
         "infer_samples_per_s": a.batch * a.steps / inf,
@@ -118,6 +135,8 @@ def main():
     m.add_argument("--batch", type=int, default=64)
     m.add_argument("--steps", type=int, default=5)
     m.add_argument("--device", default="cpu")
+    m.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    m.add_argument("--adam", default="default", choices=["default", "fused", "foreach", "for-loop"])
     f = sub.add_parser("features")
     f.add_argument("audio")
     f.add_argument("--clips", type=int, default=20)

@@ -71,27 +71,23 @@ pub struct ModelBench {
     pub infer_samples_per_s: f64,
 }
 
-/// Times `steps` training steps and `steps` inference batches of `batch` random windows (after
-/// one untimed warm-up step each) on `device`.
+/// Times `steps` training steps with `optim` and `steps` inference batches of `batch` random
+/// windows (after one untimed warm-up step each) on `device`.
 pub fn bench_model(
     arch: crate::model::Arch,
     device: &burn::tensor::Device,
     batch: usize,
     steps: usize,
+    mut optim: burn::optim::ModuleOptimizer,
 ) -> ModelBench {
     use burn::module::Module;
-    use burn::optim::decay::WeightDecayConfig;
-    use burn::optim::{AdamConfig, GradientsParams};
+    use burn::optim::GradientsParams;
     use burn::tensor::{Distribution, Tensor};
 
     use crate::model::{Model, bce_with_logits};
 
     let train_device = device.clone().autodiff();
     let mut model = Model::new(arch, crate::CLASSES.len(), &train_device);
-    let mut optim = AdamConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init();
     let shape = [batch, 3, crate::features::WINDOW_FRAMES, 128];
     let x = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), &train_device);
     let y = Tensor::<2>::random(

@@ -162,6 +162,9 @@ pub enum BenchCommand {
         /// Timed steps (after one warm-up step).
         #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 5)]
         steps: usize,
+        /// Time burn's own Adam where training would use LibTorch's fused one (--backend tch).
+        #[arg(long)]
+        burn_adam: bool,
     },
     /// Time to list a folder as `tag` does (walk rules, default extensions), best of RUNS.
     Walk {

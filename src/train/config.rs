@@ -111,20 +111,13 @@ impl TrainConfig {
         self.calibration.check()
     }
 
-    /// A fresh optimizer of the recipe's kind, with PyTorch's ε (burn's default is 1e-5).
+    /// A fresh optimizer of the recipe's kind for the run's backend (see [`optimizer`]).
     pub fn optimizer(&self) -> ModuleOptimizer {
-        match self.recipe.optimizer {
-            OptimizerKind::Adam => AdamConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(Some(WeightDecayConfig::new(
-                    self.recipe.weight_decay as f32,
-                )))
-                .init(),
-            OptimizerKind::AdamW => AdamWConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(self.recipe.weight_decay as f32)
-                .init(),
-        }
+        optimizer(
+            self.recipe.optimizer,
+            self.recipe.weight_decay as f32,
+            self.backend == Backend::Tch,
+        )
     }
 
     /// The paper's settings for a data set, architecture, initialisation and channel mode.
@@ -142,6 +135,30 @@ impl TrainConfig {
             mix: None,
             calibration: CalibrationConfig::default(),
         }
+    }
+}
+
+/// Adam or AdamW with PyTorch's ε (burn's default is 1e-5) and `weight_decay`. With `fused` in a
+/// build with feature `tch`, LibTorch's fused kernels take the steps of LibTorch tensors
+/// (`train::fused_adam`); they keep burn's optimizer state, so checkpoints are the same either
+/// way.
+pub fn optimizer(kind: OptimizerKind, weight_decay: f32, fused: bool) -> ModuleOptimizer {
+    let decoupled = kind == OptimizerKind::AdamW;
+    #[cfg(feature = "tch")]
+    if fused {
+        return super::fused_adam::adam(weight_decay, decoupled);
+    }
+    let _ = fused;
+    if decoupled {
+        AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(weight_decay)
+            .init()
+    } else {
+        AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(Some(WeightDecayConfig::new(weight_decay)))
+            .init()
     }
 }
 

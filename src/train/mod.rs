@@ -8,6 +8,7 @@
 //! - [`data`]: the training and validation clips and their batches;
 //! - `run`: the loop — restore or start, one epoch at a time, finish;
 //! - `checkpoint`: what is saved after each epoch, and read back on resume;
+//! - `fused_adam` (feature `tch`): Adam through LibTorch's fused kernels;
 //! - [`early_stop`] and [`schedule`]: when to stop, and the learning rate of each step;
 //! - [`layout`]: the files of a run directory; [`observer`]: progress reports;
 //! - [`thresholds`]: the decision thresholds tuned on validation data at the end.
@@ -16,6 +17,8 @@ mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod early_stop;
+#[cfg(feature = "tch")]
+pub mod fused_adam;
 pub mod layout;
 pub mod observer;
 mod run;
@@ -29,7 +32,7 @@ use crate::error::Result;
 use crate::util::write_atomic;
 
 pub use checkpoint::EpochLog;
-pub use config::{OptimizerKind, PAPER, Recipe, TrainConfig, read_config};
+pub use config::{OptimizerKind, PAPER, Recipe, TrainConfig, optimizer, read_config};
 pub use data::{RunData, load_run_data};
 pub use early_stop::EarlyStopping;
 pub use layout::{CONFIG_FILE, LOG_FILE, MODEL_DIR, SUMMARY_FILE, bundle_dir};
