@@ -5,7 +5,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::audio::{Channel, decode_bytes};
-use crate::error::FileError;
+use crate::error::{Error, FileError};
 use crate::features::{FeatureSettings, MelExtractor};
 
 /// Result of one feature-extraction benchmark.
@@ -78,8 +78,8 @@ pub fn bench_model(
     device: &burn::tensor::Device,
     batch: usize,
     steps: usize,
-    mut optim: burn::optim::ModuleOptimizer,
-) -> ModelBench {
+    mut optim: crate::train::RunOptimizer,
+) -> Result<ModelBench, Error> {
     use burn::module::Module;
     use burn::optim::GradientsParams;
     use burn::tensor::{Distribution, Tensor};
@@ -87,7 +87,7 @@ pub fn bench_model(
     use crate::model::{Model, bce_with_logits};
 
     let train_device = device.clone().autodiff();
-    let mut model = Model::new(arch, crate::CLASSES.len(), &train_device);
+    let model = Model::new(arch, crate::CLASSES.len(), &train_device);
     let shape = [batch, 3, crate::features::WINDOW_FRAMES, 128];
     let x = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), &train_device);
     let y = Tensor::<2>::random(
@@ -95,8 +95,9 @@ pub fn bench_model(
         Distribution::Bernoulli(0.2),
         &train_device,
     );
-    // (total seconds, optimizer seconds)
-    let mut time_train = |n: usize| {
+    // The model after `n` steps, with (total seconds, optimizer seconds). It moves through each
+    // step, as in training, so that nothing else holds its tensors.
+    let mut time_train = |mut model: Model, n: usize| -> Result<(Model, f64, f64), Error> {
         let (start, mut optimizer) = (Instant::now(), 0.0);
         for _ in 0..n {
             let loss = bce_with_logits(model.forward(x.clone()), y.clone());
@@ -104,18 +105,18 @@ pub fn bench_model(
             // A GPU runs asynchronously: wait for the backward pass before timing the step.
             let _ = train_device.sync();
             let t = Instant::now();
-            model = optim.step(5e-4, model.clone(), grads);
+            model = optim.step(5e-4, model, grads)?;
             // Reading the loss waits for the step to finish.
             std::hint::black_box(loss.into_data());
             let _ = train_device.sync();
             optimizer += t.elapsed().as_secs_f64();
         }
-        (start.elapsed().as_secs_f64(), optimizer)
+        Ok((model, start.elapsed().as_secs_f64(), optimizer))
     };
-    let (train, optimizer) = crate::model::on_kernel_pool(device, || {
-        time_train(1);
-        time_train(steps)
-    });
+    let (model, train, optimizer) = crate::model::on_kernel_pool(device, || {
+        let (model, ..) = time_train(model, 1)?;
+        time_train(model, steps)
+    })?;
 
     let eval = model.valid().fold_batchnorm();
     let xi = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), device);
@@ -130,12 +131,12 @@ pub fn bench_model(
         time_infer(1);
         time_infer(steps)
     });
-    ModelBench {
+    Ok(ModelBench {
         batch,
         train_samples_per_s: (batch * steps) as f64 / train,
         optimizer_share: optimizer / train,
         infer_samples_per_s: (batch * steps) as f64 / infer,
-    }
+    })
 }
 
 /// This process's peak resident memory so far, in MB (getrusage).

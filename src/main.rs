@@ -117,11 +117,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 // The paper's optimizer, as `train` makes it for this backend.
                 let fused = compute.backend == Backend::Tch && !burn_adam;
                 let paper = instrec::train::PAPER;
-                let optim =
-                    instrec::train::optimizer(paper.optimizer, paper.weight_decay as f32, fused);
+                let optim = instrec::train::RunOptimizer::new(
+                    paper.optimizer,
+                    paper.weight_decay as f32,
+                    fused,
+                );
                 let adam = if fused { "fused Adam" } else { "burn's Adam" };
                 out!("{arch} on {compute}, batch {batch}, {steps} timed steps, {adam}");
-                let r = bench::bench_model(arch, &device, batch, steps, optim);
+                let r = bench::bench_model(arch, &device, batch, steps, optim)?;
                 out!(
                     "train: {:>8.1} samples/s ({:.0} % of it in the optimizer step)",
                     r.train_samples_per_s,

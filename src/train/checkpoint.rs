@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::optim::OptimizerRecord;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ pub(super) fn restore(
     config: &TrainConfig,
     run_dir: &Path,
     device: &Device,
-) -> Result<Option<(Model, ModuleOptimizer, CheckpointState)>> {
+) -> Result<Option<(Model, super::RunOptimizer, CheckpointState)>> {
     let ckpt = checkpoint_dir(run_dir);
     let old = ckpt.with_extension("old");
     if !ckpt.exists() && old.join("state.json").is_file() {
@@ -124,7 +124,7 @@ pub(super) fn write_log(run_dir: &Path, log: &[EpochLog]) -> Result<()> {
 pub(super) fn save_checkpoint(
     run_dir: &Path,
     model: &Model,
-    optim: &ModuleOptimizer,
+    optim: &super::RunOptimizer,
     state: &CheckpointState,
 ) -> Result<()> {
     let dir = &checkpoint_dir(run_dir);

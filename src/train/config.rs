@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, DeviceSpec};
@@ -17,6 +15,7 @@ use crate::features::ChannelMode;
 use crate::model::Arch;
 
 use super::layout::CONFIG_FILE;
+use super::optim::RunOptimizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -111,9 +110,9 @@ impl TrainConfig {
         self.calibration.check()
     }
 
-    /// A fresh optimizer of the recipe's kind for the run's backend (see [`optimizer`]).
-    pub fn optimizer(&self) -> ModuleOptimizer {
-        optimizer(
+    /// A fresh optimizer of the recipe's kind for the run's backend (fused on LibTorch).
+    pub fn optimizer(&self) -> RunOptimizer {
+        RunOptimizer::new(
             self.recipe.optimizer,
             self.recipe.weight_decay as f32,
             self.backend == Backend::Tch,
@@ -135,30 +134,6 @@ impl TrainConfig {
             mix: None,
             calibration: CalibrationConfig::default(),
         }
-    }
-}
-
-/// Adam or AdamW with PyTorch's ε (burn's default is 1e-5) and `weight_decay`. With `fused` in a
-/// build with feature `tch`, LibTorch's fused kernels take the steps of LibTorch tensors
-/// (`train::fused_adam`); they keep burn's optimizer state, so checkpoints are the same either
-/// way.
-pub fn optimizer(kind: OptimizerKind, weight_decay: f32, fused: bool) -> ModuleOptimizer {
-    let decoupled = kind == OptimizerKind::AdamW;
-    #[cfg(feature = "tch")]
-    if fused {
-        return super::fused_adam::adam(weight_decay, decoupled);
-    }
-    let _ = fused;
-    if decoupled {
-        AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(weight_decay)
-            .init()
-    } else {
-        AdamConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(Some(WeightDecayConfig::new(weight_decay)))
-            .init()
     }
 }
 

@@ -1,14 +1,17 @@
 //! Adam and AdamW on LibTorch through LibTorch's own fused kernels (`at::_fused_adam_`,
-//! `at::_fused_adamw_`, bound by `csrc/fused_adam.cpp`): one call per parameter tensor, where
-//! burn's Adam issues about 13 LibTorch ops (on an H200 the optimizer was 41 % of a ResNet18
-//! step). The state is burn's own ([`AdamState`], [`AdamWState`]), so checkpoints read and write
-//! as with burn's optimizers and runs resume across the two. Tensors of other backends take
-//! burn's optimizer unchanged.
+//! `at::_fused_adamw_`, bound by `csrc/fused_adam.cpp`), where burn's Adam issues about 13
+//! LibTorch ops per parameter tensor (on an H200 the optimizer was 41 % of a ResNet18 step).
+//! burn's optimizer visits one parameter at a time: each visit here only queues the step (the
+//! tensors it will update in place), and [`Queue::flush`] then steps all of them in one kernel
+//! call per device and learning rate. The state is burn's own ([`AdamState`], [`AdamWState`]),
+//! so checkpoints read and write as with burn's optimizers and runs resume across the two.
+//! Tensors of other backends take burn's optimizer unchanged.
 // burn marks its LibTorch backend deprecated; it is still the one that reaches CUDA offline.
 #![allow(deprecated)]
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
@@ -38,15 +41,6 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// Parameter tensors stepped by the fused kernels so far in this process (a check that they, not
-/// burn's fallback, took the steps).
-static FUSED_STEPS: AtomicU64 = AtomicU64::new(0);
-
-/// How many parameter-tensor steps LibTorch's fused kernels have taken in this process.
-pub fn fused_steps() -> u64 {
-    FUSED_STEPS.load(Ordering::Relaxed)
-}
-
 /// The hyper-parameters both kernels take.
 #[derive(Debug, Clone, Copy)]
 struct Hyper {
@@ -58,23 +52,147 @@ struct Hyper {
     decoupled: bool,
 }
 
+/// One parameter's step, waiting for [`Queue::flush`]: handles on the tensors it updates.
+struct Pending {
+    param: tch::Tensor,
+    grad: tch::Tensor,
+    m: tch::Tensor,
+    v: tch::Tensor,
+    /// This step's number (from 1).
+    time: usize,
+    lr: f64,
+}
+
+/// The steps queued since the last flush (shared by an optimizer and its clones), and the
+/// hyper-parameters they are taken with.
+#[derive(Clone)]
+pub struct Queue {
+    pending: Arc<Mutex<Vec<Pending>>>,
+    hyper: Hyper,
+    /// Kernel calls, and parameter tensors stepped by them (a check that the kernels, not
+    /// burn's fallback, took the steps, and in how many calls).
+    counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+// SAFETY: tch handles are reference-counted LibTorch tensors; the queue only moves them between
+// threads under its lock, as burn-tch does with its own (it marks `TchTensor` Send and Sync).
+unsafe impl Send for Pending {}
+
+impl Queue {
+    fn new(hyper: Hyper) -> Self {
+        Self {
+            pending: Arc::default(),
+            hyper,
+            counts: Arc::default(),
+        }
+    }
+
+    /// (kernel calls, parameter-tensor steps they took) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let (calls, steps) = &*self.counts;
+        (calls.load(Ordering::Relaxed), steps.load(Ordering::Relaxed))
+    }
+
+    fn push(&self, p: Pending) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p);
+    }
+
+    /// Applies every queued step: one kernel call per (device, learning rate, step number),
+    /// i.e. one per step for a whole model on one device. The parameters, moments and gradients
+    /// burn holds change in place. An error names LibTorch's reason; the queue is empty after.
+    pub fn flush(&self) -> Result<(), String> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut groups: Vec<Vec<Pending>> = Vec::new();
+        for p in pending {
+            let key = |q: &Pending| (q.param.device(), q.lr.to_bits(), q.time);
+            match groups.iter_mut().find(|g| key(&g[0]) == key(&p)) {
+                Some(g) => g.push(p),
+                None => groups.push(vec![p]),
+            }
+        }
+        for group in groups {
+            run_kernel(&self.hyper, &group)?;
+            self.counts.0.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .1
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// One kernel call over `group` (one device, learning rate and step number).
+fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
+    let (first, n) = (&group[0], group.len());
+    // PyTorch's fused Adam reads each step after incrementing it: `time` is this step's. One
+    // fill for the group, seen through views.
+    let steps = tch::Tensor::f_full(
+        [n as i64],
+        first.time as f64,
+        (tch::Kind::Float, first.param.device()),
+    )
+    .and_then(|t| t.f_unbind(0))
+    .map_err(|e| e.to_string())?;
+    let ptrs = |f: &dyn Fn(&Pending) -> &tch::Tensor| -> Vec<*const c_void> {
+        group
+            .iter()
+            .map(|p| f(p).as_ptr() as *const c_void)
+            .collect()
+    };
+    let (params, grads) = (ptrs(&|p| &p.param), ptrs(&|p| &p.grad));
+    let (ms, vs) = (ptrs(&|p| &p.m), ptrs(&|p| &p.v));
+    let steps: Vec<*const c_void> = steps.iter().map(|t| t.as_ptr() as *const c_void).collect();
+    let mut err = [0 as c_char; 512];
+    // SAFETY: every pointer is a live `torch::Tensor *` owned by a tch handle in `group` or
+    // `steps`, held across the call; each array has n entries; `err` is writable for its length.
+    let rc = unsafe {
+        instrec_fused_adam(
+            params.as_ptr(),
+            grads.as_ptr(),
+            ms.as_ptr(),
+            vs.as_ptr(),
+            steps.as_ptr(),
+            n,
+            first.lr,
+            hyper.beta_1,
+            hyper.beta_2,
+            hyper.weight_decay,
+            hyper.epsilon,
+            c_int::from(hyper.decoupled),
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: the shim wrote a NUL-terminated message within `err`.
+        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+        Err(format!("LibTorch's fused Adam: {}", msg.to_string_lossy()))
+    }
+}
+
 /// Adam (L2 weight decay added to the gradient, as PyTorch's `Adam`) fused on LibTorch.
 #[derive(Clone)]
 pub struct FusedAdam {
-    hyper: Hyper,
     burn: Adam,
+    queue: Queue,
 }
 
 /// AdamW (decoupled weight decay) fused on LibTorch.
 #[derive(Clone)]
 pub struct FusedAdamW {
-    hyper: Hyper,
     burn: AdamW,
+    queue: Queue,
 }
 
 /// PyTorch's β (0.9, 0.999), ε 1e-8 and `weight_decay` as L2 (Adam) or decoupled (AdamW): the
-/// fused optimizer, whole-module.
-pub fn adam(weight_decay: f32, decoupled: bool) -> ModuleOptimizer {
+/// fused optimizer, whole-module, and the queue that [`Queue::flush`] must empty after each of
+/// its steps.
+pub fn adam(weight_decay: f32, decoupled: bool) -> (ModuleOptimizer, Queue) {
     // burn's β and ε are f32: the kernel gets the same rounded values (1 − β₂ differs from
     // PyTorch's double 0.999 by 1.3e-5 relative), so both optimizers take the same steps.
     let hyper = Hyper {
@@ -92,7 +210,12 @@ pub fn adam(weight_decay: f32, decoupled: bool) -> ModuleOptimizer {
             .with_epsilon(hyper.epsilon as f32)
             .with_weight_decay(weight_decay)
             .build();
-        FusedAdamW { hyper, burn }.into()
+        let queue = Queue::new(hyper);
+        let o = FusedAdamW {
+            burn,
+            queue: queue.clone(),
+        };
+        (o.into(), queue)
     } else {
         let burn = AdamConfig::new()
             .with_beta_1(hyper.beta_1 as f32)
@@ -102,7 +225,12 @@ pub fn adam(weight_decay: f32, decoupled: bool) -> ModuleOptimizer {
                 weight_decay,
             )))
             .build();
-        FusedAdam { hyper, burn }.into()
+        let queue = Queue::new(hyper);
+        let o = FusedAdam {
+            burn,
+            queue: queue.clone(),
+        };
+        (o.into(), queue)
     }
 }
 
@@ -117,7 +245,7 @@ impl Optimizer for FusedAdam {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let momentum = state.map(|s| s.momentum);
-        match fused_step(&self.hyper, lr, tensor, grad, momentum) {
+        match queue_step(&self.queue, lr, tensor, grad, momentum) {
             Ok((t, m)) => (t, Some(AdamState::new(m))),
             Err(declined) => {
                 let (t, g, m) = *declined;
@@ -142,7 +270,7 @@ impl Optimizer for FusedAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let momentum = state.map(|s| s.momentum);
-        match fused_step(&self.hyper, lr, tensor, grad, momentum) {
+        match queue_step(&self.queue, lr, tensor, grad, momentum) {
             Ok((t, m)) => (t, Some(AdamWState { momentum: m })),
             Err(declined) => {
                 let (t, g, m) = *declined;
@@ -186,10 +314,10 @@ fn burn_tensor<const D: usize>(t: TchTensor) -> Tensor<D> {
     Tensor::from_primitive::<LibTorch>(t)
 }
 
-/// One fused step of one parameter: its new value and state, or everything handed back when
-/// this is not an f32 LibTorch tensor, the state is AMSGrad's, or LibTorch refused.
-fn fused_step<const D: usize>(
-    hyper: &Hyper,
+/// Queues one parameter's step and returns its tensors (updated in place by the flush), or
+/// hands everything back when this is not an f32 LibTorch tensor or the state is AMSGrad's.
+fn queue_step<const D: usize>(
+    queue: &Queue,
     lr: LearningRate,
     tensor: Tensor<D>,
     grad: Tensor<D>,
@@ -205,7 +333,6 @@ fn fused_step<const D: usize>(
     }
     let (param, g) = match (writable(tensor), writable(grad)) {
         (Some(p), Some(g)) => (p, g),
-        // Unreachable after `on_libtorch`; nothing was consumed that matters.
         _ => unreachable_declined(),
     };
     let time = momentum.as_ref().map_or(0, |m| m.time) + 1;
@@ -219,42 +346,14 @@ fn fused_step<const D: usize>(
             TchTensor::new(param.tensor.zeros_like()),
         ),
     };
-    // PyTorch's fused Adam reads the step after incrementing it: `time` is this step's.
-    let step = tch::Tensor::full(
-        [] as [i64; 0],
-        time as f64,
-        (tch::Kind::Float, param.tensor.device()),
-    );
-    let ptrs = |t: &tch::Tensor| [t.as_ptr() as *const c_void];
-    let mut err = [0 as c_char; 512];
-    // SAFETY: each pointer is a live `torch::Tensor *` owned by a tch handle held across the
-    // call; n = 1 matches the one-element arrays; `err` is writable for its length.
-    let rc = unsafe {
-        instrec_fused_adam(
-            ptrs(&param.tensor).as_ptr(),
-            ptrs(&g.tensor).as_ptr(),
-            ptrs(&m.tensor).as_ptr(),
-            ptrs(&v.tensor).as_ptr(),
-            ptrs(&step).as_ptr(),
-            1,
-            lr,
-            hyper.beta_1,
-            hyper.beta_2,
-            hyper.weight_decay,
-            hyper.epsilon,
-            c_int::from(hyper.decoupled),
-            err.as_mut_ptr(),
-            err.len(),
-        )
-    };
-    if rc != 0 {
-        // LibTorch checks its inputs before writing: burn's optimizer redoes the step.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-        tracing::warn!("LibTorch's fused Adam refused a step ({msg}); burn's Adam takes it");
-        let momentum = (time > 1).then(|| Momentum::new(time - 1, burn_tensor(m), burn_tensor(v)));
-        return Err(Box::new((burn_tensor(param), burn_tensor(g), momentum)));
-    }
-    FUSED_STEPS.fetch_add(1, Ordering::Relaxed);
+    queue.push(Pending {
+        param: param.tensor.shallow_clone(),
+        grad: g.tensor.shallow_clone(),
+        m: m.tensor.shallow_clone(),
+        v: v.tensor.shallow_clone(),
+        time,
+        lr,
+    });
     Ok((
         burn_tensor(param),
         Momentum::new(time, burn_tensor(m), burn_tensor(v)),

@@ -8,7 +8,8 @@
 //! - [`data`]: the training and validation clips and their batches;
 //! - `run`: the loop — restore or start, one epoch at a time, finish;
 //! - `checkpoint`: what is saved after each epoch, and read back on resume;
-//! - `fused_adam` (feature `tch`): Adam through LibTorch's fused kernels;
+//! - `optim`: the optimizer a run steps; `fused_adam` (feature `tch`): Adam through LibTorch's
+//!   fused kernels;
 //! - [`early_stop`] and [`schedule`]: when to stop, and the learning rate of each step;
 //! - [`layout`]: the files of a run directory; [`observer`]: progress reports;
 //! - [`thresholds`]: the decision thresholds tuned on validation data at the end.
@@ -21,6 +22,7 @@ pub mod early_stop;
 pub mod fused_adam;
 pub mod layout;
 pub mod observer;
+mod optim;
 mod run;
 pub mod schedule;
 pub mod thresholds;
@@ -32,11 +34,12 @@ use crate::error::Result;
 use crate::util::write_atomic;
 
 pub use checkpoint::EpochLog;
-pub use config::{OptimizerKind, PAPER, Recipe, TrainConfig, optimizer, read_config};
+pub use config::{OptimizerKind, PAPER, Recipe, TrainConfig, read_config};
 pub use data::{RunData, load_run_data};
 pub use early_stop::EarlyStopping;
 pub use layout::{CONFIG_FILE, LOG_FILE, MODEL_DIR, SUMMARY_FILE, bundle_dir};
 pub use observer::{Observer, Quiet};
+pub use optim::RunOptimizer;
 pub use run::{Outcome, TrainSummary};
 pub use thresholds::{calibration_clips, tune_all_thresholds};
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,7 @@ struct Run<'a> {
     device: Device,
     train_device: Device,
     model: Model,
-    optim: ModuleOptimizer,
+    optim: super::RunOptimizer,
     state: CheckpointState,
     data: RunData,
     train_windows: Vec<WindowRef>,
@@ -287,7 +287,7 @@ impl<'a> Run<'a> {
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 (optim.step(lr_now, model, grads), scalar(loss))
             });
-            self.model = stepped;
+            self.model = stepped?;
             if !l.is_finite() {
                 // Fail fast: a non-finite loss poisons every later step and every checkpoint.
                 let mut clips: Vec<String> = batch
