@@ -251,16 +251,14 @@ fn log_without_times(dir: &Path) -> Vec<(usize, String, String, String)> {
         .collect()
 }
 
-#[test]
-fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
-    let cache = tempfile::tempdir().unwrap();
-    let mut c = config(cache.path(), 3);
-    c.recipe.batch_size = 32;
+/// Trains `c` whole, and in three parts (interrupted after epochs 1 and 2, then resumed): the
+/// same log and the same model.
+fn assert_resume_is_exact(c: &TrainConfig) {
     let whole = tempfile::tempdir().unwrap();
-    finished(start(&c, whole.path(), &Quiet));
+    finished(start(c, whole.path(), &Quiet));
     let parts = tempfile::tempdir().unwrap();
     // Interrupted after one epoch...
-    assert_eq!(interrupted(start(&c, parts.path(), &StopAfter(1))), 1);
+    assert_eq!(interrupted(start(c, parts.path(), &StopAfter(1))), 1);
     assert_eq!(log_without_times(parts.path()).len(), 1);
     // ...then after another, then resumed to the end.
     assert_eq!(interrupted(resume(parts.path(), &StopAfter(2))), 2);
@@ -270,6 +268,25 @@ fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
         log_without_times(parts.path())
     );
     assert_eq!(weights(whole.path()), weights(parts.path()));
+}
+
+#[test]
+fn resume_ends_with_the_same_model_as_an_uninterrupted_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 3);
+    c.recipe.batch_size = 32;
+    assert_resume_is_exact(&c);
+}
+
+/// The same on LibTorch, whose optimizer is LibTorch's fused Adam (feature `tch`).
+#[cfg(feature = "tch")]
+#[test]
+fn resume_on_libtorch_with_its_fused_adam_ends_with_the_same_model() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 3);
+    c.recipe.batch_size = 32;
+    c.backend = instrec::backend::Backend::Tch;
+    assert_resume_is_exact(&c);
 }
 
 #[test]
