@@ -8,11 +8,17 @@
 #
 # Builds `cargo build --release --features tch` with LIBTORCH_USE_PYTORCH=1 (the wheel's
 # libtorch), unless INSTREC=/path/to/instrec names a binary built that way already (a GPU machine
-# without a Rust toolchain: build elsewhere and copy it, with the same torch installed). Then:
-#   1. `instrec bench model --backend tch --device cuda:N` for ResNet18 and ResNet50 (batch 64);
-#   2. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
-#      `instrec train --backend tch --device cuda:N`, with its wall time;
-#   3. benches/pytorch_bench.py model --device cuda for the same models;
+# without a Rust toolchain: build elsewhere and copy it, with the same torch installed). Then, in
+# one go (about 5 minutes of GPU time):
+#   1. `instrec bench model --backend tch --device cuda:N` for ResNet18 and ResNet50 (batch 64):
+#      training with LibTorch's fused Adam (what `train` uses) and with burn's (--burn-adam, the
+#      code before it), and inference;
+#   2. benches/pytorch_bench.py model --device cuda for the same models: fp32 with PyTorch's
+#      default Adam (foreach) and its fused one, and bf16 autocast with channels-last memory
+#      (what PyTorch users on an H100/H200 train with); instrec has no bf16 path yet;
+#   3. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
+#      `instrec train --backend tch --device cuda:N`, with its wall time and each epoch's
+#      windows/s from the run's log.jsonl;
 #   4. the same training run on this machine's CPU through LibTorch, for its time.
 # STEPS (default 50) sets the timed steps of both benchmarks.
 # With a torch other than 2.9.0, set LIBTORCH_BYPASS_VERSION_CHECK=1 (at your own risk).
@@ -37,14 +43,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs", torch.cuda.device_count())'
 "$INSTREC" --version
 
-echo "== instrec bench model, tch on $DEVICE"
+echo "== instrec bench model, tch on $DEVICE: fused Adam, then burn's Adam"
 for arch in resnet18 resnet50; do
   "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS"
+  "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS" --burn-adam | grep train
 done
 
-echo "== PyTorch on ${DEVICE}"
+echo "== PyTorch on ${DEVICE}: fp32 (default Adam, fused Adam), bf16 autocast + channels-last"
 for arch in resnet18 resnet50; do
-  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/pytorch_bench.py" model --arch "$arch" --device cuda --steps "$STEPS"
+  for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision bf16" "--precision bf16 --adam fused"; do
+    # shellcheck disable=SC2086
+    CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/pytorch_bench.py" model --arch "$arch" \
+      --device cuda --steps "$STEPS" $opts
+  done
 done
 
 echo "== a short training run on $DEVICE (synthetic corpus, 3 epochs)"
@@ -54,6 +65,10 @@ start=$(date +%s.%N)
   --max-epochs 3 --backend tch --device "$DEVICE" --cache-dir "$WORK/cache"
 end=$(date +%s.%N)
 echo "training wall time: $("$PYTHON" -c "print(round($end - $start, 1))") s"
+"$PYTHON" -c 'import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    print("epoch %d: %.0f windows/s, train loss %.4f" % (e["epoch"], e["samples_per_s"], e["train_loss"]))' "$WORK/run/log.jsonl"
 "$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5
 
 echo "== the same run on this machine's CPU through LibTorch (its weights come from the CPU's generator)"
