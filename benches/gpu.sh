@@ -19,7 +19,9 @@
 #   3. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
 #      `instrec train --backend tch --device cuda:N`, with its wall time and each epoch's
 #      windows/s from the run's log.jsonl;
-#   4. the same training run on this machine's CPU through LibTorch, for its time.
+#   4. benches/train_pytorch.py: the same recipe in PyTorch on the windows instrec cached, 3
+#      epochs, fp32 (default and fused Adam) and bf16, each epoch's windows/s;
+#   5. the same training run on this machine's CPU through LibTorch, for its time.
 # STEPS (default 50) sets the timed steps of both benchmarks.
 # With a torch other than 2.9.0, set LIBTORCH_BYPASS_VERSION_CHECK=1 (at your own risk).
 set -euo pipefail
@@ -69,6 +71,12 @@ echo "training wall time: $("$PYTHON" -c "print(round($end - $start, 1))") s"
 for line in open(sys.argv[1]):
     e = json.loads(line)
     print("epoch %d: %.0f windows/s, train loss %.4f" % (e["epoch"], e["samples_per_s"], e["train_loss"]))' "$WORK/run/log.jsonl"
+echo "== the same recipe in PyTorch on the same cached windows (benches/train_pytorch.py, 3 epochs)"
+for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision bf16 --adam fused"; do
+  # shellcheck disable=SC2086
+  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/train_pytorch.py" "$WORK"/cache/features-*.bin \
+    --epochs 3 --device cuda $opts
+done
 "$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5
 
 echo "== the same run on this machine's CPU through LibTorch (its weights come from the CPU's generator)"
