@@ -74,7 +74,7 @@ for line in open(sys.argv[1]):
 echo "== the same recipe in PyTorch on the same cached windows (benches/train_pytorch.py, 3 epochs)"
 for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision bf16 --adam fused"; do
   # shellcheck disable=SC2086
-  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/train_pytorch.py" "$WORK"/cache/features-*.bin \
+  CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/train_pytorch.py" "$(ls -t "$WORK"/cache/features-*.bin | head -1)" \
     --epochs 3 --device cuda $opts
 done
 "$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5

@@ -101,6 +101,46 @@ impl Backend {
     }
 }
 
+/// The arithmetic of a training step: fp32, or bf16 as PyTorch's autocast does it (on LibTorch):
+/// convolutions in bf16, weights, BatchNorm, loss and optimizer in fp32.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+crate::util::display_as_value!(Precision);
+
+impl Precision {
+    /// `--precision` for `backend`: bf16 only where LibTorch trains (its fused blocks cast).
+    pub fn check(self, backend: Backend) -> Result<(), crate::error::SettingError> {
+        if self == Self::Bf16 && backend != Backend::Tch {
+            return Err(crate::error::SettingError::new(
+                "--precision",
+                format!("be fp32 with --backend {backend}: bf16 needs --backend tch (LibTorch)"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_fp32(&self) -> bool {
+        *self == Self::Fp32
+    }
+}
+
 /// Where a backend runs: `cpu`, or `cuda:N` (`cuda` is `cuda:0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -71,7 +71,7 @@ pub struct ModelBench {
     pub infer_samples_per_s: f64,
 }
 
-/// Times `steps` training steps with `optim` and `steps` inference batches of `batch` random
+/// Times `steps` training steps with `optim` (convolutions in `precision`) and `steps` inference batches of `batch` random
 /// windows (after one untimed warm-up step each) on `device`.
 pub fn bench_model(
     arch: crate::model::Arch,
@@ -79,6 +79,7 @@ pub fn bench_model(
     batch: usize,
     steps: usize,
     mut optim: crate::train::RunOptimizer,
+    precision: crate::backend::Precision,
 ) -> Result<ModelBench, Error> {
     use burn::module::Module;
     use burn::optim::GradientsParams;
@@ -100,8 +101,11 @@ pub fn bench_model(
     let mut time_train = |mut model: Model, n: usize| -> Result<(Model, f64, f64), Error> {
         let (start, mut optimizer) = (Instant::now(), 0.0);
         for _ in 0..n {
-            let loss = bce_with_logits(model.forward(x.clone()), y.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (loss, grads) = crate::model::with_precision(precision, || {
+                let loss = bce_with_logits(model.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                (loss, grads)
+            });
             // A GPU runs asynchronously: wait for the backward pass before timing the step.
             let _ = train_device.sync();
             let t = Instant::now();

@@ -112,7 +112,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 batch,
                 steps,
                 burn_adam,
+                precision,
             } => {
+                precision.check(compute.backend)?;
                 let device = compute.device()?;
                 // The paper's optimizer, as `train` makes it for this backend.
                 let fused = compute.backend == Backend::Tch && !burn_adam;
@@ -123,8 +125,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     fused,
                 );
                 let adam = if fused { "fused Adam" } else { "burn's Adam" };
-                out!("{arch} on {compute}, batch {batch}, {steps} timed steps, {adam}");
-                let r = bench::bench_model(arch, &device, batch, steps, optim)?;
+                out!(
+                    "{arch} on {compute}, batch {batch}, {steps} timed steps, {adam}, {precision}"
+                );
+                let r = bench::bench_model(arch, &device, batch, steps, optim, precision)?;
                 out!(
                     "train: {:>8.1} samples/s ({:.0} % of it in the optimizer step)",
                     r.train_samples_per_s,

@@ -173,6 +173,23 @@ fn experiment_toml_values_are_checked_like_flags() {
 }
 
 #[test]
+fn bf16_is_refused_where_libtorch_does_not_train() {
+    // The default backend is flex; the check comes before reading any data.
+    for args in [
+        &["train", "--data", "d", "--out", "o", "--precision", "bf16"][..],
+        &["bench", "model", "--precision", "bf16"][..],
+    ] {
+        let o = instrec(args);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            e.contains("--precision") && e.contains("--backend tch") && !e.contains("panicked"),
+            "{args:?}: {e}"
+        );
+    }
+}
+
+#[test]
 fn mixing_flags_are_checked_and_need_mix() {
     let bad = [
         (vec!["--mix", "--mix-prob", "0"], "--mix-prob"),

@@ -346,3 +346,122 @@ fn a_fused_run_resumes_exactly_and_from_burns_state() {
         }
     }
 }
+
+/// Under `--precision bf16` the fused conv → BN → ReLU blocks convolve in bf16 (as PyTorch's
+/// autocast): output and gradients stay near fp32's, and do differ from them.
+#[test]
+fn bf16_blocks_convolve_in_bf16_and_stay_near_fp32() {
+    use instrec::backend::Precision;
+    use instrec::model::with_precision;
+    let device = Device::libtorch().autodiff();
+    for i in [0, 2, 4] {
+        let (b, cin, h, w, ..) = cases()[i];
+        let [(conv_a, bn_a), (conv_b, bn_b)] = layers(i, &device);
+        let x0 = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.5, 2.0), &device);
+        let run = |conv: &Conv2d, bn: &BatchNorm2d, precision| {
+            with_precision(precision, || {
+                let x = x0.clone().detach().require_grad();
+                let y = conv_bn_train(conv, bn, &x, None, true).expect("the LibTorch path applies");
+                // A fixed random upstream gradient (ones would vanish through BatchNorm).
+                let n = y.dims().iter().product::<usize>();
+                let r = Tensor::<1>::from_floats(
+                    &*(0..n)
+                        .map(|j| ((j * 7919 % 1000) as f32 / 500.0) - 1.0)
+                        .collect::<Vec<_>>(),
+                    &device,
+                )
+                .reshape(y.dims());
+                let grads = (y.clone() * r).sum().backward();
+                vec![
+                    values(y),
+                    values(conv.weight.val().grad(&grads).unwrap()),
+                    values(bn.weight.val().grad(&grads).unwrap()),
+                    values(x.grad(&grads).unwrap()),
+                ]
+            })
+        };
+        let fp32 = run(&conv_a, &bn_a, Precision::Fp32);
+        let bf16 = run(&conv_b, &bn_b, Precision::Bf16);
+        for (what, (a, e)) in ["output", "dW", "dγ", "dx"]
+            .iter()
+            .zip(bf16.iter().zip(&fp32))
+        {
+            let err = rel_err(a, e);
+            // The gradients are sums over many positions of terms that BatchNorm makes cancel:
+            // bf16's 8 bits move single elements by up to 20 % of the largest, not the direction.
+            let dot = |u: &[f32], v: &[f32]| {
+                u.iter()
+                    .zip(v)
+                    .map(|(x, y)| *x as f64 * *y as f64)
+                    .sum::<f64>()
+            };
+            let cos = dot(a, e) / (dot(a, a) * dot(e, e)).sqrt();
+            println!(
+                "{:?} {what}: bf16 against fp32 {err:.2e} (cosine {cos:.5})",
+                cases()[i]
+            );
+            if *what == "output" {
+                assert!(
+                    err < 1e-2 && err > 1e-5,
+                    "{:?} output: {err:.2e}",
+                    cases()[i]
+                );
+            } else {
+                assert!(cos > 0.98, "{:?} {what}: cosine {cos:.5}", cases()[i]);
+            }
+        }
+    }
+}
+
+/// bf16 training learns: ResNet18 fits a small problem (each class a band of mel bins, over
+/// noise) in bf16 about as fast as in fp32, from the same weights.
+#[test]
+fn bf16_training_learns_like_fp32() {
+    use burn::optim::GradientsParams;
+    use instrec::backend::Precision;
+    use instrec::model::{bce_with_logits, with_precision};
+    use instrec::train::{OptimizerKind, RunOptimizer};
+    let device = Device::libtorch().autodiff();
+    let (b, n) = (22, 11);
+    // Window j is class j % 11: 10 mel bins lit over noise.
+    let mut x = vec![0f32; b * 3 * 43 * 128];
+    let mut y = vec![0f32; b * n];
+    for j in 0..b {
+        let c = j % n;
+        y[j * n + c] = 1.0;
+        for ch in 0..3 {
+            for t in 0..43 {
+                for m in 0..128 {
+                    let noise = ((j * 131 + t * 17 + m * 7) % 97) as f32 / 97.0;
+                    let lit = (c * 11..c * 11 + 10).contains(&m);
+                    x[((j * 3 + ch) * 43 + t) * 128 + m] = if lit { 2.0 } else { -6.0 + noise };
+                }
+            }
+        }
+    }
+    let x = Tensor::<1>::from_floats(&*x, &device).reshape([b, 3, 43, 128]);
+    let y = Tensor::<1>::from_floats(&*y, &device).reshape([b, n]);
+    let (model, _) = small_resnet();
+    let losses = |precision| {
+        let mut model = model.clone();
+        let mut optim = RunOptimizer::new(OptimizerKind::Adam, WD, true);
+        (0..12)
+            .map(|_| {
+                with_precision(precision, || {
+                    let loss = bce_with_logits(model.forward(x.clone()), y.clone());
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    model = optim.step(1e-3, model.clone(), grads).unwrap();
+                    values(loss)[0]
+                })
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (fp32, bf16) = (losses(Precision::Fp32), losses(Precision::Bf16));
+    println!("fp32 losses {fp32:?}\nbf16 losses {bf16:?}");
+    let (f, h) = (fp32[11], bf16[11]);
+    assert!(
+        h.is_finite() && h < 0.5 * bf16[0],
+        "bf16 did not learn: {bf16:?}"
+    );
+    assert!(h < 1.5 * f + 0.02, "bf16 ends at {h:.4}, fp32 at {f:.4}");
+}

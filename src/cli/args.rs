@@ -74,6 +74,10 @@ pub struct TrainArgs {
     pub split: instrec::data::SplitMode,
     #[command(flatten)]
     pub compute: Compute,
+    /// fp32, or bf16 as PyTorch's autocast (bf16 convolutions, fp32 weights, BatchNorm, loss and
+    /// Adam); bf16 needs --backend tch.
+    #[arg(long, default_value = "fp32")]
+    pub precision: instrec::backend::Precision,
     /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,

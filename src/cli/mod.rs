@@ -165,6 +165,9 @@ pub enum BenchCommand {
         /// Time burn's own Adam where training would use LibTorch's fused one (--backend tch).
         #[arg(long)]
         burn_adam: bool,
+        /// The training step's arithmetic, as `train --precision` (bf16 needs --backend tch).
+        #[arg(long, default_value = "fp32")]
+        precision: instrec::backend::Precision,
     },
     /// Time to list a folder as `tag` does (walk rules, default extensions), best of RUNS.
     Walk {

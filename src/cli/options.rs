@@ -35,6 +35,7 @@ impl TrainArgs {
         };
         c.backend = self.compute.backend;
         c.device = self.compute.device;
+        c.precision = self.precision;
         if let Some(d) = &self.cache_dir {
             c.cache_dir = d.clone();
         }

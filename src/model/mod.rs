@@ -35,5 +35,5 @@ pub mod torch;
 
 pub use han::HanCnn;
 pub use load::{Init, build_model, forward_npy, load_into};
-pub use network::{Arch, Model, backend_rng, bce_with_logits, on_kernel_pool};
+pub use network::{Arch, Model, backend_rng, bce_with_logits, on_kernel_pool, with_precision};
 pub use resnet::{ResNet, ResNetDepth};

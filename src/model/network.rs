@@ -5,6 +5,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Precision;
+
 use super::han::HanCnn;
 use super::resnet::{ResNet, ResNetDepth};
 
@@ -129,6 +131,27 @@ pub fn on_kernel_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) ->
         #[allow(unreachable_patterns)]
         _ => f(),
     }
+}
+
+thread_local! {
+    /// The precision of training convolutions on this thread (see [`with_precision`]).
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::Fp32) };
+}
+
+/// Runs `f` (a forward and backward pass) with training convolutions in `precision`, as
+/// PyTorch's `torch.autocast` scopes it to a thread: LibTorch's fused conv → BN blocks then
+/// convolve in bf16 (`model::torch`); other paths take no notice.
+pub fn with_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    let before = PRECISION.with(|p| p.replace(precision));
+    let r = f();
+    PRECISION.with(|p| p.set(before));
+    r
+}
+
+/// The precision [`with_precision`] set on this thread.
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+pub(crate) fn precision() -> Precision {
+    PRECISION.with(|p| p.get())
 }
 
 /// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically

@@ -103,6 +103,7 @@ pub fn conv_bn_train(
         return None;
     }
     let padding = super::kernels::symmetric_padding(&conv.padding)?;
+    let bf16 = super::network::precision() == crate::backend::Precision::Bf16;
     let device = x.device();
     let xa = primitive(x.clone())?;
     let wa = primitive(conv.weight.val())?;
@@ -132,14 +133,24 @@ pub fn conv_bn_train(
     let to_i64 = |v: [usize; 2]| v.map(|u| u as i64);
     let out = tch::with_grad(|| {
         let [x, w, g, b] = [0, 1, 2, 3].map(|i| &leaves[i].tensor);
-        let y = x.f_conv2d(
-            w,
-            None::<tch::Tensor>,
-            to_i64(conv.stride),
-            to_i64(padding),
-            to_i64(conv.dilation),
-            1,
-        )?;
+        let conv2d = |x: &tch::Tensor, w: &tch::Tensor| {
+            x.f_conv2d(
+                w,
+                None::<tch::Tensor>,
+                to_i64(conv.stride),
+                to_i64(padding),
+                to_i64(conv.dilation),
+                1,
+            )
+        };
+        // As autocast: the convolution in bf16 on bf16 copies (their gradients come back in
+        // fp32 through the casts), BatchNorm and all after it in fp32.
+        let y = if bf16 {
+            let bf = tch::Kind::BFloat16;
+            conv2d(&x.f_to_kind(bf)?, &w.f_to_kind(bf)?)?.f_to_kind(tch::Kind::Float)?
+        } else {
+            conv2d(x, w)?
+        };
         let y = y.f_batch_norm(
             Some(g),
             Some(b),

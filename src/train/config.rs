@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, DeviceSpec};
+use crate::backend::{Backend, DeviceSpec, Precision};
 use crate::data::SplitMode;
 use crate::data::cache;
 use crate::data::mix::{CalibrationConfig, MixConfig};
@@ -90,6 +90,9 @@ pub struct TrainConfig {
     /// The validation mixtures that the mixture-calibrated thresholds are tuned on.
     #[serde(default)]
     pub calibration: CalibrationConfig,
+    /// The arithmetic of the training steps (`--precision`; bf16 on LibTorch only).
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -107,6 +110,7 @@ impl TrainConfig {
         if let Some(m) = &self.mix {
             m.check()?;
         }
+        self.precision.check(self.backend)?;
         self.calibration.check()
     }
 
@@ -133,6 +137,7 @@ impl TrainConfig {
             cache_dir: cache::default_cache_dir(),
             mix: None,
             calibration: CalibrationConfig::default(),
+            precision: Precision::Fp32,
         }
     }
 }

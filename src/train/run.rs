@@ -274,18 +274,21 @@ impl<'a> Run<'a> {
             lr = lr_now.base();
             let model = self.model;
             let optim = &mut self.optim;
+            let precision = config.precision;
             let (stepped, l) = crate::model::on_kernel_pool(&self.train_device, || {
-                // Dropout draws from the backend's generator too.
-                let logits = match model {
-                    Model::Han(_) => {
-                        let _guard = backend_rng();
-                        model.forward(x)
-                    }
-                    Model::ResNet(_) => model.forward(x),
-                };
-                let loss = bce_with_logits(logits, y);
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                (optim.step(lr_now, model, grads), scalar(loss))
+                crate::model::with_precision(precision, || {
+                    // Dropout draws from the backend's generator too.
+                    let logits = match model {
+                        Model::Han(_) => {
+                            let _guard = backend_rng();
+                            model.forward(x)
+                        }
+                        Model::ResNet(_) => model.forward(x),
+                    };
+                    let loss = bce_with_logits(logits, y);
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    (optim.step(lr_now, model, grads), scalar(loss))
+                })
             });
             self.model = stepped?;
             if !l.is_finite() {
