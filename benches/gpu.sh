@@ -11,14 +11,14 @@
 # without a Rust toolchain: build elsewhere and copy it, with the same torch installed). Then, in
 # one go (about 5 minutes of GPU time):
 #   1. `instrec bench model --backend tch --device cuda:N` for ResNet18 and ResNet50 (batch 64):
-#      training with LibTorch's fused Adam (what `train` uses) and with burn's (--burn-adam, the
-#      code before it), and inference;
+#      training with LibTorch's fused Adam (what `train` uses), with burn's (--burn-adam, the
+#      code before it) and with --precision bf16, and inference;
 #   2. benches/pytorch_bench.py model --device cuda for the same models: fp32 with PyTorch's
 #      default Adam (foreach) and its fused one, and bf16 autocast with channels-last memory
-#      (what PyTorch users on an H100/H200 train with); instrec has no bf16 path yet;
+#      (what PyTorch users on an H100/H200 train with);
 #   3. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
 #      `instrec train --backend tch --device cuda:N`, with its wall time and each epoch's
-#      windows/s from the run's log.jsonl;
+#      windows/s from the run's log.jsonl, then the same with --precision bf16;
 #   4. benches/train_pytorch.py: the same recipe in PyTorch on the windows instrec cached, 3
 #      epochs, fp32 (default and fused Adam) and bf16, each epoch's windows/s;
 #   5. the same training run on this machine's CPU through LibTorch, for its time.
@@ -45,10 +45,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs", torch.cuda.device_count())'
 "$INSTREC" --version
 
-echo "== instrec bench model, tch on $DEVICE: fused Adam, then burn's Adam"
+echo "== instrec bench model, tch on $DEVICE: fused Adam, burn's Adam, fused Adam with bf16"
 for arch in resnet18 resnet50; do
   "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS"
   "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS" --burn-adam | grep train
+  "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS" --precision bf16 | grep train
 done
 
 echo "== PyTorch on ${DEVICE}: fp32 (default Adam, fused Adam), bf16 autocast + channels-last"
@@ -71,6 +72,14 @@ echo "training wall time: $("$PYTHON" -c "print(round($end - $start, 1))") s"
 for line in open(sys.argv[1]):
     e = json.loads(line)
     print("epoch %d: %.0f windows/s, train loss %.4f" % (e["epoch"], e["samples_per_s"], e["train_loss"]))' "$WORK/run/log.jsonl"
+echo "== the same run with --precision bf16"
+"$INSTREC" train --data "$WORK/corpus" --out "$WORK/run-bf16" --arch resnet18 --init random \
+  --max-epochs 3 --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" --precision bf16
+"$PYTHON" -c 'import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    print("epoch %d: %.0f windows/s, train loss %.4f" % (e["epoch"], e["samples_per_s"], e["train_loss"]))' "$WORK/run-bf16/log.jsonl"
+
 echo "== the same recipe in PyTorch on the same cached windows (benches/train_pytorch.py, 3 epochs)"
 for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision bf16 --adam fused"; do
   # shellcheck disable=SC2086

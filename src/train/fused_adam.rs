@@ -3,7 +3,7 @@
 //! LibTorch ops per parameter tensor (on an H200 the optimizer was 41 % of a ResNet18 step).
 //! burn's optimizer visits one parameter at a time: each visit here only queues the step (the
 //! tensors it will update in place), and [`Queue::flush`] then steps all of them in one kernel
-//! call per device and learning rate. The state is burn's own ([`AdamState`], [`AdamWState`]),
+//! call per device, learning rate and step number: one call per step for a model. The state is burn's own ([`AdamState`], [`AdamWState`]),
 //! so checkpoints read and write as with burn's optimizers and runs resume across the two.
 //! Tensors of other backends take burn's optimizer unchanged.
 // burn marks its LibTorch backend deprecated; it is still the one that reaches CUDA offline.
