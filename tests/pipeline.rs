@@ -77,6 +77,40 @@ fn eval_opts(cache: &Path) -> EvalOptions {
     EvalOptions::paper(cache.to_path_buf())
 }
 
+/// Trains `c` into `run` to the end, asserts that the validation loss fell well below its first
+/// epoch's, and evaluates the model on the corpus's test set: the log and the report.
+fn train_learns(
+    c: &TrainConfig,
+    cache: &Path,
+    run: &Path,
+) -> (Vec<instrec::train::EpochLog>, instrec::eval::EvalReport) {
+    let summary = finished(start(c, run, &Quiet));
+    let log: Vec<instrec::train::EpochLog> = std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = log[0].val_loss;
+    eprintln!(
+        "{}: validation loss: first epoch {first:.4}, best {:.4}",
+        c.precision, summary.best_val_loss
+    );
+    assert!(
+        summary.best_val_loss < 0.6 * first,
+        "validation loss did not fall well below its start: {first:.4} → {:.4}",
+        summary.best_val_loss
+    );
+    let report = evaluate(
+        &run.join("model"),
+        corpus(),
+        &eval_opts(cache),
+        &Device::flex(),
+        &|_, _| {},
+    )
+    .unwrap();
+    (log, report)
+}
+
 /// bf16 training on LibTorch (feature `tch`) learns the corpus as fp32 does below: the same
 /// validation-loss fall and F1 margins over the constant predictor. Ignored by default: on a CPU
 /// without bf16 instructions LibTorch emulates bf16 (ResNet18 training 2 samples/s against 42
@@ -90,30 +124,7 @@ fn bf16_training_on_libtorch_learns_the_synthetic_corpus() {
     c.backend = instrec::backend::Backend::Tch;
     c.precision = instrec::backend::Precision::Bf16;
     let run = tempfile::tempdir().unwrap();
-    let summary = finished(start(&c, run.path(), &Quiet));
-    let log: Vec<instrec::train::EpochLog> = std::fs::read_to_string(run.path().join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let first = log[0].val_loss;
-    eprintln!(
-        "bf16 validation loss: first epoch {first:.4}, best {:.4}",
-        summary.best_val_loss
-    );
-    assert!(
-        summary.best_val_loss < 0.6 * first,
-        "{first:.4} → {:.4}",
-        summary.best_val_loss
-    );
-    let report = evaluate(
-        &run.path().join("model"),
-        corpus(),
-        &eval_opts(cache.path()),
-        &Device::flex(),
-        &|_, _| {},
-    )
-    .unwrap();
+    let (_, report) = train_learns(&c, cache.path(), run.path());
     let f1 = |k| report.result(k).unwrap().metrics.micro.f1;
     let (tuned, oracle) = (f1(ThresholdKind::TunedGlobal), f1(ThresholdKind::Oracle));
     let constant = report.constant_baseline_f1;
@@ -125,31 +136,8 @@ fn bf16_training_on_libtorch_learns_the_synthetic_corpus() {
 fn resnet18_learns_the_synthetic_corpus() {
     let cache = tempfile::tempdir().unwrap();
     let run = tempfile::tempdir().unwrap();
-    let summary = finished(start(&config(cache.path(), 6), run.path(), &Quiet));
-    let log: Vec<instrec::train::EpochLog> = std::fs::read_to_string(run.path().join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (log, report) = train_learns(&config(cache.path(), 6), cache.path(), run.path());
     assert_eq!(log.len(), 6);
-    let first = log[0].val_loss;
-    eprintln!(
-        "validation loss: first epoch {first:.4}, best {:.4}",
-        summary.best_val_loss
-    );
-    assert!(
-        summary.best_val_loss < 0.6 * first,
-        "validation loss did not fall well below its start: {first:.4} → {:.4}",
-        summary.best_val_loss
-    );
-    let report = evaluate(
-        &run.path().join("model"),
-        corpus(),
-        &eval_opts(cache.path()),
-        &Device::flex(),
-        &|_, _| {},
-    )
-    .unwrap();
     let tuned = report
         .result(ThresholdKind::TunedGlobal)
         .unwrap()

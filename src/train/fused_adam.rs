@@ -175,17 +175,35 @@ fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
     }
 }
 
-/// Adam (L2 weight decay added to the gradient, as PyTorch's `Adam`) fused on LibTorch.
-#[derive(Clone)]
-pub struct FusedAdam {
-    burn: Adam,
-    queue: Queue,
+/// burn's Adam or AdamW, whose state is its moments under another name.
+trait BurnAdam: Optimizer {
+    fn state<const D: usize>(momentum: Momentum<D>) -> Self::State<D>;
+    fn momentum<const D: usize>(state: Self::State<D>) -> Momentum<D>;
 }
 
-/// AdamW (decoupled weight decay) fused on LibTorch.
+impl BurnAdam for Adam {
+    fn state<const D: usize>(momentum: Momentum<D>) -> AdamState<D> {
+        AdamState::new(momentum)
+    }
+    fn momentum<const D: usize>(state: AdamState<D>) -> Momentum<D> {
+        state.momentum
+    }
+}
+
+impl BurnAdam for AdamW {
+    fn state<const D: usize>(momentum: Momentum<D>) -> AdamWState<D> {
+        AdamWState { momentum }
+    }
+    fn momentum<const D: usize>(state: AdamWState<D>) -> Momentum<D> {
+        state.momentum
+    }
+}
+
+/// Adam (L2 weight decay added to the gradient, as PyTorch's `Adam`) or AdamW (decoupled weight
+/// decay) fused on LibTorch, with burn's `O` for other tensors and burn's state.
 #[derive(Clone)]
-pub struct FusedAdamW {
-    burn: AdamW,
+struct Fused<O> {
+    burn: O,
     queue: Queue,
 }
 
@@ -195,47 +213,41 @@ pub struct FusedAdamW {
 pub fn adam(weight_decay: f32, decoupled: bool) -> (ModuleOptimizer, Queue) {
     // burn's β and ε are f32: the kernel gets the same rounded values (1 − β₂ differs from
     // PyTorch's double 0.999 by 1.3e-5 relative), so both optimizers take the same steps.
-    let hyper = Hyper {
-        beta_1: 0.9f32 as f64,
-        beta_2: 0.999f32 as f64,
-        epsilon: 1e-8f32 as f64,
+    let (beta_1, beta_2, epsilon) = (0.9f32, 0.999f32, 1e-8f32);
+    let queue = Queue::new(Hyper {
+        beta_1: beta_1 as f64,
+        beta_2: beta_2 as f64,
+        epsilon: epsilon as f64,
         weight_decay: weight_decay as f64,
         decoupled,
-    };
+    });
     // burn's optimizer for other backends, with the same numbers.
-    if decoupled {
+    let optim = if decoupled {
         let burn = AdamWConfig::new()
-            .with_beta_1(hyper.beta_1 as f32)
-            .with_beta_2(hyper.beta_2 as f32)
-            .with_epsilon(hyper.epsilon as f32)
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
+            .with_epsilon(epsilon)
             .with_weight_decay(weight_decay)
             .build();
-        let queue = Queue::new(hyper);
-        let o = FusedAdamW {
-            burn,
-            queue: queue.clone(),
-        };
-        (o.into(), queue)
+        let queue = queue.clone();
+        ModuleOptimizer::from(Fused { burn, queue })
     } else {
         let burn = AdamConfig::new()
-            .with_beta_1(hyper.beta_1 as f32)
-            .with_beta_2(hyper.beta_2 as f32)
-            .with_epsilon(hyper.epsilon as f32)
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
+            .with_epsilon(epsilon)
             .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
                 weight_decay,
             )))
             .build();
-        let queue = Queue::new(hyper);
-        let o = FusedAdam {
-            burn,
-            queue: queue.clone(),
-        };
-        (o.into(), queue)
-    }
+        let queue = queue.clone();
+        ModuleOptimizer::from(Fused { burn, queue })
+    };
+    (optim, queue)
 }
 
-impl Optimizer for FusedAdam {
-    type State<const D: usize> = AdamState<D>;
+impl<O: BurnAdam> Optimizer for Fused<O> {
+    type State<const D: usize> = O::State<D>;
 
     fn step<const D: usize>(
         &self,
@@ -244,44 +256,18 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let momentum = state.map(|s| s.momentum);
+        let momentum = state.map(O::momentum);
         match queue_step(&self.queue, lr, tensor, grad, momentum) {
-            Ok((t, m)) => (t, Some(AdamState::new(m))),
+            Ok((t, m)) => (t, Some(O::state(m))),
             Err(declined) => {
                 let (t, g, m) = *declined;
-                self.burn.step(lr, t, g, m.map(AdamState::new))
+                self.burn.step(lr, t, g, m.map(O::state))
             }
         }
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        Adam::to_device(state, device)
-    }
-}
-
-impl Optimizer for FusedAdamW {
-    type State<const D: usize> = AdamWState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let momentum = state.map(|s| s.momentum);
-        match queue_step(&self.queue, lr, tensor, grad, momentum) {
-            Ok((t, m)) => (t, Some(AdamWState { momentum: m })),
-            Err(declined) => {
-                let (t, g, m) = *declined;
-                self.burn
-                    .step(lr, t, g, m.map(|momentum| AdamWState { momentum }))
-            }
-        }
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        AdamW::to_device(state, device)
+        O::to_device(state, device)
     }
 }
 
