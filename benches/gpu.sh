@@ -22,7 +22,8 @@
 #   4. benches/train_pytorch.py: the same recipe in PyTorch on the windows instrec cached, 3
 #      epochs, fp32 (default and fused Adam) and bf16, each epoch's windows/s;
 #   5. the same training run on this machine's CPU through LibTorch, for its time.
-# STEPS (default 50) sets the timed steps of both benchmarks.
+# STEPS (default 50) sets the timed steps of both benchmarks. TCH_TEST=/path/to/tests-tch-binary
+# (built with the same features) also runs the LibTorch tests there, on the GPU too.
 # With a torch other than 2.9.0, set LIBTORCH_BYPASS_VERSION_CHECK=1 (at your own risk).
 set -euo pipefail
 DEVICE="${1:-cuda:0}"
@@ -87,6 +88,13 @@ for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision bf16
     --epochs 3 --device cuda $opts
 done
 "$INSTREC" evaluate --model "$WORK/run/model" --data "$WORK/corpus" --backend tch --device "$DEVICE" --cache-dir "$WORK/cache" | tail -5
+
+if [[ -n "${TCH_TEST:-}" ]]; then
+  # The tests/tch binary of the same build (target/release/deps/tch-*): its fused-Adam tests
+  # also run on cuda:0 where LibTorch sees a GPU.
+  echo "== tests/tch (fused Adam on the CPU and cuda:0, bf16 blocks)"
+  "$TCH_TEST" --nocapture 2>&1 | grep -E "relative|fused (true|false)|bf16 against|test result|panicked"
+fi
 
 echo "== the same run on this machine's CPU through LibTorch (its weights come from the CPU's generator)"
 "$INSTREC" train --data "$WORK/corpus" --out "$WORK/run-cpu" --arch resnet18 --init random \

@@ -221,7 +221,9 @@ fn train_steps(
             let shape = param.val().shape();
             let v = gradient(self.1, self.2, shape.num_elements());
             self.2 += 1;
-            let g: Tensor<D> = Tensor::<1>::from_floats(&*v, &Device::libtorch()).reshape(shape);
+            // On the parameter's own device, without autodiff, as burn hands gradients over.
+            let device = param.val().inner().device();
+            let g: Tensor<D> = Tensor::<1>::from_floats(&*v, &device).reshape(shape);
             self.0.register(param.id, g);
         }
     }
@@ -273,20 +275,37 @@ fn parameter_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// A ResNet18 (62 parameter tensors: 4-D, 2-D and 1-D) on LibTorch, and its parameters.
-fn small_resnet() -> (instrec::model::Model, Vec<Vec<f32>>) {
+/// A ResNet18 (62 parameter tensors: 4-D, 2-D and 1-D) on `device`, and its parameters.
+fn resnet_on(device: &Device) -> (instrec::model::Model, Vec<Vec<f32>>) {
     use instrec::model::{Arch, Model};
-    let model = Model::new(Arch::ResNet18, 11, &Device::libtorch().autodiff());
+    let model = Model::new(Arch::ResNet18, 11, &device.clone().autodiff());
     let p = parameters(&model);
     (model, p)
+}
+
+fn small_resnet() -> (instrec::model::Model, Vec<Vec<f32>>) {
+    resnet_on(&Device::libtorch())
+}
+
+/// LibTorch's CPU, and its first GPU where it sees one: the optimizer tests run on each.
+fn libtorch_devices() -> Vec<Device> {
+    use burn::backend::Backend as _;
+    let mut v = vec![Device::libtorch()];
+    if burn::backend::LibTorch::device_count(0) > 0 {
+        v.push(Device::libtorch_cuda(0));
+    }
+    v
 }
 
 #[test]
 fn fused_adam_and_adamw_equal_burns_over_five_steps() {
     use instrec::train::{OptimizerKind, RunOptimizer};
     let optimizer = RunOptimizer::new;
-    for kind in [OptimizerKind::Adam, OptimizerKind::AdamW] {
-        let (model, initial) = small_resnet();
+    for (device, kind) in libtorch_devices()
+        .into_iter()
+        .flat_map(|d| [OptimizerKind::Adam, OptimizerKind::AdamW].map(|k| (d.clone(), k)))
+    {
+        let (model, initial) = resnet_on(&device);
         let burn = train_steps(model.clone(), &mut optimizer(kind, WD, false), 0..5);
         let mut fused_optim = optimizer(kind, WD, true);
         let fused = train_steps(model, &mut fused_optim, 0..5);
@@ -301,8 +320,8 @@ fn fused_adam_and_adamw_equal_burns_over_five_steps() {
         let err = parameter_err(&f, &b);
         let (fused_err, burn_err) = (parameter_err(&f, &exact), parameter_err(&b, &exact));
         println!(
-            "{kind}: fused − burn {err:.2e} relative; against f64 Adam: fused {fused_err:.2e}, \
-             burn {burn_err:.2e}"
+            "{device:?} {kind}: fused − burn {err:.2e} relative; against f64 Adam: fused \
+             {fused_err:.2e}, burn {burn_err:.2e}"
         );
         // burn computes 1 − β₂ᵗ in f32, where it cancels (3e-6 relative in BN's β after 5 steps);
         // LibTorch's kernel in f64, as PyTorch: it is the exact one, burn's within 1e-5.
@@ -322,8 +341,11 @@ fn a_fused_run_resumes_exactly_and_from_burns_state() {
     use burn::optim::OptimizerRecord;
     use instrec::train::{OptimizerKind, RunOptimizer};
     let optimizer = RunOptimizer::new;
-    for kind in [OptimizerKind::Adam, OptimizerKind::AdamW] {
-        let (model, _) = small_resnet();
+    for (device, kind) in libtorch_devices()
+        .into_iter()
+        .flat_map(|d| [OptimizerKind::Adam, OptimizerKind::AdamW].map(|k| (d.clone(), k)))
+    {
+        let (model, _) = resnet_on(&device);
         let whole = train_steps(model.clone(), &mut optimizer(kind, WD, true), 0..5);
         let whole = parameters(&whole);
         for first_fused in [true, false] {
@@ -335,7 +357,7 @@ fn a_fused_run_resumes_exactly_and_from_burns_state() {
             let mut second = optimizer(kind, WD, true).load_record(record);
             let resumed = parameters(&train_steps(half, &mut second, 2..5));
             let err = parameter_err(&resumed, &whole);
-            println!("{kind}, first two steps fused {first_fused}: {err:.2e}");
+            println!("{device:?} {kind}, first two steps fused {first_fused}: {err:.2e}");
             // From burn's state: burn's two steps differ as above.
             let limit = if first_fused { 0.0 } else { 1e-5 };
             assert!(
