@@ -6,7 +6,7 @@
     python3 benches/compare.py [--threads 2] [--audio FILE.wav] [--tch target-tch/release/instrec]
                                [--update-readme README.md]
 
-Runs, one after the other (never two at once):
+Runs, one after the other (never two at once), the model benchmarks interleaved:
   - `instrec bench model` (flex; and `--backend tch` with --tch) and benches/pytorch_bench.py
     model, for ResNet18 and ResNet50, batch 64, with RAYON_NUM_THREADS / torch threads = --threads;
   - `instrec bench features` and benches/pytorch_bench.py features on one thread, on --audio or a
@@ -108,21 +108,27 @@ def main():
     ap.add_argument("--update-readme")
     a = ap.parse_args()
 
-    def best(f):
+    def best(rs):
         """(best training, best inference, anything else of the first run) over the repeats."""
-        rs = [f() for _ in range(a.repeat)]
         return (max(r[0] for r in rs), max(r[1] for r in rs)) + tuple(rs[0][2:])
 
     rows = []
     torch_version = "?"
     for arch in a.archs.split(","):
-        ours = best(lambda: instrec_model(a.binary, arch, a.threads, a.steps))
-        theirs = best(lambda: torch_model(arch, a.threads, a.steps))
+        # Interleaved (instrec, PyTorch, instrec tch, instrec, ...): this VM's speed drifts, and
+        # a drift then reaches every side rather than one.
+        runs = {"flex": [], "torch": [], "tch": []}
+        for _ in range(a.repeat):
+            runs["flex"].append(instrec_model(a.binary, arch, a.threads, a.steps))
+            runs["torch"].append(torch_model(arch, a.threads, a.steps))
+            if a.tch:
+                runs["tch"].append(instrec_model(a.tch, arch, a.threads, a.steps, "tch"))
+        ours, theirs = best(runs["flex"]), best(runs["torch"])
         torch_version = theirs[2]
         rows.append((f"{arch} training step, batch 64 (samples/s)", "flex", ours[0], theirs[0]))
         rows.append((f"{arch} inference, batch 64 (samples/s)", "flex", ours[1], theirs[1]))
         if a.tch:
-            t = best(lambda: instrec_model(a.tch, arch, a.threads, a.steps, "tch"))
+            t = best(runs["tch"])
             rows.append((f"{arch} training step, batch 64 (samples/s)", "tch", t[0], theirs[0]))
             rows.append((f"{arch} inference, batch 64 (samples/s)", "tch", t[1], theirs[1]))
 
