@@ -487,3 +487,31 @@ fn bf16_training_learns_like_fp32() {
     );
     assert!(h < 1.5 * f + 0.02, "bf16 ends at {h:.4}, fp32 at {f:.4}");
 }
+
+/// The loss as one LibTorch node equals burn's composed ops: value and gradient.
+#[test]
+fn bce_with_logits_through_libtorch_matches_burns_ops() {
+    use instrec::model::torch::bce_with_logits_train;
+    let device = Device::libtorch().autodiff();
+    let z0 = Tensor::<2>::random([64, 11], Distribution::Normal(0.0, 4.0), &device);
+    let y = Tensor::<2>::random([64, 11], Distribution::Bernoulli(0.2), &device);
+    let run = |fused: bool| {
+        let z = z0.clone().detach().require_grad();
+        let loss = if fused {
+            bce_with_logits_train(&z, &y).expect("the LibTorch path applies")
+        } else {
+            // burn's ops, as model::bce_with_logits composes them elsewhere.
+            let softplus = z.clone().abs().neg().exp().log1p();
+            (z.clone().clamp_min(0.0) - z.clone() * y.clone() + softplus).mean()
+        };
+        let grads = loss.clone().backward();
+        (values(loss), values(z.grad(&grads).unwrap()))
+    };
+    let ((l_ref, g_ref), (l, g)) = (run(false), run(true));
+    let (le, ge) = (rel_err(&l, &l_ref), rel_err(&g, &g_ref));
+    println!("loss {} vs {}: {le:.2e}; gradient {ge:.2e}", l[0], l_ref[0]);
+    assert!(le < 1e-6 && ge < 1e-5, "loss {le:.2e}, gradient {ge:.2e}");
+    // Not on other backends.
+    let flex = Tensor::<2>::zeros([2, 11], &Device::flex().autodiff());
+    assert!(bce_with_logits_train(&flex, &flex).is_none());
+}

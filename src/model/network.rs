@@ -157,6 +157,10 @@ pub(crate) fn precision() -> Precision {
 /// Mean binary cross-entropy of sigmoid(logits) against 0/1 targets, in PyTorch's numerically
 /// stable form (`BCEWithLogitsLoss`): `max(z, 0) - z·y + ln(1 + e^{-|z|})`.
 pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    #[cfg(feature = "tch")]
+    if let Some(loss) = super::torch::bce_with_logits_train(&logits, &targets) {
+        return loss;
+    }
     let softplus = logits.clone().abs().neg().exp().log1p();
     (logits.clone().clamp_min(0.0) - logits * targets + softplus).mean()
 }

@@ -190,6 +190,49 @@ pub fn conv_bn_train(
     Some(Tensor::from_primitive::<Ad>(y))
 }
 
+/// Mean `BCEWithLogits(logits, targets)` (PyTorch's `BCEWithLogitsLoss()`) as one LibTorch
+/// autograd node: LibTorch's own loss kernel and its backward, where burn composes eight ops
+/// forward and more backward (each a launch on a GPU). `None` where this is not LibTorch
+/// autodiff: the caller then runs burn's ops.
+pub fn bce_with_logits_train(logits: &Tensor<2>, targets: &Tensor<2>) -> Option<Tensor<1>> {
+    if !matches!(
+        super::kernels::route(logits),
+        super::kernels::Route::TchAutodiff
+    ) {
+        return None;
+    }
+    let la = primitive(logits.clone())?;
+    let target = primitive(targets.clone())?.primitive().tensor.detach();
+    let p = la.primitive();
+    let t = p.tensor.detach();
+    let leaf = TchTensor {
+        tensor: if la.is_tracked() {
+            t.set_requires_grad(true)
+        } else {
+            t
+        },
+        storage: p.storage.clone(),
+    };
+    let out = tch::with_grad(|| {
+        leaf.tensor
+            .f_binary_cross_entropy_with_logits::<tch::Tensor>(
+                &target,
+                None,
+                None,
+                tch::Reduction::Mean,
+            )?
+            .f_reshape([1])
+    })
+    .ok()?;
+    let output = TchTensor::new(out);
+    let result = TchTensor {
+        tensor: output.tensor.detach(),
+        storage: output.storage.clone(),
+    };
+    let y = record([la.node()], vec![leaf], output, result)?;
+    Some(Tensor::from_primitive::<Ad>(y))
+}
+
 /// The autodiff node of a graph with `N` leaves, or `None` if `leaves` does not hold `N`.
 fn record<const N: usize>(
     nodes: [burn::backend::autodiff::ops::NodeGuard; N],

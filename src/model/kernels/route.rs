@@ -43,7 +43,7 @@ pub(crate) enum Route {
     Other,
 }
 
-pub(crate) fn route(x: &Tensor<4>) -> Route {
+pub(crate) fn route<const D: usize>(x: &Tensor<D>) -> Route {
     use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
     if x.dtype() != DType::F32 {
         return Route::Other;
