@@ -1,6 +1,8 @@
 //! Training on the LibTorch backend: conv → BatchNorm (→ ReLU) as one autodiff node whose
 //! backward is LibTorch's own autograd (oneDNN's or cuDNN's convolution backward, the native
-//! batch-norm backward), i.e. what a PyTorch training step runs.
+//! batch-norm backward), i.e. what a PyTorch training step runs. The loss is one such node too
+//! ([`bce_with_logits_train`]), and under `--precision bf16` the convolutions of these graphs
+//! run in bf16 as `torch.autocast` does.
 //!
 //! Why: burn differentiates a convolution generically (the weight gradient as a convolution over
 //! batch↔channel-swapped tensors, the input gradient as a transposed convolution) and builds
