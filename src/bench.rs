@@ -71,8 +71,8 @@ pub struct ModelBench {
     pub infer_samples_per_s: f64,
 }
 
-/// Times `steps` training steps with `optim` (convolutions in `precision`) and `steps` inference batches of `batch` random
-/// windows (after one untimed warm-up step each) on `device`.
+/// Times `steps` training steps with `optim` (convolutions in `precision`) and `steps` inference
+/// batches of `batch` random windows (after one untimed warm-up step each) on `device`.
 pub fn bench_model(
     arch: crate::model::Arch,
     device: &burn::tensor::Device,

@@ -297,14 +297,21 @@ fn libtorch_devices() -> Vec<Device> {
     v
 }
 
+/// Adam and AdamW on each of [`libtorch_devices`].
+fn optimizer_cases() -> Vec<(Device, instrec::train::OptimizerKind)> {
+    use instrec::train::OptimizerKind;
+    let kinds = [OptimizerKind::Adam, OptimizerKind::AdamW];
+    libtorch_devices()
+        .into_iter()
+        .flat_map(|d| kinds.map(|k| (d.clone(), k)))
+        .collect()
+}
+
 #[test]
 fn fused_adam_and_adamw_equal_burns_over_five_steps() {
     use instrec::train::{OptimizerKind, RunOptimizer};
     let optimizer = RunOptimizer::new;
-    for (device, kind) in libtorch_devices()
-        .into_iter()
-        .flat_map(|d| [OptimizerKind::Adam, OptimizerKind::AdamW].map(|k| (d.clone(), k)))
-    {
+    for (device, kind) in optimizer_cases() {
         let (model, initial) = resnet_on(&device);
         let burn = train_steps(model.clone(), &mut optimizer(kind, WD, false), 0..5);
         let mut fused_optim = optimizer(kind, WD, true);
@@ -339,12 +346,9 @@ fn fused_adam_and_adamw_equal_burns_over_five_steps() {
 #[test]
 fn a_fused_run_resumes_exactly_and_from_burns_state() {
     use burn::optim::OptimizerRecord;
-    use instrec::train::{OptimizerKind, RunOptimizer};
+    use instrec::train::RunOptimizer;
     let optimizer = RunOptimizer::new;
-    for (device, kind) in libtorch_devices()
-        .into_iter()
-        .flat_map(|d| [OptimizerKind::Adam, OptimizerKind::AdamW].map(|k| (d.clone(), k)))
-    {
+    for (device, kind) in optimizer_cases() {
         let (model, _) = resnet_on(&device);
         let whole = train_steps(model.clone(), &mut optimizer(kind, WD, true), 0..5);
         let whole = parameters(&whole);

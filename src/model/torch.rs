@@ -117,19 +117,6 @@ pub fn conv_bn_train(
     };
     let mean = running_copy(bn.running_mean.value_sync().to_device(&device))?;
     let var = running_copy(bn.running_var.value_sync().to_device(&device))?;
-    let leaf = |a: &AdTensor| {
-        let p = a.primitive();
-        let t = p.tensor.detach();
-        let t = if a.is_tracked() {
-            t.set_requires_grad(true)
-        } else {
-            t
-        };
-        TchTensor {
-            tensor: t,
-            storage: p.storage.clone(),
-        }
-    };
     let mut leaves = vec![leaf(&xa), leaf(&wa), leaf(&ga), leaf(&ba)];
     leaves.extend(ra.as_ref().map(leaf));
     let to_i64 = |v: [usize; 2]| v.map(|u| u as i64);
@@ -170,11 +157,7 @@ pub fn conv_bn_train(
         if relu { y.f_relu() } else { Ok(y) }
     })
     .ok()?;
-    let output = TchTensor::new(out);
-    let result = TchTensor {
-        tensor: output.tensor.detach(),
-        storage: output.storage.clone(),
-    };
+    let (output, result) = output_and_result(out);
     let nodes = [xa.node(), wa.node(), ga.node(), ba.node()];
     let y = match ra {
         None => record(nodes, leaves, output, result)?,
@@ -205,16 +188,7 @@ pub fn bce_with_logits_train(logits: &Tensor<2>, targets: &Tensor<2>) -> Option<
     }
     let la = primitive(logits.clone())?;
     let target = primitive(targets.clone())?.primitive().tensor.detach();
-    let p = la.primitive();
-    let t = p.tensor.detach();
-    let leaf = TchTensor {
-        tensor: if la.is_tracked() {
-            t.set_requires_grad(true)
-        } else {
-            t
-        },
-        storage: p.storage.clone(),
-    };
+    let leaf = leaf(&la);
     let out = tch::with_grad(|| {
         leaf.tensor
             .f_binary_cross_entropy_with_logits::<tch::Tensor>(
@@ -226,13 +200,35 @@ pub fn bce_with_logits_train(logits: &Tensor<2>, targets: &Tensor<2>) -> Option<
             .f_reshape([1])
     })
     .ok()?;
+    let (output, result) = output_and_result(out);
+    let y = record([la.node()], vec![leaf], output, result)?;
+    Some(Tensor::from_primitive::<Ad>(y))
+}
+
+/// A graph leaf for `a`: its LibTorch tensor detached (tracked where burn tracks `a`), holding
+/// burn's storage handle so that burn does not reuse the memory in place while the graph reads it.
+fn leaf(a: &AdTensor) -> TchTensor {
+    let p = a.primitive();
+    let t = p.tensor.detach();
+    let t = if a.is_tracked() {
+        t.set_requires_grad(true)
+    } else {
+        t
+    };
+    TchTensor {
+        tensor: t,
+        storage: p.storage.clone(),
+    }
+}
+
+/// A graph's output kept for the backward pass, and the detached value burn goes on with.
+fn output_and_result(out: tch::Tensor) -> (TchTensor, TchTensor) {
     let output = TchTensor::new(out);
     let result = TchTensor {
         tensor: output.tensor.detach(),
         storage: output.storage.clone(),
     };
-    let y = record([la.node()], vec![leaf], output, result)?;
-    Some(Tensor::from_primitive::<Ad>(y))
+    (output, result)
 }
 
 /// The autodiff node of a graph with `N` leaves, or `None` if `leaves` does not hold `N`.

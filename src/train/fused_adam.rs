@@ -15,12 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
-use burn::optim::{
-    Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState,
-    LearningRate,
-};
+use burn::optim::{Adam, AdamState, AdamW, AdamWState, AdaptiveMomentumState, LearningRate};
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
+
+use super::optim::{adam_config, adamw_config};
 
 unsafe extern "C" {
     fn instrec_fused_adam(
@@ -211,8 +210,9 @@ struct Fused<O> {
 /// fused optimizer, whole-module, and the queue that [`Queue::flush`] must empty after each of
 /// its steps.
 pub fn adam(weight_decay: f32, decoupled: bool) -> (ModuleOptimizer, Queue) {
-    // burn's β and ε are f32: the kernel gets the same rounded values (1 − β₂ differs from
-    // PyTorch's double 0.999 by 1.3e-5 relative), so both optimizers take the same steps.
+    // burn's β and ε (those of `adam_config`) are f32: the kernel gets the same rounded values
+    // (1 − β₂ differs from PyTorch's double 0.999 by 1.3e-5 relative), so both optimizers take
+    // the same steps.
     let (beta_1, beta_2, epsilon) = (0.9f32, 0.999f32, 1e-8f32);
     let queue = Queue::new(Hyper {
         beta_1: beta_1 as f64,
@@ -223,23 +223,11 @@ pub fn adam(weight_decay: f32, decoupled: bool) -> (ModuleOptimizer, Queue) {
     });
     // burn's optimizer for other backends, with the same numbers.
     let optim = if decoupled {
-        let burn = AdamWConfig::new()
-            .with_beta_1(beta_1)
-            .with_beta_2(beta_2)
-            .with_epsilon(epsilon)
-            .with_weight_decay(weight_decay)
-            .build();
+        let burn = adamw_config(weight_decay).build();
         let queue = queue.clone();
         ModuleOptimizer::from(Fused { burn, queue })
     } else {
-        let burn = AdamConfig::new()
-            .with_beta_1(beta_1)
-            .with_beta_2(beta_2)
-            .with_epsilon(epsilon)
-            .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
-                weight_decay,
-            )))
-            .build();
+        let burn = adam_config(weight_decay).build();
         let queue = queue.clone();
         ModuleOptimizer::from(Fused { burn, queue })
     };

@@ -10,6 +10,21 @@ use crate::error::Result;
 
 use super::config::OptimizerKind;
 
+/// burn's Adam with PyTorch's ε (burn's default is 1e-5) and L2 `weight_decay` (PyTorch's
+/// `Adam(weight_decay=...)`); β are burn's defaults, PyTorch's (0.9, 0.999).
+pub(super) fn adam_config(weight_decay: f32) -> AdamConfig {
+    AdamConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(Some(WeightDecayConfig::new(weight_decay)))
+}
+
+/// burn's AdamW with PyTorch's ε and decoupled `weight_decay`.
+pub(super) fn adamw_config(weight_decay: f32) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(weight_decay)
+}
+
 /// Adam or AdamW, with its state; [`RunOptimizer::step`] is a whole optimizer step.
 #[derive(Clone)]
 pub struct RunOptimizer {
@@ -36,15 +51,9 @@ impl RunOptimizer {
         }
         let _ = fused;
         let inner = if decoupled {
-            AdamWConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(weight_decay)
-                .init()
+            adamw_config(weight_decay).init()
         } else {
-            AdamConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(Some(WeightDecayConfig::new(weight_decay)))
-                .init()
+            adam_config(weight_decay).init()
         };
         Self {
             inner,
