@@ -117,14 +117,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 precision.check(compute.backend)?;
                 let device = compute.device()?;
                 // The paper's optimizer, as `train` makes it for this backend.
-                let fused = compute.backend == Backend::Tch && !burn_adam;
+                let fused = !burn_adam;
                 let paper = instrec::train::PAPER;
                 let optim = instrec::train::RunOptimizer::new(
                     paper.optimizer,
                     paper.weight_decay as f32,
                     fused,
                 );
-                let adam = if fused { "fused Adam" } else { "burn's Adam" };
+                let adam = match (fused, compute.backend) {
+                    (false, _) => "burn's Adam",
+                    (true, Backend::Tch) => "fused Adam",
+                    (true, _) => "one-pass Adam",
+                };
                 out!(
                     "{arch} on {compute}, batch {batch}, {steps} timed steps, {adam}, {precision}"
                 );

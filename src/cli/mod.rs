@@ -162,7 +162,8 @@ pub enum BenchCommand {
         /// Timed steps (after one warm-up step).
         #[arg(value_parser = instrec::check::flag::count, long, default_value_t = 5)]
         steps: usize,
-        /// Time burn's own Adam where training would use LibTorch's fused one (--backend tch).
+        /// Time burn's own Adam where training would use flex's one-pass Adam or LibTorch's
+        /// fused one.
         #[arg(long)]
         burn_adam: bool,
         /// The training step's arithmetic, as `train --precision` (bf16 needs --backend tch).

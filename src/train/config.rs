@@ -114,13 +114,9 @@ impl TrainConfig {
         self.calibration.check()
     }
 
-    /// A fresh optimizer of the recipe's kind for the run's backend (fused on LibTorch).
+    /// A fresh optimizer of the recipe's kind (one pass on flex, fused on LibTorch).
     pub fn optimizer(&self) -> RunOptimizer {
-        RunOptimizer::new(
-            self.recipe.optimizer,
-            self.recipe.weight_decay as f32,
-            self.backend == Backend::Tch,
-        )
+        RunOptimizer::new(self.recipe.optimizer, self.recipe.weight_decay as f32, true)
     }
 
     /// The paper's settings for a data set, architecture, initialisation and channel mode.

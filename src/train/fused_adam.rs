@@ -3,9 +3,9 @@
 //! LibTorch ops per parameter tensor (on an H200 the optimizer was 41 % of a ResNet18 step).
 //! burn's optimizer visits one parameter at a time: each visit here only queues the step (the
 //! tensors it will update in place), and [`Queue::flush`] then steps all of them in one kernel
-//! call per device, learning rate and step number: one call per step for a model. The state is burn's own ([`AdamState`], [`AdamWState`]),
+//! call per device, learning rate and step number: one call per step for a model. The state is burn's own (`AdamState`, `AdamWState`),
 //! so checkpoints read and write as with burn's optimizers and runs resume across the two.
-//! Tensors of other backends take burn's optimizer unchanged.
+//! Tensors of other backends take burn's optimizer (flex's in one pass, `one_pass_adam`).
 // burn marks its LibTorch backend deprecated; it is still the one that reaches CUDA offline.
 #![allow(deprecated)]
 
@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
-use burn::optim::{Adam, AdamState, AdamW, AdamWState, AdaptiveMomentumState, LearningRate};
-use burn::optim::{ModuleOptimizer, Optimizer};
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
 
+use super::one_pass_adam::{BurnAdam, Declined, Hyper, Momentum, OnePass};
 use super::optim::{adam_config, adamw_config};
 
 unsafe extern "C" {
@@ -38,17 +38,6 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
-}
-
-/// The hyper-parameters both kernels take.
-#[derive(Debug, Clone, Copy)]
-struct Hyper {
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    weight_decay: f64,
-    /// AdamW's decoupled decay (else Adam's L2 term added to the gradient).
-    decoupled: bool,
 }
 
 /// One parameter's step, waiting for [`Queue::flush`]: handles on the tensors it updates.
@@ -156,10 +145,10 @@ fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
             steps.as_ptr(),
             n,
             first.lr,
-            hyper.beta_1,
-            hyper.beta_2,
-            hyper.weight_decay,
-            hyper.epsilon,
+            hyper.beta_1 as f64,
+            hyper.beta_2 as f64,
+            hyper.weight_decay as f64,
+            hyper.epsilon as f64,
             c_int::from(hyper.decoupled),
             err.as_mut_ptr(),
             err.len(),
@@ -174,32 +163,9 @@ fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
     }
 }
 
-/// burn's Adam or AdamW, whose state is its moments under another name.
-trait BurnAdam: Optimizer {
-    fn state<const D: usize>(momentum: Momentum<D>) -> Self::State<D>;
-    fn momentum<const D: usize>(state: Self::State<D>) -> Momentum<D>;
-}
-
-impl BurnAdam for Adam {
-    fn state<const D: usize>(momentum: Momentum<D>) -> AdamState<D> {
-        AdamState::new(momentum)
-    }
-    fn momentum<const D: usize>(state: AdamState<D>) -> Momentum<D> {
-        state.momentum
-    }
-}
-
-impl BurnAdam for AdamW {
-    fn state<const D: usize>(momentum: Momentum<D>) -> AdamWState<D> {
-        AdamWState { momentum }
-    }
-    fn momentum<const D: usize>(state: AdamWState<D>) -> Momentum<D> {
-        state.momentum
-    }
-}
-
 /// Adam (L2 weight decay added to the gradient, as PyTorch's `Adam`) or AdamW (decoupled weight
-/// decay) fused on LibTorch, with burn's `O` for other tensors and burn's state.
+/// decay) fused on LibTorch, with `O` (burn's, with flex's one pass) for other tensors and
+/// burn's state.
 #[derive(Clone)]
 struct Fused<O> {
     burn: O,
@@ -213,21 +179,21 @@ pub fn adam(weight_decay: f32, decoupled: bool) -> (ModuleOptimizer, Queue) {
     // burn's β and ε (those of `adam_config`) are f32: the kernel gets the same rounded values
     // (1 − β₂ differs from PyTorch's double 0.999 by 1.3e-5 relative), so both optimizers take
     // the same steps.
-    let (beta_1, beta_2, epsilon) = (0.9f32, 0.999f32, 1e-8f32);
-    let queue = Queue::new(Hyper {
-        beta_1: beta_1 as f64,
-        beta_2: beta_2 as f64,
-        epsilon: epsilon as f64,
-        weight_decay: weight_decay as f64,
-        decoupled,
-    });
-    // burn's optimizer for other backends, with the same numbers.
+    let hyper = Hyper::new(weight_decay, decoupled);
+    let queue = Queue::new(hyper);
+    // burn's optimizer (one pass on flex) for other backends, with the same numbers.
     let optim = if decoupled {
-        let burn = adamw_config(weight_decay).build();
+        let burn = OnePass {
+            burn: adamw_config(weight_decay).build(),
+            hyper,
+        };
         let queue = queue.clone();
         ModuleOptimizer::from(Fused { burn, queue })
     } else {
-        let burn = adam_config(weight_decay).build();
+        let burn = OnePass {
+            burn: adam_config(weight_decay).build(),
+            hyper,
+        };
         let queue = queue.clone();
         ModuleOptimizer::from(Fused { burn, queue })
     };
@@ -258,10 +224,6 @@ impl<O: BurnAdam> Optimizer for Fused<O> {
         O::to_device(state, device)
     }
 }
-
-type Momentum<const D: usize> = AdaptiveMomentumState<D>;
-/// What goes back to burn's optimizer when the fused kernel does not apply.
-type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Momentum<D>>)>;
 
 /// Whether `t` is an f32 tensor of plain LibTorch (the optimizer sees parameters without
 /// autodiff).

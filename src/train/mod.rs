@@ -8,8 +8,8 @@
 //! - [`data`]: the training and validation clips and their batches;
 //! - `run`: the loop — restore or start, one epoch at a time, finish;
 //! - `checkpoint`: what is saved after each epoch, and read back on resume;
-//! - `optim`: the optimizer a run steps; `fused_adam` (feature `tch`): Adam through LibTorch's
-//!   fused kernels;
+//! - `optim`: the optimizer a run steps; `one_pass_adam`: Adam in one pass on flex;
+//!   `fused_adam` (feature `tch`): Adam through LibTorch's fused kernels;
 //! - [`early_stop`] and [`schedule`]: when to stop, and the learning rate of each step;
 //! - [`layout`]: the files of a run directory; [`observer`]: progress reports;
 //! - [`thresholds`]: the decision thresholds tuned on validation data at the end.
@@ -22,6 +22,7 @@ pub mod early_stop;
 pub mod fused_adam;
 pub mod layout;
 pub mod observer;
+mod one_pass_adam;
 mod optim;
 mod run;
 pub mod schedule;

@@ -1,5 +1,6 @@
-//! The optimizer a run steps: burn's [`ModuleOptimizer`] (Adam or AdamW with PyTorch's ε), and
-//! on LibTorch the queue of fused steps that it applies after burn has visited every parameter.
+//! The optimizer a run steps: burn's [`ModuleOptimizer`] (Adam or AdamW with PyTorch's ε; flex
+//! tensors in one pass), and on LibTorch the queue of fused steps that it applies after burn has
+//! visited every parameter.
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -35,10 +36,11 @@ pub struct RunOptimizer {
 }
 
 impl RunOptimizer {
-    /// Adam or AdamW with PyTorch's ε (burn's default is 1e-5) and `weight_decay`. With `fused`
-    /// in a build with feature `tch`, LibTorch's fused kernels take the steps of LibTorch
-    /// tensors (`train::fused_adam`); they keep burn's optimizer state, so checkpoints are the
-    /// same either way.
+    /// Adam or AdamW with PyTorch's ε (burn's default is 1e-5) and `weight_decay`. With `fused`,
+    /// flex tensors step in one pass (`train::one_pass_adam`, bit-identical to burn's), and in a
+    /// build with feature `tch` LibTorch's fused kernels take the steps of LibTorch tensors
+    /// (`train::fused_adam`); both keep burn's optimizer state, so checkpoints are the same
+    /// either way. Without it, burn's optimizer takes every step.
     pub fn new(kind: OptimizerKind, weight_decay: f32, fused: bool) -> Self {
         let decoupled = kind == OptimizerKind::AdamW;
         #[cfg(feature = "tch")]
@@ -49,8 +51,9 @@ impl RunOptimizer {
                 queue: Some(queue),
             };
         }
-        let _ = fused;
-        let inner = if decoupled {
+        let inner = if fused {
+            super::one_pass_adam::one_pass(weight_decay, decoupled)
+        } else if decoupled {
             adamw_config(weight_decay).init()
         } else {
             adam_config(weight_decay).init()
