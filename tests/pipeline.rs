@@ -398,6 +398,50 @@ fn calibration_mixtures_come_from_the_validation_split_only() {
     assert!(sizes[1..].iter().all(|&k| k > 90), "{sizes:?}");
 }
 
+/// `--val-data`: every clip of the corpus trains, the other corpus's clips validate, the bundle
+/// names the validation corpus and its libraries, and a corpus cannot validate itself.
+#[test]
+fn validation_can_come_from_another_corpus() {
+    let other = tempfile::tempdir().unwrap();
+    let sf = load_soundfont(&find_soundfont(None).unwrap()).unwrap();
+    let opts = SynthOptions {
+        out: other.path().to_path_buf(),
+        train_per_class: 3,
+        test_clips: 2,
+        seed: 12,
+    };
+    render_corpus(&sf, &opts, &|_, _| {}).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 1);
+    c.val_data = Some(other.path().to_path_buf());
+    let data = instrec::train::load_run_data(&c, &Quiet).unwrap();
+    let own = instrec::data::Irmas::read(corpus()).unwrap();
+    let theirs = instrec::data::Irmas::read(other.path()).unwrap();
+    assert_eq!(data.train.len(), own.train.len());
+    assert_eq!(data.valid.len(), theirs.train.len());
+    assert!(data.valid_paths.iter().all(|p| p.starts_with(other.path())));
+    let run = tempfile::tempdir().unwrap();
+    let s = finished(start(&c, run.path(), &Quiet));
+    assert_eq!(s.val_clips, theirs.train.len());
+    let bundle = instrec::model::bundle::read_config(&run.path().join("model")).unwrap();
+    let p = &bundle.provenance;
+    assert_eq!(p.validation.as_deref(), other.path().to_str());
+    assert!(!p.validation_sources.is_empty());
+    // Resuming keeps it: train.json has it.
+    let saved: TrainConfig =
+        serde_json::from_slice(&std::fs::read(run.path().join("train.json")).unwrap()).unwrap();
+    assert_eq!(saved.val_data, c.val_data);
+    c.val_data = Some(corpus().to_path_buf());
+    let Err(e) = instrec::train::load_run_data(&c, &Quiet) else {
+        panic!("a corpus validated itself")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("--val-data") && e.contains("is a training clip too"),
+        "{e}"
+    );
+}
+
 /// A model bundle with random weights, in a folder of its own.
 fn random_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

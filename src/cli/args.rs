@@ -69,6 +69,11 @@ pub struct TrainArgs {
     /// Fraction of each class's training clips held out for validation.
     #[arg(value_parser = instrec::check::flag::fraction, long, default_value_t = PAPER.val_fraction)]
     pub val_fraction: f64,
+    /// Validate on the training clips of this IRMAS-layout corpus instead of a split of --data
+    /// (beyond the paper): early stopping, the kept epoch and the thresholds then come from clips
+    /// the run never trains on, e.g. rendered from sample libraries left out of training.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub val_data: Option<PathBuf>,
     /// song (no song on both sides) or random.
     #[arg(long, default_value_t = PAPER.split)]
     pub split: instrec::data::SplitMode,

@@ -33,6 +33,7 @@ impl TrainArgs {
             val_fraction: self.val_fraction,
             split: self.split,
         };
+        c.val_data = self.val_data.clone();
         c.backend = self.compute.backend;
         c.device = self.compute.device;
         c.precision = self.precision;

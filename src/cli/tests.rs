@@ -65,6 +65,8 @@ fn each_train_flag_sets_its_setting() {
         "0.2",
         "--split",
         "random",
+        "--val-data",
+        "v",
         "--cache-dir",
         "cc",
         "--mix",
@@ -98,6 +100,7 @@ fn each_train_flag_sets_its_setting() {
         (Arch::Han, "random", ChannelMode::Stereo, 9)
     );
     assert_eq!(c.cache_dir, PathBuf::from("cc"));
+    assert_eq!(c.val_data, Some(PathBuf::from("v")));
     assert_eq!(
         c.mix,
         Some(MixConfig {

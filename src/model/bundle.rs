@@ -87,6 +87,12 @@ pub struct Provenance {
     /// of every file they read (from its manifest; empty for other data).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<LibraryRecord>,
+    /// The validation corpus when it was not a split of `data` (`train --val-data`), and its
+    /// sample libraries: they chose the kept epoch and the thresholds, not the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_sources: Vec<LibraryRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -417,6 +423,12 @@ pub fn pack_bundle(
         let records = library_records(Path::new(&config.provenance.data));
         if !records.is_empty() {
             config.provenance.sources = records;
+        }
+    }
+    if let Some(v) = &config.provenance.validation {
+        let records = library_records(Path::new(v));
+        if !records.is_empty() {
+            config.provenance.validation_sources = records;
         }
     }
     write_bundle(to, &small, config)

@@ -31,15 +31,15 @@ mod tests {
     use crate::data::library::licence_is_shippable;
 
     /// The built-in model loads from the binary alone, its weights are the compact kind, and
-    /// every library it was trained from is recorded with a licence that lets it ship.
+    /// every library it was trained or validated on is recorded with a licence that lets it ship.
     #[test]
     fn the_built_in_model_loads_and_every_source_may_ship() {
         let (_, config) = load(&Device::flex()).unwrap();
         assert_eq!(config.classes, crate::CLASSES);
         assert!(super::super::safetensors::has_f16(WEIGHTS));
-        let sources = &config.provenance.sources;
-        assert!(!sources.is_empty(), "the training sources are recorded");
-        for s in sources {
+        let p = &config.provenance;
+        assert!(!p.sources.is_empty(), "the training sources are recorded");
+        for s in p.sources.iter().chain(&p.validation_sources) {
             let licence = s.licence.as_deref().unwrap_or("none");
             assert!(licence_is_shippable(licence), "{}: {licence}", s.name);
             assert!(s.source.is_some() && s.sha256.is_some(), "{}", s.name);

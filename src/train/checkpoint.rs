@@ -104,6 +104,11 @@ pub(super) fn save_best(
         best_epoch: epoch,
         instrec_version: env!("CARGO_PKG_VERSION").into(),
         sources: crate::data::synth::library_records(&config.data),
+        validation: config.val_data.as_ref().map(|d| d.display().to_string()),
+        validation_sources: config
+            .val_data
+            .as_deref()
+            .map_or_else(Vec::new, crate::data::synth::library_records),
     };
     save_bundle(&run_dir.join(MODEL_DIR), &model.valid(), &bundle)?;
     Ok(())

@@ -70,6 +70,10 @@ impl Default for Recipe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub data: PathBuf,
+    /// Another IRMAS-layout corpus whose training clips are the validation set (`--val-data`:
+    /// e.g. clips of libraries left out of training); `None` splits `data` (the paper's way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<PathBuf>,
     pub arch: Arch,
     /// `imagenet`, `imagenet-v2`, `random` or a weights file.
     pub init: String,
@@ -123,6 +127,7 @@ impl TrainConfig {
     pub fn paper(data: PathBuf, arch: Arch, init: &str, channels: ChannelMode, seed: u64) -> Self {
         Self {
             data,
+            val_data: None,
             arch,
             init: init.to_string(),
             channels,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::mix::{self, Mixture, SourceInfo};
-use crate::data::{Irmas, cache, split_validation};
+use crate::data::{Irmas, Split, cache, split_validation};
 use crate::error::{Result, fail};
 use crate::features::{ClipFeatures, FeatureSettings, Windowing};
 
@@ -29,65 +29,53 @@ pub struct RunData {
     pub valid_info: Vec<SourceInfo>,
 }
 
-/// Reads the data set, splits it and loads (or builds) the feature cache.
+/// Reads the data set, splits it (or takes the validation clips from `config.val_data`) and
+/// loads (or builds) the feature cache.
 pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData> {
-    let set = Irmas::read(&config.data)?;
-    for i in &set.issues {
-        obs.message(&format!("warning: {i}"));
-    }
-    if set.train.is_empty() {
-        fail!("{}: no training clips", config.data.display());
-    }
-    let files = set.all_files();
-    obs.message(&format!(
-        "features for {} clips (cached after the first run)",
-        files.len()
-    ));
-    // Only the training clips' features are held in memory.
-    let wanted: std::collections::HashSet<&Path> =
-        set.train.iter().map(|c| c.path.as_path()).collect();
-    let (mut features, _) = cache::prepare_subset(
-        &files,
-        &FeatureSettings::default(),
-        config.channels,
-        &config.cache_dir,
-        &|_, _| {},
-        &|p| wanted.contains(p),
-    )?;
-    for f in &features.failures {
-        obs.message(&format!("warning: skipped {f}"));
-    }
-    let split = split_validation(
-        &set.train,
-        config.recipe.val_fraction,
-        config.seed,
-        config.recipe.split,
-    );
-    // Moved out of the cache, not copied: training holds each clip's features once.
-    type Picked = (Vec<(ClipFeatures, Vec<usize>)>, Vec<(PathBuf, SourceInfo)>);
-    let mut pick = |idx: &[usize]| -> Picked {
-        idx.iter()
-            .filter_map(|&i| {
-                let clip = &set.train[i];
-                let info = SourceInfo {
-                    label: clip.label,
-                    genre: clip.genre.clone(),
-                    drums: clip.drums,
-                };
-                features
-                    .take(&clip.path)
-                    .map(|f| ((f, vec![clip.label]), (clip.path.clone(), info)))
-            })
-            .unzip()
+    let set = read_training_clips(&config.data, obs)?;
+    let split = match &config.val_data {
+        // Every clip trains: validation is another corpus (e.g. libraries left out of training).
+        Some(_) => Split {
+            train: (0..set.train.len()).collect(),
+            valid: Vec::new(),
+        },
+        None => split_validation(
+            &set.train,
+            config.recipe.val_fraction,
+            config.seed,
+            config.recipe.split,
+        ),
     };
-    let (train, train_meta) = pick(&split.train);
-    let (valid, valid_meta) = pick(&split.valid);
+    let mut features = load_features(&set, config, obs)?;
+    let (train, train_meta) = take_clips(&set, &split.train, &mut features);
+    let (valid, valid_meta) = match &config.val_data {
+        Some(dir) => {
+            let vset = read_training_clips(dir, obs)?;
+            let trained: std::collections::HashSet<&Path> =
+                set.train.iter().map(|c| c.path.as_path()).collect();
+            if let Some(c) = vset
+                .train
+                .iter()
+                .find(|c| trained.contains(c.path.as_path()))
+            {
+                fail!(
+                    "--val-data {}: {} is a training clip too; validation needs clips the run does not train on",
+                    dir.display(),
+                    c.path.display()
+                );
+            }
+            let mut vfeatures = load_features(&vset, config, obs)?;
+            let all: Vec<usize> = (0..vset.train.len()).collect();
+            take_clips(&vset, &all, &mut vfeatures)
+        }
+        None => take_clips(&set, &split.valid, &mut features),
+    };
     let (train_paths, train_info) = train_meta.into_iter().unzip();
     let (valid_paths, valid_info) = valid_meta.into_iter().unzip();
     if train.is_empty() || valid.is_empty() {
         fail!(
             "{}: too few training clips for a validation split ({} train, {} validation)",
-            config.data.display(),
+            config.val_data.as_ref().unwrap_or(&config.data).display(),
             train.len(),
             valid.len()
         );
@@ -100,6 +88,68 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         train_info,
         valid_info,
     })
+}
+
+/// An IRMAS-layout data set's training clips (warnings go to the observer).
+fn read_training_clips(dir: &Path, obs: &dyn Observer) -> Result<Irmas> {
+    let set = Irmas::read(dir)?;
+    for i in &set.issues {
+        obs.message(&format!("warning: {i}"));
+    }
+    if set.train.is_empty() {
+        fail!("{}: no training clips", dir.display());
+    }
+    Ok(set)
+}
+
+/// Clips with their labels, and their files with instrument and tags (for mixture partners).
+type Picked = (Vec<(ClipFeatures, Vec<usize>)>, Vec<(PathBuf, SourceInfo)>);
+
+/// The features of a data set's training clips, from the cache (built where missing, for its
+/// test clips too); clips whose audio fails are skipped with a warning.
+fn load_features(
+    set: &Irmas,
+    config: &TrainConfig,
+    obs: &dyn Observer,
+) -> Result<cache::FeatureCache> {
+    let files = set.all_files();
+    obs.message(&format!(
+        "features for {} clips (cached after the first run)",
+        files.len()
+    ));
+    // Only the training clips' features are held in memory.
+    let wanted: std::collections::HashSet<&Path> =
+        set.train.iter().map(|c| c.path.as_path()).collect();
+    let (features, _) = cache::prepare_subset(
+        &files,
+        &FeatureSettings::default(),
+        config.channels,
+        &config.cache_dir,
+        &|_, _| {},
+        &|p| wanted.contains(p),
+    )?;
+    for f in &features.failures {
+        obs.message(&format!("warning: skipped {f}"));
+    }
+    Ok(features)
+}
+
+/// The training clips `idx` of `set` with their labels, files and tags, moved out of the
+/// cache's features, not copied: training holds each clip's features once.
+fn take_clips(set: &Irmas, idx: &[usize], features: &mut cache::FeatureCache) -> Picked {
+    idx.iter()
+        .filter_map(|&i| {
+            let clip = &set.train[i];
+            let info = SourceInfo {
+                label: clip.label,
+                genre: clip.genre.clone(),
+                drums: clip.drums,
+            };
+            features
+                .take(&clip.path)
+                .map(|f| ((f, vec![clip.label]), (clip.path.clone(), info)))
+        })
+        .unzip()
 }
 
 pub(super) fn windows_of(clips: &[(ClipFeatures, Vec<usize>)], w: Windowing) -> Vec<WindowRef> {

@@ -200,14 +200,18 @@ impl<'a> Run<'a> {
             steps_per_epoch,
         );
         obs.message(&format!(
-            "{} on {}: {} training clips ({} windows, {} batches of {} per epoch), {} validation clips",
+            "{} on {}: {} training clips ({} windows, {} batches of {} per epoch), {} validation clips{}",
             config.arch,
             config.backend,
             data.train.len(),
             train_windows.len(),
             steps_per_epoch,
             config.recipe.batch_size,
-            data.valid.len()
+            data.valid.len(),
+            config
+                .val_data
+                .as_ref()
+                .map_or(String::new(), |d| format!(" from {}", d.display()))
         ));
         let clip_starts = data
             .train
