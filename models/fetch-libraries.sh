@@ -10,6 +10,8 @@ get() { # owner/name commit directory [sparse patterns...]
   if [ ! -d "$dir/.git" ]; then
     git clone --filter=blob:none --no-checkout "https://github.com/$1" "$dir"
   fi
+  # Samples are bytes: a repository's `* text eol=crlf` would rewrite their line feeds.
+  echo '* -text' > "$dir/.git/info/attributes"
   if [ $# -gt 3 ]; then
     git -C "$dir" sparse-checkout set --no-cone "${@:4}"
   fi
