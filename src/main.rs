@@ -198,7 +198,32 @@ fn features(args: cli::FeaturesArgs) -> Result<ExitCode> {
 
 fn pack_cmd(a: cli::PackArgs) -> Result<ExitCode> {
     let dir = bundle_dir(&a.model);
-    let config = instrec::model::bundle::pack_bundle(&dir, &a.out, a.aggregation)?;
+    let mut config = instrec::model::bundle::pack_bundle(&dir, &a.out, a.aggregation)?;
+    if let Some(corpus) = &a.calibrate_on {
+        let calibration = instrec::data::mix::CalibrationConfig {
+            mixtures: a.calib_mixtures,
+            ..Default::default()
+        };
+        let device = a.compute.device()?;
+        let cache = cli::options::cache_dir(&a.cache_dir);
+        let bars = progress::TrainBars::new();
+        config = instrec::train::recalibrate(
+            &a.out,
+            corpus,
+            &calibration,
+            a.calib_seed,
+            &cache,
+            &device,
+            &bars,
+        )?;
+        let t = config.thresholds_s2.as_ref().unwrap_or(&config.thresholds);
+        out!(
+            "thresholds tuned on {}: s2 {:.2} on its clips, {:.2} on its mixtures",
+            corpus.display(),
+            t.global,
+            t.mixture.as_ref().map_or(f32::NAN, |m| m.global)
+        );
+    }
     let size =
         std::fs::metadata(a.out.join(instrec::model::bundle::WEIGHTS_FILE)).map_or(0, |m| m.len());
     out!(

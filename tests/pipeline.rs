@@ -442,6 +442,58 @@ fn validation_can_come_from_another_corpus() {
     );
 }
 
+/// `pack --calibrate-on`: the packed weights as they were, every threshold re-tuned on the other
+/// corpus's clips exactly as the library tunes them for those weights, and the corpus recorded.
+#[test]
+fn pack_can_retune_thresholds_on_another_corpus() {
+    use instrec::data::mix::CalibrationConfig;
+    use instrec::model::bundle::read_config;
+    let bundle = random_bundle();
+    let cache = tempfile::tempdir().unwrap();
+    let (plain, tuned) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pack = |out: &Path, extra: &[&str]| {
+        let model = bundle.path().to_str().unwrap();
+        let mut args = vec!["pack", "--model", model, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let o = instrec(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    pack(plain.path(), &[]);
+    let (data, cache_dir) = (corpus().to_str().unwrap(), cache.path().to_str().unwrap());
+    let flags = ["--calibrate-on", data, "--calib-mixtures", "60"];
+    pack(
+        tuned.path(),
+        &[&flags[..], &["--cache-dir", cache_dir]].concat(),
+    );
+    let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(weights(plain.path()), weights(tuned.path()));
+    let (before, after) = (
+        read_config(plain.path()).unwrap(),
+        read_config(tuned.path()).unwrap(),
+    );
+    assert_eq!(after.weights_sha256, before.weights_sha256);
+    assert_eq!(after.provenance.validation.as_deref(), Some(data));
+    let device = Device::flex();
+    let (model, _) = load_bundle(tuned.path(), &device).unwrap();
+    let clips = instrec::train::data::load_validation_clips(
+        corpus(),
+        ChannelMode::Dup,
+        cache.path(),
+        &Quiet,
+    )
+    .unwrap();
+    let calibration = CalibrationConfig {
+        mixtures: 60,
+        ..Default::default()
+    };
+    let folded = model.fold_batchnorm();
+    let (s1, s2) =
+        instrec::train::tune_all_thresholds(&folded, &clips, &calibration, 1, &device, 64);
+    assert_eq!(after.thresholds, s1);
+    assert_eq!(after.thresholds_s2, Some(s2));
+    assert_ne!(after.thresholds, before.thresholds);
+}
+
 /// A model bundle with random weights, in a folder of its own.
 fn random_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -258,6 +258,22 @@ pub struct PackArgs {
     /// (default: the bundle's own, else s1).
     #[arg(long)]
     pub aggregation: Option<instrec::eval::metrics::Aggregation>,
+    /// Re-tune the thresholds (s1 and s2, clips and mixtures) on the training clips of this
+    /// IRMAS-layout corpus, e.g. rendered from sample libraries the model never heard; the
+    /// weights stay as they are.
+    #[arg(long, value_name = "DIR")]
+    pub calibrate_on: Option<PathBuf>,
+    /// With --calibrate-on: the calibration mixtures' seed.
+    #[arg(long, default_value_t = 1, requires = "calibrate_on")]
+    pub calib_seed: u64,
+    /// With --calibrate-on: calibration mixtures.
+    #[arg(value_parser = instrec::check::flag::count, long, default_value_t = CalibrationConfig::default().mixtures, requires = "calibrate_on")]
+    pub calib_mixtures: usize,
+    #[command(flatten)]
+    pub compute: Compute,
+    /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -3,7 +3,7 @@
 //! `main.rs` only dispatch on them.
 
 mod args;
-mod options;
+pub mod options;
 #[cfg(test)]
 mod tests;
 

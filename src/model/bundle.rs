@@ -312,10 +312,16 @@ fn write_bundle(
     let wpath = dir.join(WEIGHTS_FILE);
     write_atomic(&wpath, weights).map_err(|e| err(&wpath, e.to_string()))?;
     config.weights_sha256 = Some(sha256_hex(weights));
-    let cpath = dir.join(CONFIG_FILE);
-    let json = serde_json::to_vec_pretty(&config).map_err(|e| err(&cpath, e.to_string()))?;
-    write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))?;
+    write_config(dir, &config)?;
     Ok(config)
+}
+
+/// Rewrites a bundle's config (atomically) and leaves its weights as they are: `config` must
+/// keep their digest.
+pub fn write_config(dir: &Path, config: &BundleConfig) -> Result<(), FileError> {
+    let cpath = dir.join(CONFIG_FILE);
+    let json = serde_json::to_vec_pretty(config).map_err(|e| err(&cpath, e.to_string()))?;
+    write_atomic(&cpath, &json).map_err(|e| err(&cpath, e.to_string()))
 }
 
 /// Reads a bundle's config alone.

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::data::mix::{self, Mixture, SourceInfo};
 use crate::data::{Irmas, Split, cache, split_validation};
 use crate::error::{Result, fail};
-use crate::features::{ClipFeatures, FeatureSettings, Windowing};
+use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
 
 use super::config::TrainConfig;
 use super::observer::Observer;
@@ -46,7 +46,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
             config.recipe.split,
         ),
     };
-    let mut features = load_features(&set, config, obs)?;
+    let mut features = load_features(&set, config.channels, &config.cache_dir, obs)?;
     let (train, train_meta) = take_clips(&set, &split.train, &mut features);
     let (valid, valid_meta) = match &config.val_data {
         Some(dir) => {
@@ -64,7 +64,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
                     c.path.display()
                 );
             }
-            let mut vfeatures = load_features(&vset, config, obs)?;
+            let mut vfeatures = load_features(&vset, config.channels, &config.cache_dir, obs)?;
             let all: Vec<usize> = (0..vset.train.len()).collect();
             take_clips(&vset, &all, &mut vfeatures)
         }
@@ -90,6 +90,32 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     })
 }
 
+/// Every training clip of the corpus in `dir` as validation data, with no training clips
+/// (`pack --calibrate-on` tunes a bundle's thresholds on them).
+pub fn load_validation_clips(
+    dir: &Path,
+    channels: ChannelMode,
+    cache_dir: &Path,
+    obs: &dyn Observer,
+) -> Result<RunData> {
+    let set = read_training_clips(dir, obs)?;
+    let mut features = load_features(&set, channels, cache_dir, obs)?;
+    let all: Vec<usize> = (0..set.train.len()).collect();
+    let (valid, meta) = take_clips(&set, &all, &mut features);
+    if valid.is_empty() {
+        fail!("{}: no usable training clips", dir.display());
+    }
+    let (valid_paths, valid_info) = meta.into_iter().unzip();
+    Ok(RunData {
+        train: Vec::new(),
+        valid,
+        train_paths: Vec::new(),
+        valid_paths,
+        train_info: Vec::new(),
+        valid_info,
+    })
+}
+
 /// An IRMAS-layout data set's training clips (warnings go to the observer).
 fn read_training_clips(dir: &Path, obs: &dyn Observer) -> Result<Irmas> {
     let set = Irmas::read(dir)?;
@@ -109,7 +135,8 @@ type Picked = (Vec<(ClipFeatures, Vec<usize>)>, Vec<(PathBuf, SourceInfo)>);
 /// test clips too); clips whose audio fails are skipped with a warning.
 fn load_features(
     set: &Irmas,
-    config: &TrainConfig,
+    channels: ChannelMode,
+    cache_dir: &Path,
     obs: &dyn Observer,
 ) -> Result<cache::FeatureCache> {
     let files = set.all_files();
@@ -123,8 +150,8 @@ fn load_features(
     let (features, _) = cache::prepare_subset(
         &files,
         &FeatureSettings::default(),
-        config.channels,
-        &config.cache_dir,
+        channels,
+        cache_dir,
         &|_, _| {},
         &|p| wanted.contains(p),
     )?;

@@ -42,7 +42,7 @@ pub use layout::{CONFIG_FILE, LOG_FILE, MODEL_DIR, SUMMARY_FILE, bundle_dir};
 pub use observer::{Observer, Quiet};
 pub use optim::RunOptimizer;
 pub use run::{Outcome, TrainSummary};
-pub use thresholds::{calibration_clips, tune_all_thresholds};
+pub use thresholds::{calibration_clips, recalibrate, tune_all_thresholds};
 
 /// Starts a new run in `run_dir` (its `train.json` is written first).
 pub fn start(config: &TrainConfig, run_dir: &Path, obs: &dyn Observer) -> Result<Outcome> {

@@ -1,16 +1,22 @@
 //! Thresholds chosen at the end of a run, on validation data only: the single validation clips
 //! and seeded mixtures of them, for s1 and for s2.
 
+use std::path::Path;
+
 use burn::tensor::Device;
 
 use crate::data::mix::{self, CalibrationConfig};
+use crate::error::Result;
 use crate::eval::metrics::{self, Aggregation};
 use crate::eval::score_windows;
 use crate::features::{ClipFeatures, FeatureSettings, Windowing};
 use crate::model::Model;
-use crate::model::bundle::{MixtureThresholds, Thresholds};
+use crate::model::bundle::{
+    BundleConfig, MixtureThresholds, Thresholds, load_bundle, write_config,
+};
 
-use super::data::RunData;
+use super::data::{RunData, load_validation_clips};
+use super::observer::Observer;
 
 /// Every clip's window scores (analysis windows, as test clips are scored).
 fn score_clips(
@@ -88,4 +94,36 @@ pub fn tune_all_thresholds(
         }
     };
     (tune(Aggregation::S1), tune(Aggregation::S2))
+}
+
+/// Re-tunes every threshold of the bundle in `dir` (s1 and s2; clips and `calibration`'s
+/// mixtures) on the training clips of the corpus in `corpus`, e.g. rendered from sample libraries
+/// the model never heard (`pack --calibrate-on`); the bundle then names that corpus and its
+/// libraries as its validation data. The weights are not touched.
+pub fn recalibrate(
+    dir: &Path,
+    corpus: &Path,
+    calibration: &CalibrationConfig,
+    seed: u64,
+    cache_dir: &Path,
+    device: &Device,
+    obs: &dyn Observer,
+) -> Result<BundleConfig> {
+    calibration.check()?;
+    let (model, mut config) = load_bundle(dir, device)?;
+    let data = load_validation_clips(corpus, config.channels, cache_dir, obs)?;
+    obs.message(&format!(
+        "tuning thresholds on {} clips of {} and on {} mixtures of them",
+        data.valid.len(),
+        corpus.display(),
+        calibration.mixtures
+    ));
+    let folded = model.fold_batchnorm();
+    let (s1, s2) = tune_all_thresholds(&folded, &data, calibration, seed, device, 64);
+    config.thresholds = s1;
+    config.thresholds_s2 = Some(s2);
+    config.provenance.validation = Some(corpus.display().to_string());
+    config.provenance.validation_sources = crate::data::synth::library_records(corpus);
+    write_config(dir, &config)?;
+    Ok(config)
 }
