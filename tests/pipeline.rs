@@ -111,25 +111,37 @@ fn train_learns(
     (log, report)
 }
 
-/// bf16 training on LibTorch (feature `tch`) learns the corpus as fp32 does below: the same
-/// validation-loss fall and F1 margins over the constant predictor. Ignored by default: on a CPU
-/// without bf16 instructions LibTorch emulates bf16 (ResNet18 training 2 samples/s against 42
-/// in fp32 on this 2-core VM: about 30 minutes); `tests/tch.rs` has a short bf16 learning test.
+/// bf16 training on LibTorch (feature `tch`) learns the corpus as fp32 does: the same run in
+/// fp32 and in bf16 (same seed), each with the validation loss falling well below its start, and
+/// bf16's test micro-F1 (tuned and oracle thresholds) within 0.05 of fp32's. Ignored by default:
+/// on a CPU without bf16 instructions LibTorch emulates bf16 (ResNet18 training 2 samples/s
+/// against 42 in fp32 on a 2-core VM: about 30 minutes; 2 minutes with AVX512-BF16);
+/// `tests/tch.rs` has a short bf16 learning test.
 #[cfg(feature = "tch")]
 #[test]
 #[ignore = "slow where the CPU has no bf16 instructions: run with --ignored"]
-fn bf16_training_on_libtorch_learns_the_synthetic_corpus() {
+fn bf16_training_on_libtorch_learns_the_synthetic_corpus_as_fp32_does() {
     let cache = tempfile::tempdir().unwrap();
-    let mut c = config(cache.path(), 6);
-    c.backend = instrec::backend::Backend::Tch;
-    c.precision = instrec::backend::Precision::Bf16;
-    let run = tempfile::tempdir().unwrap();
-    let (_, report) = train_learns(&c, cache.path(), run.path());
-    let f1 = |k| report.result(k).unwrap().metrics.micro.f1;
-    let (tuned, oracle) = (f1(ThresholdKind::TunedGlobal), f1(ThresholdKind::Oracle));
-    let constant = report.constant_baseline_f1;
-    eprintln!("bf16 test micro-F1: tuned {tuned:.3}, oracle {oracle:.3}, constant {constant:.3}");
-    assert!(tuned > constant + 0.1 && oracle > constant + 0.2);
+    let f1s = |precision| {
+        let mut c = config(cache.path(), 6);
+        c.backend = instrec::backend::Backend::Tch;
+        c.precision = precision;
+        let run = tempfile::tempdir().unwrap();
+        let (_, report) = train_learns(&c, cache.path(), run.path());
+        let f1 = |k| report.result(k).unwrap().metrics.micro.f1;
+        let (tuned, oracle) = (f1(ThresholdKind::TunedGlobal), f1(ThresholdKind::Oracle));
+        eprintln!(
+            "{precision} test micro-F1: tuned {tuned:.3}, oracle {oracle:.3}, constant {:.3}",
+            report.constant_baseline_f1
+        );
+        (tuned, oracle)
+    };
+    let fp32 = f1s(instrec::backend::Precision::Fp32);
+    let bf16 = f1s(instrec::backend::Precision::Bf16);
+    assert!(
+        (bf16.0 - fp32.0).abs() < 0.05 && (bf16.1 - fp32.1).abs() < 0.05,
+        "bf16 {bf16:?} against fp32 {fp32:?}"
+    );
 }
 
 #[test]

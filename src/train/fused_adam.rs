@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::TchTensor;
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
-use burn::tensor::{DType, Device, Tensor};
+use burn::optim::{LearningRate, ModuleOptimizer};
+use burn::tensor::Tensor;
 
-use super::one_pass_adam::{BurnAdam, Declined, Hyper, Momentum, OnePass};
+use super::one_pass_adam::{Hyper, Momentum, StepKernel, WithKernel, with_one_pass};
 use super::optim::{adam_config, adamw_config};
 
 unsafe extern "C" {
@@ -163,76 +163,73 @@ fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
     }
 }
 
-/// Adam (L2 weight decay added to the gradient, as PyTorch's `Adam`) or AdamW (decoupled weight
-/// decay) fused on LibTorch, with `O` (burn's, with flex's one pass) for other tensors and
-/// burn's state.
-#[derive(Clone)]
-struct Fused<O> {
-    burn: O,
-    queue: Queue,
-}
-
 /// PyTorch's β (0.9, 0.999), ε 1e-8 and `weight_decay` as L2 (Adam) or decoupled (AdamW): the
-/// fused optimizer, whole-module, and the queue that [`Queue::flush`] must empty after each of
-/// its steps.
+/// fused optimizer (burn's state; burn's Adam with flex's one pass for other tensors),
+/// whole-module, and the queue that [`Queue::flush`] must empty after each of its steps.
 pub fn adam(weight_decay: f32, decoupled: bool) -> (ModuleOptimizer, Queue) {
     // burn's β and ε (those of `adam_config`) are f32: the kernel gets the same rounded values
     // (1 − β₂ differs from PyTorch's double 0.999 by 1.3e-5 relative), so both optimizers take
     // the same steps.
     let hyper = Hyper::new(weight_decay, decoupled);
-    let queue = Queue::new(hyper);
-    // burn's optimizer (one pass on flex) for other backends, with the same numbers.
+    let kernel = Queue::new(hyper);
     let optim = if decoupled {
-        let burn = OnePass {
-            burn: adamw_config(weight_decay).build(),
-            hyper,
-        };
-        let queue = queue.clone();
-        ModuleOptimizer::from(Fused { burn, queue })
+        let burn = with_one_pass(adamw_config(weight_decay).build(), hyper);
+        ModuleOptimizer::from(WithKernel {
+            burn,
+            kernel: kernel.clone(),
+        })
     } else {
-        let burn = OnePass {
-            burn: adam_config(weight_decay).build(),
-            hyper,
-        };
-        let queue = queue.clone();
-        ModuleOptimizer::from(Fused { burn, queue })
+        let burn = with_one_pass(adam_config(weight_decay).build(), hyper);
+        ModuleOptimizer::from(WithKernel {
+            burn,
+            kernel: kernel.clone(),
+        })
     };
-    (optim, queue)
+    (optim, kernel)
 }
 
-impl<O: BurnAdam> Optimizer for Fused<O> {
-    type State<const D: usize> = O::State<D>;
+/// Steps of f32 LibTorch tensors: queued, taken by [`Queue::flush`].
+impl StepKernel for Queue {
+    fn takes(device: &burn::backend::DispatchDevice) -> bool {
+        matches!(device, burn::backend::DispatchDevice::LibTorch(_))
+    }
 
+    /// Queues one parameter's step and returns its tensors (updated in place by the flush).
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let momentum = state.map(O::momentum);
-        match queue_step(&self.queue, lr, tensor, grad, momentum) {
-            Ok((t, m)) => (t, Some(O::state(m))),
-            Err(declined) => {
-                let (t, g, m) = *declined;
-                self.burn.step(lr, t, g, m.map(O::state))
-            }
-        }
+        momentum: Option<Momentum<D>>,
+    ) -> (Tensor<D>, Momentum<D>) {
+        let (param, g) = match (writable(tensor), writable(grad)) {
+            (Some(p), Some(g)) => (p, g),
+            _ => unreachable_declined(),
+        };
+        let time = momentum.as_ref().map_or(0, |m| m.time) + 1;
+        let (m, v) = match momentum {
+            Some(s) => match (writable(s.moment_1), writable(s.moment_2)) {
+                (Some(m), Some(v)) => (m, v),
+                _ => unreachable_declined(),
+            },
+            None => (
+                TchTensor::new(param.tensor.zeros_like()),
+                TchTensor::new(param.tensor.zeros_like()),
+            ),
+        };
+        self.push(Pending {
+            param: param.tensor.shallow_clone(),
+            grad: g.tensor.shallow_clone(),
+            m: m.tensor.shallow_clone(),
+            v: v.tensor.shallow_clone(),
+            time,
+            lr,
+        });
+        (
+            burn_tensor(param),
+            Momentum::new(time, burn_tensor(m), burn_tensor(v)),
+        )
     }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        O::to_device(state, device)
-    }
-}
-
-/// Whether `t` is an f32 tensor of plain LibTorch (the optimizer sees parameters without
-/// autodiff).
-fn on_libtorch<const D: usize>(t: &Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
-    let device = t.device();
-    t.dtype() == DType::F32
-        && !device.is_autodiff()
-        && matches!(device.inner().as_dispatch(), DispatchDevice::LibTorch(_))
 }
 
 /// `t`'s LibTorch tensor, copied unless burn holds no other reference to its storage (the kernel
@@ -248,52 +245,6 @@ fn writable<const D: usize>(t: Tensor<D>) -> Option<TchTensor> {
 
 fn burn_tensor<const D: usize>(t: TchTensor) -> Tensor<D> {
     Tensor::from_primitive::<LibTorch>(t)
-}
-
-/// Queues one parameter's step and returns its tensors (updated in place by the flush), or
-/// hands everything back when this is not an f32 LibTorch tensor or the state is AMSGrad's.
-fn queue_step<const D: usize>(
-    queue: &Queue,
-    lr: LearningRate,
-    tensor: Tensor<D>,
-    grad: Tensor<D>,
-    momentum: Option<Momentum<D>>,
-) -> Result<(Tensor<D>, Momentum<D>), Declined<D>> {
-    let applies = on_libtorch(&tensor)
-        && on_libtorch(&grad)
-        && momentum.as_ref().is_none_or(|m| {
-            m.max_moment_2.is_none() && on_libtorch(&m.moment_1) && on_libtorch(&m.moment_2)
-        });
-    if !applies {
-        return Err(Box::new((tensor, grad, momentum)));
-    }
-    let (param, g) = match (writable(tensor), writable(grad)) {
-        (Some(p), Some(g)) => (p, g),
-        _ => unreachable_declined(),
-    };
-    let time = momentum.as_ref().map_or(0, |m| m.time) + 1;
-    let (m, v) = match momentum {
-        Some(s) => match (writable(s.moment_1), writable(s.moment_2)) {
-            (Some(m), Some(v)) => (m, v),
-            _ => unreachable_declined(),
-        },
-        None => (
-            TchTensor::new(param.tensor.zeros_like()),
-            TchTensor::new(param.tensor.zeros_like()),
-        ),
-    };
-    queue.push(Pending {
-        param: param.tensor.shallow_clone(),
-        grad: g.tensor.shallow_clone(),
-        m: m.tensor.shallow_clone(),
-        v: v.tensor.shallow_clone(),
-        time,
-        lr,
-    });
-    Ok((
-        burn_tensor(param),
-        Momentum::new(time, burn_tensor(m), burn_tensor(v)),
-    ))
 }
 
 fn unreachable_declined() -> ! {

@@ -14,8 +14,6 @@ use rayon::prelude::*;
 use super::optim::{adam_config, adamw_config};
 
 pub(super) type Momentum<const D: usize> = AdaptiveMomentumState<D>;
-/// What goes back to burn's optimizer when a one-pass kernel does not apply.
-pub(super) type Declined<const D: usize> = Box<(Tensor<D>, Tensor<D>, Option<Momentum<D>>)>;
 
 /// The hyper-parameters as burn holds them (f32): PyTorch's β (0.9, 0.999) and ε 1e-8.
 #[derive(Debug, Clone, Copy)]
@@ -64,14 +62,28 @@ impl BurnAdam for AdamW {
     }
 }
 
-/// burn's `O` with flex tensors stepped in one pass.
-#[derive(Clone)]
-pub(super) struct OnePass<O> {
-    pub burn: O,
-    pub hyper: Hyper,
+/// A backend's own Adam step, for the tensors [`kernel_applies`] finds on its devices.
+pub(super) trait StepKernel: Clone + Send + Sync + 'static {
+    /// Whether its tensors live on this device.
+    fn takes(device: &burn::backend::DispatchDevice) -> bool;
+    /// The step of one parameter (and the step's state).
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        momentum: Option<Momentum<D>>,
+    ) -> (Tensor<D>, Momentum<D>);
 }
 
-impl<O: BurnAdam> BurnAdam for OnePass<O> {
+/// burn's `O` (and its state) with `kernel` taking the steps it can.
+#[derive(Clone)]
+pub(super) struct WithKernel<O, K> {
+    pub burn: O,
+    pub kernel: K,
+}
+
+impl<O: BurnAdam, K: StepKernel> BurnAdam for WithKernel<O, K> {
     fn state<const D: usize>(momentum: Momentum<D>) -> O::State<D> {
         O::state(momentum)
     }
@@ -80,7 +92,7 @@ impl<O: BurnAdam> BurnAdam for OnePass<O> {
     }
 }
 
-impl<O: BurnAdam> Optimizer for OnePass<O> {
+impl<O: BurnAdam, K: StepKernel> Optimizer for WithKernel<O, K> {
     type State<const D: usize> = O::State<D>;
 
     fn step<const D: usize>(
@@ -90,12 +102,12 @@ impl<O: BurnAdam> Optimizer for OnePass<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        match flex_step(&self.hyper, lr, tensor, grad, state.map(O::momentum)) {
-            Ok((t, m)) => (t, Some(O::state(m))),
-            Err(declined) => {
-                let (t, g, m) = *declined;
-                self.burn.step(lr, t, g, m.map(O::state))
-            }
+        let momentum = state.map(O::momentum);
+        if kernel_applies(&tensor, &grad, momentum.as_ref(), K::takes) {
+            let (t, m) = self.kernel.step(lr, tensor, grad, momentum);
+            (t, Some(O::state(m)))
+        } else {
+            self.burn.step(lr, tensor, grad, momentum.map(O::state))
         }
     }
 
@@ -104,25 +116,93 @@ impl<O: BurnAdam> Optimizer for OnePass<O> {
     }
 }
 
+/// Flex tensors in one pass.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FlexPass(pub Hyper);
+
+impl StepKernel for FlexPass {
+    fn takes(device: &burn::backend::DispatchDevice) -> bool {
+        matches!(device, burn::backend::DispatchDevice::Flex(_))
+    }
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        momentum: Option<Momentum<D>>,
+    ) -> (Tensor<D>, Momentum<D>) {
+        let dims = tensor.dims();
+        let convert =
+            |t: Tensor<D>| dense(t).expect("an f32 flex tensor converts to flex's primitive");
+        let (mut p, g) = (convert(tensor), convert(grad));
+        let first = momentum.is_none();
+        let time = momentum.as_ref().map_or(0, |m| m.time) + 1;
+        let (mut m, mut v) = match momentum {
+            Some(s) => (convert(s.moment_1), convert(s.moment_2)),
+            None => {
+                let zeros = || FlexTensor::zeros(dims.into(), DType::F32);
+                (zeros(), zeros())
+            }
+        };
+        let g = g.as_slice::<f32>().expect("dense");
+        let (m_el, v_el) = (elements_mut(&mut m), elements_mut(&mut v));
+        step_elements(
+            &self.0,
+            lr,
+            time,
+            first,
+            elements_mut(&mut p),
+            g,
+            m_el,
+            v_el,
+        );
+        let back = |t: FlexTensor| Tensor::<D>::from_primitive::<Flex>(t);
+        (back(p), Momentum::new(time, back(m), back(v)))
+    }
+}
+
+/// burn's `O` with flex tensors stepped in one pass.
+pub(super) type OnePass<O> = WithKernel<O, FlexPass>;
+
+/// burn's `O` (Adam's or AdamW's config built) with flex's one pass.
+pub(super) fn with_one_pass<O>(burn: O, hyper: Hyper) -> OnePass<O> {
+    WithKernel {
+        burn,
+        kernel: FlexPass(hyper),
+    }
+}
+
 /// Adam (L2 decay) or AdamW (decoupled) whose flex steps take one pass, whole-module.
 pub(super) fn one_pass(weight_decay: f32, decoupled: bool) -> ModuleOptimizer {
     let hyper = Hyper::new(weight_decay, decoupled);
     if decoupled {
-        let burn = adamw_config(weight_decay).build();
-        ModuleOptimizer::from(OnePass { burn, hyper })
+        ModuleOptimizer::from(with_one_pass(adamw_config(weight_decay).build(), hyper))
     } else {
-        let burn = adam_config(weight_decay).build();
-        ModuleOptimizer::from(OnePass { burn, hyper })
+        ModuleOptimizer::from(with_one_pass(adam_config(weight_decay).build(), hyper))
     }
 }
 
-/// Whether `t` is an f32 tensor of plain flex (the optimizer sees parameters without autodiff).
-fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
-    let device = t.device();
-    t.dtype() == DType::F32
-        && !device.is_autodiff()
-        && matches!(device.inner().as_dispatch(), DispatchDevice::Flex(_))
+/// Whether a step's parameter, gradient and moments are plain (not autodiff) f32 tensors of one
+/// shape on a device of the kind `on` accepts, and the state is not AMSGrad's: where a backend's
+/// own Adam kernel applies.
+pub(super) fn kernel_applies<const D: usize>(
+    tensor: &Tensor<D>,
+    grad: &Tensor<D>,
+    momentum: Option<&Momentum<D>>,
+    on: fn(&burn::backend::DispatchDevice) -> bool,
+) -> bool {
+    let fits = |t: &Tensor<D>| {
+        let device = t.device();
+        t.dtype() == DType::F32
+            && !device.is_autodiff()
+            && on(device.inner().as_dispatch())
+            && t.dims() == tensor.dims()
+    };
+    fits(tensor)
+        && fits(grad)
+        && momentum
+            .is_none_or(|m| m.max_moment_2.is_none() && fits(&m.moment_1) && fits(&m.moment_2))
 }
 
 /// `t`'s flex tensor with its elements in one run of its storage (copied where they are not).
@@ -139,47 +219,6 @@ fn dense<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
 fn elements_mut(t: &mut FlexTensor) -> &mut [f32] {
     let (start, end) = t.layout().contiguous_offsets().unwrap_or((0, 0));
     &mut t.storage_mut::<f32>()[start..end]
-}
-
-/// One step of `tensor` in one pass, or everything handed back when it is not an f32 flex
-/// tensor or the state is AMSGrad's.
-pub(super) fn flex_step<const D: usize>(
-    hyper: &Hyper,
-    lr: LearningRate,
-    tensor: Tensor<D>,
-    grad: Tensor<D>,
-    momentum: Option<Momentum<D>>,
-) -> Result<(Tensor<D>, Momentum<D>), Declined<D>> {
-    let applies = on_flex(&tensor)
-        && on_flex(&grad)
-        && tensor.dims() == grad.dims()
-        && momentum.as_ref().is_none_or(|m| {
-            m.max_moment_2.is_none()
-                && on_flex(&m.moment_1)
-                && on_flex(&m.moment_2)
-                && m.moment_1.dims() == tensor.dims()
-                && m.moment_2.dims() == tensor.dims()
-        });
-    if !applies {
-        return Err(Box::new((tensor, grad, momentum)));
-    }
-    let dims = tensor.dims();
-    let convert = |t: Tensor<D>| dense(t).expect("an f32 flex tensor converts to flex's primitive");
-    let (mut p, g) = (convert(tensor), convert(grad));
-    let first = momentum.is_none();
-    let time = momentum.as_ref().map_or(0, |m| m.time) + 1;
-    let (mut m, mut v) = match momentum {
-        Some(s) => (convert(s.moment_1), convert(s.moment_2)),
-        None => {
-            let zeros = || FlexTensor::zeros(dims.into(), DType::F32);
-            (zeros(), zeros())
-        }
-    };
-    let g = g.as_slice::<f32>().expect("dense");
-    let (m_el, v_el) = (elements_mut(&mut m), elements_mut(&mut v));
-    step_elements(hyper, lr, time, first, elements_mut(&mut p), g, m_el, v_el);
-    let back = |t: FlexTensor| Tensor::<D>::from_primitive::<Flex>(t);
-    Ok((back(p), Momentum::new(time, back(m), back(v))))
 }
 
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
@@ -283,8 +322,8 @@ mod tests {
                         g
                     };
                     let lr = 1e-3 * (k + 1) as f64;
-                    let (t, m) = flex_step(&hyper, lr, ours, g.clone(), s_ours)
-                        .unwrap_or_else(|_| panic!("declined a flex tensor"));
+                    assert!(kernel_applies(&ours, &g, s_ours.as_ref(), FlexPass::takes));
+                    let (t, m) = FlexPass(hyper).step(lr, ours, g.clone(), s_ours);
                     (ours, s_ours) = (t, Some(m));
                     let (t, s) = if decoupled {
                         burn_step(&burn_adamw, lr, theirs, g, s_theirs)
