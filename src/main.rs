@@ -198,6 +198,10 @@ fn features(args: cli::FeaturesArgs) -> Result<ExitCode> {
 
 fn pack_cmd(a: cli::PackArgs) -> Result<ExitCode> {
     let dir = bundle_dir(&a.model);
+    // Checked before anything is written: a failed calibration would leave a packed bundle.
+    if let Some(corpus) = a.calibrate_on.as_ref().filter(|c| !c.is_dir()) {
+        anyhow::bail!("--calibrate-on {}: not a folder", corpus.display());
+    }
     let mut config = instrec::model::bundle::pack_bundle(&dir, &a.out, a.aggregation)?;
     if let Some(corpus) = &a.calibrate_on {
         let calibration = instrec::data::mix::CalibrationConfig {

@@ -51,12 +51,14 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     let (valid, valid_meta) = match &config.val_data {
         Some(dir) => {
             let vset = read_training_clips(dir, obs)?;
-            let trained: std::collections::HashSet<&Path> =
-                set.train.iter().map(|c| c.path.as_path()).collect();
+            // Compared as canonical paths: the same corpus may be named two ways.
+            let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+            let trained: std::collections::HashSet<PathBuf> =
+                set.train.iter().map(|c| canonical(&c.path)).collect();
             if let Some(c) = vset
                 .train
                 .iter()
-                .find(|c| trained.contains(c.path.as_path()))
+                .find(|c| trained.contains(&canonical(&c.path)))
             {
                 fail!(
                     "--val-data {}: {} is a training clip too; validation needs clips the run does not train on",
