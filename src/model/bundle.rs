@@ -408,6 +408,18 @@ fn load_checked(
     Ok((model, config))
 }
 
+/// `records` from the manifest of the corpus in `dir`, where it is at hand (it lists every
+/// library's files); otherwise as the bundle had them.
+fn refresh_records(records: &mut Vec<LibraryRecord>, dir: &str) {
+    if dir.is_empty() {
+        return;
+    }
+    let found = library_records(Path::new(dir));
+    if !found.is_empty() {
+        *records = found;
+    }
+}
+
 /// Writes a compact copy of the bundle in `from` into `to`: conv and linear weights as half
 /// floats (BatchNorm and biases stay f32), the config's weights digest updated, and the training
 /// corpus's libraries (with every file's digest) recorded when its corpus is at hand, and the
@@ -425,17 +437,10 @@ pub fn pack_bundle(
     let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
     let small = safetensors::narrow_to_f16(&bytes).map_err(|e| err(&wpath, e))?;
     // The corpus's manifest, where it is at hand, has every library's files too.
-    if !config.provenance.data.is_empty() {
-        let records = library_records(Path::new(&config.provenance.data));
-        if !records.is_empty() {
-            config.provenance.sources = records;
-        }
-    }
-    if let Some(v) = &config.provenance.validation {
-        let records = library_records(Path::new(v));
-        if !records.is_empty() {
-            config.provenance.validation_sources = records;
-        }
+    let p = &mut config.provenance;
+    refresh_records(&mut p.sources, &p.data);
+    if let Some(v) = &p.validation {
+        refresh_records(&mut p.validation_sources, v);
     }
     write_bundle(to, &small, config)
 }

@@ -15,7 +15,8 @@ use super::optim::{adam_config, adamw_config};
 
 pub(super) type Momentum<const D: usize> = AdaptiveMomentumState<D>;
 
-/// The hyper-parameters as burn holds them (f32): PyTorch's β (0.9, 0.999) and ε 1e-8.
+/// The hyper-parameters as burn holds them (f32): PyTorch's β (0.9, 0.999) and ε 1e-8, written
+/// here once (`optim::adam_config` gives burn's optimizers the same).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Hyper {
     pub beta_1: f32,

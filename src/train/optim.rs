@@ -10,19 +10,26 @@ use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, Opt
 use crate::error::Result;
 
 use super::config::OptimizerKind;
+use super::one_pass_adam::Hyper;
 
-/// burn's Adam with PyTorch's ε (burn's default is 1e-5) and L2 `weight_decay` (PyTorch's
-/// `Adam(weight_decay=...)`); β are burn's defaults, PyTorch's (0.9, 0.999).
+/// burn's Adam with PyTorch's β and ε (burn's default ε is 1e-5), those [`Hyper`] holds for the
+/// backend kernels, and L2 `weight_decay` (PyTorch's `Adam(weight_decay=...)`).
 pub(super) fn adam_config(weight_decay: f32) -> AdamConfig {
+    let h = Hyper::new(weight_decay, false);
     AdamConfig::new()
-        .with_epsilon(1e-8)
+        .with_beta_1(h.beta_1)
+        .with_beta_2(h.beta_2)
+        .with_epsilon(h.epsilon)
         .with_weight_decay(Some(WeightDecayConfig::new(weight_decay)))
 }
 
-/// burn's AdamW with PyTorch's ε and decoupled `weight_decay`.
+/// burn's AdamW with the same β and ε and decoupled `weight_decay`.
 pub(super) fn adamw_config(weight_decay: f32) -> AdamWConfig {
+    let h = Hyper::new(weight_decay, true);
     AdamWConfig::new()
-        .with_epsilon(1e-8)
+        .with_beta_1(h.beta_1)
+        .with_beta_2(h.beta_2)
+        .with_epsilon(h.epsilon)
         .with_weight_decay(weight_decay)
 }
 

@@ -119,7 +119,14 @@ pub fn recalibrate(
         calibration.mixtures
     ));
     let folded = model.fold_batchnorm();
-    let (s1, s2) = tune_all_thresholds(&folded, &data, calibration, seed, device, 64);
+    let (s1, s2) = tune_all_thresholds(
+        &folded,
+        &data,
+        calibration,
+        seed,
+        device,
+        super::PAPER.batch_size,
+    );
     config.thresholds = s1;
     config.thresholds_s2 = Some(s2);
     config.provenance.validation = Some(corpus.display().to_string());
