@@ -333,12 +333,15 @@ fn resume_on_libtorch_with_its_fused_adam_ends_with_the_same_model() {
     assert_resume_is_exact(&c);
 }
 
-#[test]
-fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
+/// `augmented` (the paper's recipe with one augmentation switched on) resumes exactly from an
+/// interruption, and trains on something else than the recipe without it.
+fn assert_augmented_run_resumes_and_differs(augment: impl Fn(&mut TrainConfig)) {
     let cache = tempfile::tempdir().unwrap();
-    let mut c = config(cache.path(), 2);
-    c.recipe.batch_size = 32;
-    c.mix = Some(instrec::data::mix::MixConfig::default());
+    let mut paper = config(cache.path(), 2);
+    paper.recipe.batch_size = 32;
+    let mut c = paper.clone();
+    augment(&mut c);
+    assert_ne!(c, paper);
     let whole = tempfile::tempdir().unwrap();
     finished(start(&c, whole.path(), &Quiet));
     let parts = tempfile::tempdir().unwrap();
@@ -349,15 +352,26 @@ fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
         log_without_times(parts.path())
     );
     assert_eq!(weights(whole.path()), weights(parts.path()));
-    // Mixing changed what was trained on: the paper's recipe ends elsewhere.
-    let mut paper = c.clone();
-    paper.mix = None;
     let plain = tempfile::tempdir().unwrap();
     interrupted(start(&paper, plain.path(), &StopAfter(1)));
     assert_ne!(
         log_without_times(plain.path())[0],
         log_without_times(parts.path())[0]
     );
+}
+
+#[test]
+fn resume_with_mixing_ends_with_the_same_model_as_an_uninterrupted_run() {
+    assert_augmented_run_resumes_and_differs(|c| {
+        c.mix = Some(instrec::data::mix::MixConfig::default())
+    });
+}
+
+#[test]
+fn resume_with_spec_augment_ends_with_the_same_model_as_an_uninterrupted_run() {
+    assert_augmented_run_resumes_and_differs(|c| {
+        c.spec_augment = Some(instrec::data::spec_augment::SpecAugmentConfig::default())
+    });
 }
 
 #[test]

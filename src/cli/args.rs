@@ -88,6 +88,11 @@ pub struct TrainArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub mixing: MixArgs,
+    /// Augment each training window in the log-mel domain (beyond the paper; off by default): a
+    /// new level (±10 dB) and spectral colour (tilt and bumps, ±6 dB) every epoch, and
+    /// SpecAugment's masks (two of up to 12 bands, two of up to 5 frames).
+    #[arg(long)]
+    pub spec_augment: bool,
 }
 
 /// How folders are walked (`tag`, `prepare`, `dataset check`).

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use instrec::data::cache::default_cache_dir;
 use instrec::data::mix::{CalibrationConfig, MixConfig};
+use instrec::data::spec_augment::SpecAugmentConfig;
 use instrec::demo::DemoOptions;
 use instrec::eval::EvalOptions;
 use instrec::tag::LibraryOptions;
@@ -41,6 +42,7 @@ impl TrainArgs {
             c.cache_dir = d.clone();
         }
         self.mixing.apply(&mut c);
+        c.spec_augment = self.spec_augment.then(SpecAugmentConfig::default);
         c
     }
 }

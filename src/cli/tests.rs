@@ -33,6 +33,10 @@ fn flag_defaults_are_the_library_defaults() {
     let mixed = train_config(&["--mix"]);
     assert_eq!(mixed.mix, Some(MixConfig::default()));
     assert_eq!(mixed.calibration, CalibrationConfig::default());
+    assert_eq!(
+        train_config(&["--spec-augment"]).spec_augment,
+        Some(instrec::data::spec_augment::SpecAugmentConfig::default())
+    );
 }
 
 /// Every training flag lands in its own setting.

@@ -12,6 +12,7 @@ pub mod perform;
 pub mod sf2;
 pub mod sfz;
 pub mod soundfont;
+pub mod spec_augment;
 pub mod split;
 pub mod synth;
 

@@ -9,6 +9,7 @@ use crate::backend::{Backend, DeviceSpec, Precision};
 use crate::data::SplitMode;
 use crate::data::cache;
 use crate::data::mix::{CalibrationConfig, MixConfig};
+use crate::data::spec_augment::SpecAugmentConfig;
 use crate::error::Result;
 use crate::error::{FileError, SettingError};
 use crate::features::ChannelMode;
@@ -91,6 +92,9 @@ pub struct TrainConfig {
     /// Mixing augmentation (`--mix`); `None` is the paper's recipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix: Option<MixConfig>,
+    /// Log-mel augmentation of training windows (`--spec-augment`); `None` is the paper's recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_augment: Option<SpecAugmentConfig>,
     /// The validation mixtures that the mixture-calibrated thresholds are tuned on.
     #[serde(default)]
     pub calibration: CalibrationConfig,
@@ -137,6 +141,7 @@ impl TrainConfig {
             device: None,
             cache_dir: cache::default_cache_dir(),
             mix: None,
+            spec_augment: None,
             calibration: CalibrationConfig::default(),
             precision: Precision::Fp32,
         }

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::mix::{self, Mixture, SourceInfo};
+use crate::data::spec_augment::{self, SpecAugmentConfig};
 use crate::data::{Irmas, Split, cache, split_validation};
 use crate::error::{Result, fail};
 use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
+use crate::util::Rng;
 
 use super::config::TrainConfig;
 use super::observer::Observer;
@@ -189,12 +191,14 @@ pub(super) fn windows_of(clips: &[(ClipFeatures, Vec<usize>)], w: Windowing) -> 
         .collect()
 }
 
-/// The inputs and targets of a batch of training examples (single windows or mixtures).
+/// The inputs and targets of a batch of training examples (single windows or mixtures), each input
+/// augmented in the log-mel domain when `augment` is given (training batches of `--spec-augment`).
 pub(super) fn batch_tensors(
     clips: &[(ClipFeatures, Vec<usize>)],
     batch: &[Mixture],
     n_classes: usize,
     device: &Device,
+    mut augment: Option<(&SpecAugmentConfig, &mut Rng)>,
 ) -> (Tensor<4>, Tensor<2>) {
     let settings = FeatureSettings::default();
     let len = crate::features::WINDOW_FRAMES;
@@ -204,14 +208,27 @@ pub(super) fn batch_tensors(
     for (b, m) in batch.iter().enumerate() {
         let parts: Vec<&ClipFeatures> = m.sources.iter().map(|&(c, _)| &clips[c].0).collect();
         let starts: Vec<usize> = m.sources.iter().map(|&(_, s)| s).collect();
-        x.extend(mix::mixture_input(
+        let mut input = mix::mixture_input(
             &parts,
             &starts,
             &m.weights,
             len,
             settings.silence(),
             settings.log_offset,
-        ));
+        );
+        if let Some((config, rng)) = augment.as_mut() {
+            let mode = parts[0].mode;
+            spec_augment::augment_window(
+                &mut input,
+                mode,
+                len,
+                n_mels,
+                settings.silence(),
+                config,
+                rng,
+            );
+        }
+        x.extend(input);
         for &l in &m.labels {
             y[b * n_classes + l] = 1.0;
         }

@@ -75,6 +75,8 @@ pub enum Outcome {
 
 /// Salt of the mixing stream, apart from the shuffling stream of the same seed.
 const MIX_STREAM: u64 = 0x6D69_7869_6E67;
+/// Salt of the log-mel augmentation stream (`--spec-augment`).
+const SPEC_AUGMENT_STREAM: u64 = 0x7370_6563_6175;
 
 /// Validation loss (mean BCE over windows) and clip-level micro-F1 (s1, threshold 0.5).
 fn validate(
@@ -97,7 +99,7 @@ fn validate(
         })
         .collect();
     for batch in examples.chunks(batch_size) {
-        let (x, y) = batch_tensors(valid, batch, n_classes, device);
+        let (x, y) = batch_tensors(valid, batch, n_classes, device, None);
         let logits = eval.forward(x);
         let loss = bce_with_logits(logits.clone(), y);
         loss_sum += scalar(loss) * batch.len() as f64;
@@ -268,12 +270,21 @@ impl<'a> Run<'a> {
         let epoch = self.state.epochs_done + 1;
         let t0 = Instant::now();
         let examples = self.examples(epoch);
+        // Its own per-epoch stream, so a resumed epoch augments its windows alike.
+        let mut spec_rng = Rng::derive(config.seed ^ SPEC_AUGMENT_STREAM, epoch as u64);
         self.obs
             .epoch_start(epoch, config.recipe.max_epochs, self.steps_per_epoch);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
         for (b, batch) in examples.chunks(config.recipe.batch_size).enumerate() {
-            let (x, y) = batch_tensors(&self.data.train, batch, n_classes, &self.train_device);
+            let augment = config.spec_augment.as_ref().map(|a| (a, &mut spec_rng));
+            let (x, y) = batch_tensors(
+                &self.data.train,
+                batch,
+                n_classes,
+                &self.train_device,
+                augment,
+            );
             let lr_now = self.scheduler.step();
             lr = lr_now.base();
             let model = self.model;
