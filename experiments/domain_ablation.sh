@@ -3,14 +3,16 @@
 # libraries (one SoundFont, three, or models/libraries.toml's General-MIDI SoundFonts with
 # one-class SFZ instruments and GUS patches, then with models/libraries-tonejs.toml's recorded
 # orchestral notes too), acoustics (the recording-chain augmentation),
-# performance (`synth --perform`) and mixing (`train --mix`). Each corpus trains a ResNet18 from
+# performance (`synth --perform`), mixing (`train --mix`) and log-mel augmentation
+# (`train --spec-augment`). Each corpus trains a ResNet18 from
 # random weights with the paper's recipe, shortened; each model is then scored on real solo
 # recordings and seeded mixtures of them (`instrec evaluate --recordings`).
 #
 #   experiments/domain_ablation.sh RECORDINGS_DIR [OUT_DIR]
 #
 # Needs Debian's fluid-soundfont-gm, musescore-general-soundfont-lossless, timgm6mb-soundfont and
-# freepats, and models/fetch-libraries.sh run once. PER_CLASS, EPOCHS and SEED override the
+# freepats, models/fetch-libraries.sh run once, and for the voices arm
+# `instrec synth-voices --out models/libs/instrec-voices --seed 1`. PER_CLASS, EPOCHS and SEED override the
 # defaults below; ARMS="name ..." runs only those arms.
 set -euo pipefail
 rec=${1:?usage: domain_ablation.sh RECORDINGS_DIR [OUT_DIR]}
@@ -25,7 +27,8 @@ mkdir -p "$out"
 export INSTREC_CACHE="$out/cache"
 libraries=(--libraries "$(dirname "$0")/../models/libraries.toml")
 tonejs=(--libraries "$(dirname "$0")/../models/libraries-tonejs.toml")
-arms=${ARMS:-"fluid-only three-libraries fluid-augmented three-augmented three-augmented-performed all-augmented all-augmented-performed all-augmented-performed-mixed tonejs-augmented-performed-mixed"}
+voices=(--libraries "$(dirname "$0")/../models/libraries-voices.toml")
+arms=${ARMS:-"fluid-only three-libraries fluid-augmented three-augmented three-augmented-performed all-augmented all-augmented-performed all-augmented-performed-mixed tonejs-augmented-performed-mixed all-augmented-performed-mixed-specaugment all-augmented-performed-mixed-masks all-augmented-performed-mixed-colour voices-augmented-performed-mixed"}
 train_extra=()
 run() { # name, synth flags... (train_extra: flags for train)
   local name=$1; shift
@@ -49,6 +52,13 @@ run all-augmented-performed "${libraries[@]}" --augment --perform
 train_extra=(--mix)
 run all-augmented-performed-mixed "${libraries[@]}" --augment --perform
 run tonejs-augmented-performed-mixed "${libraries[@]}" "${tonejs[@]}" --augment --perform
+run voices-augmented-performed-mixed "${libraries[@]}" "${voices[@]}" --augment --perform
+train_extra=(--mix --spec-augment)
+run all-augmented-performed-mixed-specaugment "${libraries[@]}" --augment --perform
+train_extra=(--mix --spec-augment --spec-level-db 0 --spec-colour-db 0)
+run all-augmented-performed-mixed-masks "${libraries[@]}" --augment --perform
+train_extra=(--mix --spec-augment --spec-freq-masks 0 --spec-time-masks 0)
+run all-augmented-performed-mixed-colour "${libraries[@]}" --augment --perform
 train_extra=()
 python3 - "$out" <<'PY'
 import json, sys, pathlib
@@ -57,7 +67,9 @@ print("| corpus | solo top-1 | class-mean top-1 | mixtures LRAP | micro-F1 (defa
 print("|---|---|---|---|---|")
 for name in ["fluid-only", "three-libraries", "fluid-augmented", "three-augmented",
              "three-augmented-performed", "all-augmented", "all-augmented-performed",
-             "all-augmented-performed-mixed", "tonejs-augmented-performed-mixed"]:
+             "all-augmented-performed-mixed", "tonejs-augmented-performed-mixed",
+             "all-augmented-performed-mixed-specaugment", "all-augmented-performed-mixed-masks",
+             "all-augmented-performed-mixed-colour", "voices-augmented-performed-mixed"]:
     report = out / name / "recordings" / "report.json"
     if not report.exists():
         continue

@@ -112,6 +112,16 @@ pub fn db_range(what: &str, g: [f64; 2]) -> Result<[f64; 2], SettingError> {
     Ok(g)
 }
 
+/// An augmentation's range in dB (± this much): 0 ≤ v ≤ 40.
+pub fn db_bound(what: &str, v: f64) -> Result<f64, SettingError> {
+    real(what, v, 0.0, 40.0, true)
+}
+
+/// Masks per window: 0 ≤ n ≤ 16.
+pub fn masks(what: &str, n: usize) -> Result<usize, SettingError> {
+    within(what, n, 0, 16)
+}
+
 /// A relative share: finite, 0 ≤ s ≤ 10⁶.
 pub fn share(what: &str, s: f64) -> Result<f64, SettingError> {
     real(what, s, 0.0, 1e6, true)
@@ -148,6 +158,8 @@ pub mod flag {
         probability -> f64 = probability;
         mix_sources -> usize = mix_sources;
         share -> f64 = share;
+        db_bound -> f64 = db_bound;
+        masks -> usize = masks;
     }
     /// `LOW,HIGH` in dB.
     pub fn db_range(s: &str) -> Result<[f64; 2], String> {

@@ -156,6 +156,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => dataset_download(&dataset, &to, mirror.as_deref()),
         Command::Prepare(args) => prepare(args),
         Command::Synth(args) => synth(args),
+        Command::SynthVoices(args) => synth_voices(args),
         Command::Train(args) => train_cmd(args),
         Command::Evaluate(args) => evaluate_cmd(args),
         Command::Tag(args) => tag_cmd(args),
@@ -411,6 +412,14 @@ fn prepare(args: cli::PrepareArgs) -> Result<ExitCode> {
         cache.path.display()
     );
     Ok(finish(&cache.failures, files.len(), "could not be decoded"))
+}
+
+fn synth_voices(args: cli::SynthVoicesArgs) -> Result<ExitCode> {
+    let files = instrec::data::voice::write_library(&args.out, args.seed)?;
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn synth(args: cli::SynthArgs) -> Result<ExitCode> {

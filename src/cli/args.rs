@@ -6,6 +6,7 @@ use clap::Args;
 
 use instrec::audio::Channel;
 use instrec::data::mix::{CalibrationConfig, MixConfig};
+use instrec::data::spec_augment::SpecAugmentConfig;
 use instrec::data::synth::SynthOptions;
 use instrec::demo;
 use instrec::features::ANALYSIS_HOP;
@@ -93,6 +94,18 @@ pub struct TrainArgs {
     /// SpecAugment's masks (two of up to 12 bands, two of up to 5 frames).
     #[arg(long)]
     pub spec_augment: bool,
+    /// The level range of --spec-augment, ± this many dB (0: none).
+    #[arg(value_parser = instrec::check::flag::db_bound, long, requires = "spec_augment", default_value_t = SpecAugmentConfig::default().level_db)]
+    pub spec_level_db: f64,
+    /// The colour range of --spec-augment (tilt and each bump), ± this many dB (0: none).
+    #[arg(value_parser = instrec::check::flag::db_bound, long, requires = "spec_augment", default_value_t = SpecAugmentConfig::default().colour_db)]
+    pub spec_colour_db: f64,
+    /// Frequency masks per window with --spec-augment (each up to 12 bands).
+    #[arg(value_parser = instrec::check::flag::masks, long, requires = "spec_augment", default_value_t = SpecAugmentConfig::default().freq_masks)]
+    pub spec_freq_masks: usize,
+    /// Time masks per window with --spec-augment (each up to 5 frames).
+    #[arg(value_parser = instrec::check::flag::masks, long, requires = "spec_augment", default_value_t = SpecAugmentConfig::default().time_masks)]
+    pub spec_time_masks: usize,
 }
 
 /// How folders are walked (`tag`, `prepare`, `dataset check`).
@@ -334,6 +347,15 @@ pub struct PrepareArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub walk: WalkArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthVoicesArgs {
+    /// Output folder (bass.sfz, tenor.sfz, alto.sfz, soprano.sfz and their notes).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]

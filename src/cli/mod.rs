@@ -61,6 +61,12 @@ pub enum Command {
     /// The IRMAS layout and format (44.1 kHz 16-bit stereo WAV), training clips of 3 s and test
     /// clips of 5–20 s with their .txt labels.
     Synth(SynthArgs),
+    /// Write instrec's own sung-vowel sample library (SFZ and WAV notes; CC0).
+    ///
+    /// Four voice types (bass, tenor, alto, soprano), sung vowels and voiced-consonant onsets from
+    /// a glottal source and formant resonators, for the voice class, where no open sample library
+    /// of sung vowels exists. Seeded: the same seed writes the same bytes.
+    SynthVoices(SynthVoicesArgs),
     /// Train a model with the paper's recipe.
     ///
     /// Batch 64, Adam 5e-4 with weight decay 5e-4, 5-epoch

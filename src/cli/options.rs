@@ -42,7 +42,13 @@ impl TrainArgs {
             c.cache_dir = d.clone();
         }
         self.mixing.apply(&mut c);
-        c.spec_augment = self.spec_augment.then(SpecAugmentConfig::default);
+        c.spec_augment = self.spec_augment.then(|| SpecAugmentConfig {
+            level_db: self.spec_level_db,
+            colour_db: self.spec_colour_db,
+            freq_masks: self.spec_freq_masks,
+            time_masks: self.spec_time_masks,
+            ..SpecAugmentConfig::default()
+        });
         c
     }
 }

@@ -15,6 +15,7 @@ pub mod soundfont;
 pub mod spec_augment;
 pub mod split;
 pub mod synth;
+pub mod voice;
 
 pub use irmas::{Irmas, Issue, TestClip, TrainClip};
 pub use split::{Split, SplitMode, split_validation};

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::check;
+use crate::error::SettingError;
 use crate::features::ChannelMode;
 use crate::util::Rng;
 
@@ -14,6 +16,7 @@ const DB: f64 = std::f64::consts::LN_10 / 10.0;
 
 /// How strongly windows are augmented (recorded in the run's config).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SpecAugmentConfig {
     /// The window's level moves by up to ± this many dB.
     pub level_db: f64,
@@ -37,6 +40,19 @@ impl Default for SpecAugmentConfig {
             time_masks: 2,
             time_width: 5,
         }
+    }
+}
+
+impl SpecAugmentConfig {
+    /// The flags' rules, for settings read from a run's `train.json`.
+    pub fn check(&self) -> Result<(), SettingError> {
+        check::db_bound("spec_augment.level_db", self.level_db)?;
+        check::db_bound("spec_augment.colour_db", self.colour_db)?;
+        check::masks("spec_augment.freq_masks", self.freq_masks)?;
+        check::masks("spec_augment.time_masks", self.time_masks)?;
+        check::within("spec_augment.freq_width", self.freq_width, 0, 128)?;
+        check::within("spec_augment.time_width", self.time_width, 0, 43)?;
+        Ok(())
     }
 }
 

@@ -118,6 +118,9 @@ impl TrainConfig {
         if let Some(m) = &self.mix {
             m.check()?;
         }
+        if let Some(a) = &self.spec_augment {
+            a.check()?;
+        }
         self.precision.check(self.backend)?;
         self.calibration.check()
     }
