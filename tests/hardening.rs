@@ -190,7 +190,7 @@ fn bf16_is_refused_where_libtorch_does_not_train() {
 }
 
 #[test]
-fn mixing_flags_are_checked_and_need_mix() {
+fn mixing_and_augmentation_flags_are_checked_and_need_their_switch() {
     let bad = [
         (vec!["--mix", "--mix-prob", "0"], "--mix-prob"),
         (vec!["--mix", "--mix-sources", "1"], "--mix-sources"),
@@ -199,6 +199,19 @@ fn mixing_flags_are_checked_and_need_mix() {
         (vec!["--mix-prob", "0.3"], "--mix"),
         (vec!["--calib-shares", "1,-1"], "--calib-shares"),
         (vec!["--calib-mixtures", "0"], "--calib-mixtures"),
+        (
+            vec!["--spec-augment", "--spec-level-db", "100"],
+            "--spec-level-db",
+        ),
+        (
+            vec!["--spec-augment", "--spec-colour-db=-1"],
+            "--spec-colour-db",
+        ),
+        (
+            vec!["--spec-augment", "--spec-freq-masks", "99"],
+            "--spec-freq-masks",
+        ),
+        (vec!["--spec-time-masks", "1"], "--spec-augment"),
     ];
     for (flags, named) in bad {
         let mut args = vec!["train", "--data", "d", "--out", "o"];
@@ -405,6 +418,44 @@ fn temporary_files_of_killed_writers_are_removed() {
             .success()
     );
     assert!(!stale.exists() && out.is_file());
+}
+
+#[test]
+fn synth_voices_refuses_a_file_as_its_folder_and_writes_the_same_bytes_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("taken");
+    std::fs::write(&file, b"mine").unwrap();
+    let o = instrec(&["synth-voices", "--out", s(&file)]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("taken") && !e.contains("panicked"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        assert!(
+            instrec(&["synth-voices", "--out", s(d), "--seed", "4"])
+                .status
+                .success()
+        );
+    }
+    let files = common::all_files(&a);
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "sfz"))
+            .count(),
+        4
+    );
+    for f in files {
+        let rel = f.strip_prefix(&a).unwrap();
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{rel:?}"
+        );
+    }
 }
 
 #[test]
