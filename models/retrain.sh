@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Retrains the built-in model from its sources (MODEL.md) and packs it into models/default.
-# About 30 minutes on a 2-core machine. Needs the Debian packages named in models/libraries.toml and
-# models/fetch-libraries.sh run once; OUT (default runs/default) holds the corpus and the run.
+# About an hour on a 2-core machine (3.5 minutes to render, 55 to train). Needs the Debian
+# packages named in models/libraries.toml; it runs models/fetch-libraries.sh and writes instrec's
+# own sung-vowel library itself. OUT (default runs/default) holds the corpus and the run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/runs/default}
 bin=${INSTREC:-$root/target/release/instrec}
 seed=12
 "$root/models/fetch-libraries.sh"
-"$bin" synth --libraries "$root/models/libraries.toml" --perform --augment \
+"$bin" synth-voices --out "$root/models/libs/instrec-voices" --seed 1
+"$bin" synth --libraries "$root/models/libraries.toml" --libraries "$root/models/libraries-voices.toml" \
+  --perform --augment \
   --train-per-class 320 --test-clips 60 --seed "$seed" --out "$out/data"
 "$bin" train --data "$out/data" --arch resnet18 --init random --seed "$seed" \
   --max-epochs 28 --warmup-epochs 2 --patience 28 --mix --out "$out/run"
