@@ -249,7 +249,7 @@ fn glottal(p: f64, tp: f64, tn: f64) -> f64 {
     }
 }
 
-/// One sung note: `key` on `vowel` (an index of a, e, i, o, u) of `voice`, mono, [`NOTE_S`] long.
+/// One sung note: `key` on `vowel` (an index of a, e, i, o, u) of `voice`, mono, 3 s long.
 pub fn sing(voice: &VoiceType, key: u8, vowel: usize, rng: &mut Rng) -> Vec<f32> {
     let rate = RATE as f64;
     let n = (NOTE_S * rate) as usize;
