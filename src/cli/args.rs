@@ -354,6 +354,7 @@ pub struct SynthVoicesArgs {
     /// Output folder (bass.sfz, tenor.sfz, alto.sfz, soprano.sfz and their notes).
     #[arg(long)]
     pub out: PathBuf,
+    /// Seed of every note's vibrato, breath, consonant and other random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }

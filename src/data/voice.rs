@@ -276,6 +276,7 @@ pub fn sing(voice: &VoiceType, key: u8, vowel: usize, rng: &mut Rng) -> Vec<f32>
     let mut formants = voice.formants[vowel];
     // A high voice tunes its first formant above its pitch, as sopranos do.
     formants[0].0 = formants[0].0.max(f_key * 1.1);
+    let gains = formants.map(|(_, db, _)| 10f64.powf(db / 20.0));
     let mut bank = [Resonator::default(); 5];
     let (mut phase, mut prev_pulse, mut prev_derivative) = (0.0f64, 0.0f64, 0.0f64);
     let mut out = Vec::with_capacity(n);
@@ -308,13 +309,14 @@ pub fn sing(voice: &VoiceType, key: u8, vowel: usize, rng: &mut Rng) -> Vec<f32>
             _ => (1.0, 0.0),
         };
         let mut y = 0.0;
-        for (k, (res, &(f, db, bw))) in bank.iter_mut().zip(&formants).enumerate() {
+        for (k, ((res, &(f, _, bw)), gain)) in bank.iter_mut().zip(&formants).zip(gains).enumerate()
+        {
             let f_now = match (consonant, k) {
                 (Some((_, f1, _, _)), 0) => f1 + (f - f1) * blend,
                 (Some((_, _, f2, _)), 1) => f2 + (f - f2) * blend,
                 _ => f,
             };
-            y += 10f64.powf(db / 20.0) * res.step(source, f_now, bw);
+            y += gain * res.step(source, f_now, bw);
         }
         let env =
             (t / attack_s).min(1.0).powi(2) * (1.0 - ((t - (NOTE_S - 0.1)) / 0.1).clamp(0.0, 1.0));
@@ -394,13 +396,9 @@ mod tests {
                 .iter()
                 .map(|&v| v as f64)
                 .collect();
-            let mut spectrum = realfft::RealFftPlanner::<f64>::new()
-                .plan_fft_forward(buf.len())
-                .make_output_vec();
-            realfft::RealFftPlanner::<f64>::new()
-                .plan_fft_forward(buf.len())
-                .process(&mut buf, &mut spectrum)
-                .unwrap();
+            let fft = realfft::RealFftPlanner::<f64>::new().plan_fft_forward(buf.len());
+            let mut spectrum = fft.make_output_vec();
+            fft.process(&mut buf, &mut spectrum).unwrap();
             // Bin k is k Hz: the transform is one second long.
             let power: Vec<f64> = spectrum.iter().map(|c| c.norm_sqr()).collect();
             power[hz as usize..].iter().sum::<f64>() / power.iter().sum::<f64>()
