@@ -66,6 +66,19 @@ fn recordings_give_top1_per_class_and_reproducible_mixture_scores() {
     assert!((0.0..=1.0).contains(&lrap), "{lrap}");
     let labels = v["mixture_labels"].as_f64().unwrap();
     assert!((2.0..=3.0).contains(&labels), "{labels}");
+    // Per class: the labels found and missed add up to every label, and give the micro recall.
+    let counts = v["mixture_per_class"].as_array().unwrap();
+    assert_eq!(counts.len(), 11);
+    let sum = |k: &str| counts.iter().map(|c| c[k].as_u64().unwrap()).sum::<u64>() as f64;
+    assert_eq!(sum("tp") + sum("fn"), (labels * 25.0).round());
+    let recall = v["mixture_micro"]["recall"].as_f64().unwrap();
+    assert!((recall - sum("tp") / (sum("tp") + sum("fn"))).abs() < 1e-9);
+    // The oracle is labelled as swept on the mixtures: a grid threshold and an F1.
+    let (t, f1) = (
+        v["mixture_oracle_threshold"].as_f64().unwrap(),
+        v["mixture_oracle_f1"].as_f64().unwrap(),
+    );
+    assert!((0.01..=0.99).contains(&t) && (0.0..=1.0).contains(&f1), "{t} {f1}");
     // Another seed draws other mixtures.
     let c = run("c", "2");
     assert_ne!(a, c);
