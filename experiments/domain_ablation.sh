@@ -3,7 +3,7 @@
 # libraries (one SoundFont, three, or models/libraries.toml's General-MIDI SoundFonts with
 # one-class SFZ instruments and GUS patches, then with models/libraries-tonejs.toml's recorded
 # orchestral notes too), acoustics (the recording-chain augmentation),
-# performance (`synth --perform`), mixing (`train --mix`) and log-mel augmentation
+# performance (`synth --perform`), solo songs without accompaniment (`synth --solo`), mixing (`train --mix`) and log-mel augmentation
 # (`train --spec-augment`). Each corpus trains a ResNet18 from
 # random weights with the paper's recipe, shortened; each model is then scored on real solo
 # recordings and seeded mixtures of them (`instrec evaluate --recordings`).
@@ -28,7 +28,7 @@ export INSTREC_CACHE="$out/cache"
 libraries=(--libraries "$(dirname "$0")/../models/libraries.toml")
 tonejs=(--libraries "$(dirname "$0")/../models/libraries-tonejs.toml")
 voices=(--libraries "$(dirname "$0")/../models/libraries-voices.toml")
-arms=${ARMS:-"fluid-only three-libraries fluid-augmented three-augmented three-augmented-performed all-augmented all-augmented-performed all-augmented-performed-mixed tonejs-augmented-performed-mixed all-augmented-performed-mixed-specaugment all-augmented-performed-mixed-masks all-augmented-performed-mixed-colour voices-augmented-performed-mixed"}
+arms=${ARMS:-"fluid-only three-libraries fluid-augmented three-augmented three-augmented-performed all-augmented all-augmented-performed all-augmented-performed-mixed tonejs-augmented-performed-mixed all-augmented-performed-mixed-specaugment all-augmented-performed-mixed-masks all-augmented-performed-mixed-colour voices-augmented-performed-mixed voices-augmented-performed-mixed-solo"}
 train_extra=()
 run() { # name, synth flags... (train_extra: flags for train)
   local name=$1; shift
@@ -53,6 +53,7 @@ train_extra=(--mix)
 run all-augmented-performed-mixed "${libraries[@]}" --augment --perform
 run tonejs-augmented-performed-mixed "${libraries[@]}" "${tonejs[@]}" --augment --perform
 run voices-augmented-performed-mixed "${libraries[@]}" "${voices[@]}" --augment --perform
+run voices-augmented-performed-mixed-solo "${libraries[@]}" "${voices[@]}" --augment --perform --solo 0.5
 train_extra=(--mix --spec-augment)
 run all-augmented-performed-mixed-specaugment "${libraries[@]}" --augment --perform
 train_extra=(--mix --spec-augment --spec-level-db 0 --spec-colour-db 0)
@@ -69,7 +70,8 @@ for name in ["fluid-only", "three-libraries", "fluid-augmented", "three-augmente
              "three-augmented-performed", "all-augmented", "all-augmented-performed",
              "all-augmented-performed-mixed", "tonejs-augmented-performed-mixed",
              "all-augmented-performed-mixed-specaugment", "all-augmented-performed-mixed-masks",
-             "all-augmented-performed-mixed-colour", "voices-augmented-performed-mixed"]:
+             "all-augmented-performed-mixed-colour", "voices-augmented-performed-mixed",
+             "voices-augmented-performed-mixed-solo"]:
     report = out / name / "recordings" / "report.json"
     if not report.exists():
         continue

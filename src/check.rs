@@ -90,6 +90,11 @@ pub fn probability(what: &str, p: f64) -> Result<f64, SettingError> {
     real(what, p, 0.0, 1.0, false)
 }
 
+/// A share that may be zero: 0 ≤ p ≤ 1.
+pub fn share01(what: &str, p: f64) -> Result<f64, SettingError> {
+    real(what, p, 0.0, 1.0, true)
+}
+
 /// Instruments in one mixture: 2 ≤ n ≤ [`MAX_MIX_SOURCES`].
 pub fn mix_sources(what: &str, n: usize) -> Result<usize, SettingError> {
     within(what, n, 2, MAX_MIX_SOURCES)
@@ -158,6 +163,7 @@ pub mod flag {
         probability -> f64 = probability;
         mix_sources -> usize = mix_sources;
         share -> f64 = share;
+        share01 -> f64 = share01;
         db_bound -> f64 = db_bound;
         masks -> usize = masks;
     }

@@ -456,6 +456,7 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
     let style = synth::Style {
         augment: args.augment,
         perform: args.perform,
+        solo: args.solo,
     };
     let report = synth::render_corpus_with(&libraries, style, &opts, &|done, _| {
         pb.set_position(done as u64)

@@ -359,6 +359,103 @@ fn feature_cache_reuses_rebuilds_and_detects_corruption() {
     assert_eq!(o, CacheOutcome::Built);
 }
 
+/// Every WAV under `root` (path relative to it, bytes), sorted by path.
+fn wav_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "wav") {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v.into_iter()
+        .map(|p| {
+            (
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `Style::solo`: the songs drawn solo are recorded as such, named without drums and play no
+/// accompaniment; every other file is the same bytes as in the corpus rendered without it.
+#[test]
+fn solo_songs_drop_the_accompaniment_and_leave_the_other_files_unchanged() {
+    use instrec::data::library::Library;
+    use instrec::data::synth::{Style, file_records, render_corpus_with};
+    let libraries = [Library::load(&SoundFontSource::Embedded).unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let render = |name: &str, solo: f64| {
+        let opts = SynthOptions {
+            out: dir.path().join(name),
+            train_per_class: 4,
+            test_clips: 2,
+            seed: 5,
+        };
+        let style = Style {
+            perform: true,
+            solo,
+            ..Default::default()
+        };
+        render_corpus_with(&libraries, style, &opts, &|_, _| {}).unwrap();
+        let records = file_records(&opts.out);
+        (wav_files(&opts.out), records)
+    };
+    let (band, band_records) = render("band", 0.0);
+    let (mixed, records) = render("mixed", 0.5);
+    assert!(band_records.iter().all(|r| !r.solo));
+    let solo: Vec<&str> = records
+        .iter()
+        .filter(|r| r.solo)
+        .map(|r| r.path.as_str())
+        .collect();
+    assert!(
+        solo.len() > 5 && solo.len() < 40,
+        "about half the 44 training clips are solo: {solo:?}"
+    );
+    assert!(solo.iter().all(|p| p.contains("[nod]")), "{solo:?}");
+    assert_eq!(band.len(), mixed.len());
+    // A solo song's files are its band twin's names with [nod] for [dru].
+    let twin = |p: &Path| p.to_string_lossy().replace("[dru]", "[nod]");
+    let band: std::collections::HashMap<String, &Vec<u8>> =
+        band.iter().map(|(p, b)| (twin(p), b)).collect();
+    // Share of the energy below ~150 Hz (one-pole low-pass), where the bass and kick were.
+    let low_share = |wav: &[u8]| {
+        let a = instrec::audio::decode_bytes(wav.to_vec(), Some("wav"), "clip").unwrap();
+        let k = 1.0 - (-2.0 * std::f64::consts::PI * 150.0 / f64::from(a.sample_rate)).exp();
+        let (mut y, mut low, mut all) = (0.0, 0.0, 1e-12);
+        for &v in &a.channels[0] {
+            y += k * (f64::from(v) - y);
+            low += y * y;
+            all += f64::from(v).powi(2);
+        }
+        low / all
+    };
+    let (mut solo_low, mut band_low) = (0.0, 0.0);
+    for (path, bytes) in &mixed {
+        let name = path.to_string_lossy();
+        let band_bytes = band[&twin(path)];
+        if solo.iter().any(|s| name == *s) {
+            assert_ne!(bytes, band_bytes, "{name} is played solo, so it differs");
+            solo_low += low_share(bytes);
+            band_low += low_share(band_bytes);
+        } else {
+            assert!(bytes == band_bytes, "{name} is not solo: the same bytes");
+        }
+    }
+    assert!(
+        solo_low < 0.5 * band_low,
+        "without bass and kick the solo clips keep less low energy: {solo_low} vs {band_low}"
+    );
+}
+
 /// Several libraries and augmentation: the same seed gives the same bytes, every rendered file
 /// has its source in the manifest, and each library is drawn.
 #[test]
@@ -383,38 +480,16 @@ fn a_multi_library_augmented_corpus_is_deterministic_and_records_every_source() 
             instrec::data::synth::Style {
                 augment: true,
                 perform: true,
+                ..Default::default()
             },
             &opts,
             &|_, _| {},
         )
         .unwrap();
     }
-    let files = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
-        let mut v: Vec<PathBuf> = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "wav") {
-                    v.push(p);
-                }
-            }
-        }
-        v.sort();
-        v.into_iter()
-            .map(|p| {
-                (
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect()
-    };
     let (a, b) = (
-        files(&dirs[0].path().join("c")),
-        files(&dirs[1].path().join("c")),
+        wav_files(&dirs[0].path().join("c")),
+        wav_files(&dirs[1].path().join("c")),
     );
     assert_eq!(a.len(), 2 * 11 + 4);
     assert!(a == b, "the same seed renders the same bytes");
@@ -513,6 +588,7 @@ fn an_sfz_instrument_from_a_library_list_plays_its_class_and_is_recorded() {
     let style = Style {
         augment: true,
         perform: true,
+        ..Default::default()
     };
     let render = |out: &Path| {
         let opts = SynthOptions {

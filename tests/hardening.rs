@@ -221,6 +221,14 @@ fn mixing_and_augmentation_flags_are_checked_and_need_their_switch() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(named), "{flags:?}: {err}");
     }
+    // synth --solo is a share of songs: 0 ≤ p ≤ 1, a number.
+    for value in ["-0.1", "1.5", "NaN", "half"] {
+        let flag = format!("--solo={value}");
+        let o = instrec(&["synth", "--out", "o", &flag]);
+        assert_eq!(o.status.code(), Some(2), "--solo {value}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--solo"), "--solo {value}: {err}");
+    }
 }
 
 #[test]

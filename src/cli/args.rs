@@ -385,6 +385,10 @@ pub struct SynthArgs {
     /// keyboards and guitars (the default plays the plain melodies of earlier corpora).
     #[arg(long)]
     pub perform: bool,
+    /// Share (0–1) of training songs played solo: the predominant line alone, without chords,
+    /// bass or drums, as in a solo recording (the other songs' files stay the same bytes).
+    #[arg(value_parser = instrec::check::flag::share01, long, default_value_t = 0.0)]
+    pub solo: f64,
     /// Training clips (3 s) per instrument.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = SynthOptions::TRAIN_PER_CLASS)]
     pub train_per_class: usize,

@@ -145,11 +145,15 @@ pub fn missing_presets(font: &SoundFont, used: &[PresetUse]) -> Vec<(u16, u16)> 
 const GENRES: [&str; 5] = ["cla", "pop_roc", "jaz_blu", "cou_fol", "lat_sou"];
 
 /// How a corpus is played and recorded beyond its score: melodies performed
-/// ([`super::perform`]), clips passed through a recording chain ([`super::augment`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// ([`super::perform`]), clips passed through a recording chain ([`super::augment`]), and the
+/// share of training songs played solo, without accompaniment or drums.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Style {
     pub augment: bool,
     pub perform: bool,
+    /// 0 ≤ solo ≤ 1; drawn per song from a stream of its own, so the other songs' files are
+    /// the same bytes as without it.
+    pub solo: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -583,6 +587,7 @@ pub struct SynthReport {
 /// that write the music, so a one-library corpus without augmentation is the same as before.
 const LIBRARY_STREAM: u64 = 0x6C69_6272;
 const AUGMENT_STREAM: u64 = 0x6175_676D;
+const SOLO_STREAM: u64 = 0x736F_6C6F;
 
 /// Renders the corpus into `opts.out` (created; existing files with the same names are
 /// replaced), calling `progress(done, total)` as files are written.
@@ -720,6 +725,9 @@ struct Manifest {
     augmented: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     performed: bool,
+    /// The share of training songs played solo (`Style::solo`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    solo: f64,
     /// Every file's source, in rendering order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     files: Vec<FileRecord>,
@@ -771,6 +779,9 @@ pub struct FileRecord {
     pub programs: Vec<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub augmentation: Vec<String>,
+    /// Played solo: no chords, bass or drums (`Style::solo`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub solo: bool,
 }
 
 impl Manifest {
@@ -797,9 +808,14 @@ impl Manifest {
             libraries: libraries.iter().map(LibraryRecord::of).collect(),
             augmented: style.augment,
             performed: style.perform,
+            solo: style.solo,
             files: Vec::new(),
         }
     }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The libraries of a corpus folder's manifest (empty when it has none).
@@ -920,6 +936,7 @@ fn render_job(
         },
         programs,
         augmentation,
+        solo: false,
     };
     match *job {
         Job::Train {
@@ -929,7 +946,9 @@ fn render_job(
             song_seed,
         } => {
             let mut song_rng = Rng::new(song_seed);
-            let song = Song::random(&mut song_rng, &[class]);
+            let mut song = Song::random(&mut song_rng, &[class]);
+            let solo = style.solo > 0.0 && Rng::derive(song_seed, SOLO_STREAM).f64() < style.solo;
+            song.drums &= !solo;
             let melody_program = *song_rng.choose(PROGRAMS[class]);
             let (accompaniment_lib, lines) =
                 choose_libraries(libraries, &[class], &mut library_rng);
@@ -950,7 +969,9 @@ fn render_job(
                 0.05,
                 style,
             );
-            accompaniment(&mut events, &mut rng, &song, length);
+            if !solo {
+                accompaniment(&mut events, &mut rng, &song, length);
+            }
             let score = Score {
                 events,
                 lines: vec![(0, lines[0])],
@@ -968,12 +989,15 @@ fn render_job(
             write_wav_i16(&path, RATE, &[l, r]).map_err(|e| FileError::at(&path, e))?;
             Ok((
                 length,
-                record(
-                    &path,
-                    vec![melody_program],
-                    steps,
-                    &(accompaniment_lib, lines),
-                ),
+                FileRecord {
+                    solo,
+                    ..record(
+                        &path,
+                        vec![melody_program],
+                        steps,
+                        &(accompaniment_lib, lines),
+                    )
+                },
             ))
         }
         Job::Test { index } => {
