@@ -78,7 +78,10 @@ fn recordings_give_top1_per_class_and_reproducible_mixture_scores() {
         v["mixture_oracle_threshold"].as_f64().unwrap(),
         v["mixture_oracle_f1"].as_f64().unwrap(),
     );
-    assert!((0.01..=0.99).contains(&t) && (0.0..=1.0).contains(&f1), "{t} {f1}");
+    assert!(
+        (0.01..=0.99).contains(&t) && (0.0..=1.0).contains(&f1),
+        "{t} {f1}"
+    );
     // Another seed draws other mixtures.
     let c = run("c", "2");
     assert_ne!(a, c);
