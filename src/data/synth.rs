@@ -814,6 +814,7 @@ impl Manifest {
     }
 }
 
+/// A zero share is left out of the manifest, so corpora made without `--solo` keep theirs as it was.
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
