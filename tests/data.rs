@@ -361,20 +361,9 @@ fn feature_cache_reuses_rebuilds_and_detects_corruption() {
 
 /// Every WAV under `root` (path relative to it, bytes), sorted by path.
 fn wav_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "wav") {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v.into_iter()
+    common::all_files(root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
         .map(|p| {
             (
                 p.strip_prefix(root).unwrap().to_path_buf(),
