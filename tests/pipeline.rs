@@ -469,6 +469,39 @@ fn validation_can_come_from_another_corpus() {
     );
 }
 
+/// A fine-tune (`--init` a bundle) records the start bundle's provenance, so the libraries its
+/// weights first learnt from stay on record, and `pack` keeps it.
+#[test]
+fn a_fine_tune_records_where_its_weights_started() {
+    use instrec::model::bundle::{pack_bundle, read_config};
+    let cache = tempfile::tempdir().unwrap();
+    let (first, second, packed) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut c = config(cache.path(), 1);
+    finished(start(&c, first.path(), &Quiet));
+    let start_bundle = read_config(&first.path().join("model")).unwrap().provenance;
+    assert!(
+        start_bundle.init_provenance.is_none(),
+        "random init has none"
+    );
+    assert!(!start_bundle.sources.is_empty());
+    // A run directory names its bundle too.
+    c.init = first.path().display().to_string();
+    c.seed = 4;
+    finished(start(&c, second.path(), &Quiet));
+    pack_bundle(&second.path().join("model"), packed.path(), None).unwrap();
+    for dir in [second.path().join("model"), packed.path().to_path_buf()] {
+        let p = read_config(&dir).unwrap().provenance;
+        assert_eq!(p.init, c.init);
+        assert_eq!(p.init_provenance.as_deref(), Some(&start_bundle));
+        assert_eq!(p.chain().count(), 2);
+        assert_eq!(p.all_sources().count(), 2 * start_bundle.sources.len());
+    }
+}
+
 /// `pack --calibrate-on`: the packed weights as they were, every threshold re-tuned on the other
 /// corpus's clips exactly as the library tunes them for those weights, and the corpus recorded.
 #[test]

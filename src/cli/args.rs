@@ -31,7 +31,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "resnet18")]
     pub arch: Arch,
     /// imagenet (torchvision IMAGENET1K_V1), imagenet-v2 (ResNet50 only), random, or a .pth /
-    /// .safetensors file / model bundle to start from.
+    /// .safetensors file / model bundle / run directory to start from (a bundle's provenance is
+    /// kept in the new one's).
     #[arg(long, default_value = "imagenet")]
     pub init: String,
     /// Channel conversion: dup (mono ×3), zero (mono + two zero channels), stereo (mono, L, R).

@@ -93,6 +93,32 @@ pub struct Provenance {
     pub validation: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_sources: Vec<LibraryRecord>,
+    /// Where the weights started from another bundle (`train --init DIR`, a fine-tune): that
+    /// bundle's own provenance, so the sources its weights learnt from stay on record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_provenance: Option<Box<Provenance>>,
+}
+
+impl Provenance {
+    /// This provenance and those of the bundles its weights started from, newest first.
+    pub fn chain(&self) -> impl Iterator<Item = &Provenance> {
+        std::iter::successors(Some(self), |p| p.init_provenance.as_deref())
+    }
+
+    /// Every library recorded in the chain, trained or validated on.
+    pub fn all_sources(&self) -> impl Iterator<Item = &LibraryRecord> {
+        self.chain()
+            .flat_map(|p| p.sources.iter().chain(&p.validation_sources))
+    }
+}
+
+/// The provenance of the bundle in `dir`, if `dir` is a bundle directory (not a weights file).
+pub fn init_provenance(dir: &Path) -> Option<Box<Provenance>> {
+    dir.join(CONFIG_FILE)
+        .is_file()
+        .then(|| read_config(dir).ok())
+        .flatten()
+        .map(|c| Box::new(c.provenance))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -437,10 +463,13 @@ pub fn pack_bundle(
     let bytes = std::fs::read(&wpath).map_err(|e| err(&wpath, e.to_string()))?;
     let small = safetensors::narrow_to_f16(&bytes).map_err(|e| err(&wpath, e))?;
     // The corpus's manifest, where it is at hand, has every library's files too.
-    let p = &mut config.provenance;
-    refresh_records(&mut p.sources, &p.data);
-    if let Some(v) = &p.validation {
-        refresh_records(&mut p.validation_sources, v);
+    let mut p = Some(&mut config.provenance);
+    while let Some(q) = p {
+        refresh_records(&mut q.sources, &q.data);
+        if let Some(v) = &q.validation {
+            refresh_records(&mut q.validation_sources, v);
+        }
+        p = q.init_provenance.as_deref_mut();
     }
     write_bundle(to, &small, config)
 }

@@ -39,7 +39,7 @@ mod tests {
         assert!(super::super::safetensors::has_f16(WEIGHTS));
         let p = &config.provenance;
         assert!(!p.sources.is_empty(), "the training sources are recorded");
-        for s in p.sources.iter().chain(&p.validation_sources) {
+        for s in p.all_sources() {
             let licence = s.licence.as_deref().unwrap_or("none");
             assert!(licence_is_shippable(licence), "{}: {licence}", s.name);
             assert!(s.source.is_some() && s.sha256.is_some(), "{}", s.name);

@@ -76,7 +76,7 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_data: Option<PathBuf>,
     pub arch: Arch,
-    /// `imagenet`, `imagenet-v2`, `random` or a weights file.
+    /// `imagenet`, `imagenet-v2`, `random`, or a weights file, bundle or run directory.
     pub init: String,
     pub channels: ChannelMode,
     pub seed: u64,

@@ -415,7 +415,11 @@ impl<'a> Run<'a> {
 
 /// A new run's model: its initial weights from the run's seed (or the weights file it names).
 fn initial_model(config: &TrainConfig, device: &Device, obs: &dyn Observer) -> Result<Model> {
-    let Ok(init) = config.init.parse::<Init>();
+    let init = match config.init.parse::<Init>() {
+        // A run directory names the bundle in its model/.
+        Ok(Init::File(p)) => Init::File(super::layout::bundle_dir(&p)),
+        Ok(init) => init,
+    };
     let guard = backend_rng();
     device.seed(config.seed);
     let model = build_model(config.arch, crate::CLASSES.len(), &init, device, &|d, t| {
