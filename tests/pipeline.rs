@@ -500,6 +500,13 @@ fn a_fine_tune_records_where_its_weights_started() {
         assert_eq!(p.chain().count(), 2);
         assert_eq!(p.all_sources().count(), 2 * start_bundle.sources.len());
     }
+    // A start bundle whose record does not read is refused before training, naming the file.
+    let config_file = first.path().join("model").join("config.json");
+    std::fs::write(&config_file, "{ not json").unwrap();
+    let Err(e) = start(&c, tempfile::tempdir().unwrap().path(), &Quiet) else {
+        panic!("a start bundle with a broken config.json trained")
+    };
+    assert!(e.to_string().contains("config.json"), "{e}");
 }
 
 /// `pack --calibrate-on`: the packed weights as they were, every threshold re-tuned on the other

@@ -112,13 +112,13 @@ impl Provenance {
     }
 }
 
-/// The provenance of the bundle in `dir`, if `dir` is a bundle directory (not a weights file).
-pub fn init_provenance(dir: &Path) -> Option<Box<Provenance>> {
-    dir.join(CONFIG_FILE)
-        .is_file()
-        .then(|| read_config(dir).ok())
-        .flatten()
-        .map(|c| Box::new(c.provenance))
+/// The provenance of the bundle in `dir`, if `dir` is a bundle directory (not a weights file); a
+/// config that does not read is an error, not a record silently dropped.
+pub fn init_provenance(dir: &Path) -> Result<Option<Box<Provenance>>, FileError> {
+    if !dir.join(CONFIG_FILE).is_file() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(read_config(dir)?.provenance)))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

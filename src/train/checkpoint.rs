@@ -111,7 +111,7 @@ pub(super) fn save_best(
             .map_or_else(Vec::new, crate::data::synth::library_records),
         init_provenance: crate::model::bundle::init_provenance(&super::layout::bundle_dir(
             Path::new(&config.init),
-        )),
+        ))?,
     };
     save_bundle(&run_dir.join(MODEL_DIR), &model.valid(), &bundle)?;
     Ok(())

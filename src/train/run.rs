@@ -420,6 +420,10 @@ fn initial_model(config: &TrainConfig, device: &Device, obs: &dyn Observer) -> R
         Ok(Init::File(p)) => Init::File(super::layout::bundle_dir(&p)),
         Ok(init) => init,
     };
+    if let Init::File(dir) = &init {
+        // Its record is copied at every save: a config that does not read fails now, not later.
+        crate::model::bundle::init_provenance(dir)?;
+    }
     let guard = backend_rng();
     device.seed(config.seed);
     let model = build_model(config.arch, crate::CLASSES.len(), &init, device, &|d, t| {
