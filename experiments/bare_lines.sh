@@ -7,8 +7,10 @@
 #   mix8     that corpus, 80 % of windows mixed, gains -3..0 dB;
 #   solo     the same songs, half of them bare (`--solo 0.5`; the other half byte-identical);
 #   solo8    the same songs, 80 % of them bare;
-#   new8     new songs (the next seed: none heard or validated on before), 80 % of them bare —
-#            version 3's recipe (models/retrain.sh). The same-song arms' validation splits are
+#   new8     new songs (the next seed: none heard or validated on before), 80 % of them bare;
+#   new8-drums  those, mixing only partners of the same drum tag (`--mix-partners drums`: bare
+#            lines, tagged `[nod]`, mostly with bare lines) — version 3's recipe
+#            (models/retrain.sh). The same-song arms' validation splits are
 #            not the start model's (bare songs are renamed `[nod]`, which reorders the split's
 #            song groups), so their kept epoch and thresholds saw songs it had trained on.
 # Each model is scored, s2, on three sets:
@@ -31,7 +33,7 @@ start=${START:-runs/v2/run}
 start_data=${START_DATA:-runs/v2/data}
 bin=${INSTREC:-target/release/instrec}
 models=$(dirname "$0")/../models
-arms=${ARMS:-"control mix8 solo solo8 new8"}
+arms=${ARMS:-"control mix8 solo solo8 new8 new8-drums"}
 mkdir -p "$out"
 export INSTREC_CACHE="$out/cache"
 libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
@@ -69,12 +71,13 @@ arm() { # name, data, seed, train flags...
 }
 case " $arms " in *" solo "*) corpus solo 0.5 "$seed" ;; esac
 case " $arms " in *" solo8 "*) corpus solo8 0.8 "$seed" ;; esac
-case " $arms " in *" new8 "*) corpus new8 0.8 "$((seed + 1))" ;; esac
+case " $arms " in *" new8 "* | *" new8-drums "*) corpus new8 0.8 "$((seed + 1))" ;; esac
 arm control "$start_data" "$seed"
 arm mix8 "$start_data" "$seed" --mix-prob 0.8 --mix-gain-db=-3,0
 arm solo "$out/solo-data" "$seed"
 arm solo8 "$out/solo8-data" "$seed"
 arm new8 "$out/new8-data" "$((seed + 1))"
+arm new8-drums "$out/new8-data" "$((seed + 1))" --mix-partners drums
 
 printf '| model | real solos top-1 | real mixtures LRAP | F1 | unheard bare solos top-1 | unheard bare mixtures LRAP | F1 | unheard accompanied test F1 (oracle) |\n|---|---|---|---|---|---|---|---|\n'
 for name in start $arms; do

@@ -18,12 +18,13 @@ seed=12
 "$bin" train --data "$out/data" --arch resnet18 --init random --seed "$seed" \
   --max-epochs 28 --warmup-epochs 2 --patience 28 --mix --out "$out/run"
 # Version 3: six more epochs on new songs (another seed, so none was heard or validated on
-# before), 80 % of them bare lines without chords, bass or drums (`--solo 0.8`).
+# before), 80 % of them bare lines without chords, bass or drums (`--solo 0.8`), mixed with
+# partners of the same drum tag (so bare lines mostly with bare lines).
 "$bin" synth --libraries "$root/models/libraries.toml" --libraries "$root/models/libraries-voices.toml" \
   --perform --augment --solo 0.8 \
   --train-per-class 320 --test-clips 60 --seed "$((seed + 1))" --out "$out/bare-data"
 "$bin" train --data "$out/bare-data" --arch resnet18 --init "$out/run" --seed "$((seed + 1))" \
-  --lr 1e-4 --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --out "$out/fine-tune"
+  --lr 1e-4 --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --mix-partners drums --out "$out/fine-tune"
 "$bin" evaluate --model "$out/fine-tune" --data "$out/data" --out "$out/fine-tune/eval"
 "$bin" evaluate --model "$out/fine-tune" --data "$out/data" --aggregation s2 --out "$out/fine-tune/eval-s2"
 "$bin" pack --model "$out/fine-tune" --aggregation s2 --out "$root/models/default"
