@@ -72,7 +72,7 @@ pub struct ExperimentConfig {
     /// Where the runs and tables go.
     pub out: PathBuf,
     pub archs: Vec<Arch>,
-    /// `imagenet`, `imagenet-v2`, `random` or a weights file.
+    /// `imagenet`, `imagenet-v2`, `random`, or a weights file, bundle or run directory.
     pub inits: Vec<String>,
     pub channels: Vec<ChannelMode>,
     #[serde(default = "default_seeds")]
