@@ -500,6 +500,22 @@ fn a_fine_tune_records_where_its_weights_started() {
         assert_eq!(p.chain().count(), 2);
         assert_eq!(p.all_sources().count(), 2 * start_bundle.sources.len());
     }
+    // Interrupted, then resumed after the start bundle has gone: the record stays.
+    let third = tempfile::tempdir().unwrap();
+    let mut two = c.clone();
+    two.recipe.max_epochs = 2;
+    two.recipe.patience = 2;
+    assert!(matches!(
+        start(&two, third.path(), &StopAfter(1)).unwrap(),
+        Outcome::Interrupted { epochs_done: 1 }
+    ));
+    let moved = tempfile::tempdir().unwrap();
+    std::fs::rename(first.path().join("model"), moved.path().join("model")).unwrap();
+    let s = finished(resume(third.path(), &Quiet));
+    assert_eq!(s.epochs, 2);
+    let p = read_config(&third.path().join("model")).unwrap().provenance;
+    assert_eq!(p.init_provenance.as_deref(), Some(&start_bundle));
+    std::fs::rename(moved.path().join("model"), first.path().join("model")).unwrap();
     // A start bundle whose record does not read is refused before training, naming the file.
     let config_file = first.path().join("model").join("config.json");
     std::fs::write(&config_file, "{ not json").unwrap();

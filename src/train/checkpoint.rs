@@ -109,12 +109,22 @@ pub(super) fn save_best(
             .val_data
             .as_deref()
             .map_or_else(Vec::new, crate::data::synth::library_records),
-        init_provenance: crate::model::bundle::init_provenance(&super::layout::bundle_dir(
-            Path::new(&config.init),
-        ))?,
+        init_provenance: init_record(config, run_dir)?,
     };
     save_bundle(&run_dir.join(MODEL_DIR), &model.valid(), &bundle)?;
     Ok(())
+}
+
+/// The start bundle's provenance; where it no longer reads from `--init` (a resumed run whose
+/// start bundle has moved), what this run recorded from it at an earlier best epoch.
+fn init_record(config: &TrainConfig, run_dir: &Path) -> Result<Option<Box<Provenance>>> {
+    let dir = super::layout::bundle_dir(Path::new(&config.init));
+    Ok(match crate::model::bundle::init_provenance(&dir)? {
+        Some(p) => Some(p),
+        None => crate::model::bundle::read_config(&run_dir.join(MODEL_DIR))
+            .ok()
+            .and_then(|c| c.provenance.init_provenance),
+    })
 }
 
 pub(super) fn write_log(run_dir: &Path, log: &[EpochLog]) -> Result<()> {
