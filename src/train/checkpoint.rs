@@ -118,7 +118,9 @@ pub(super) fn save_best(
 /// The start bundle's provenance; where it no longer reads from `--init` (a resumed run whose
 /// start bundle has moved), what this run recorded from it at an earlier best epoch.
 fn init_record(config: &TrainConfig, run_dir: &Path) -> Result<Option<Box<Provenance>>> {
-    let dir = super::layout::bundle_dir(Path::new(&config.init));
+    let Some(dir) = super::layout::init_bundle(&config.init) else {
+        return Ok(None);
+    };
     Ok(match crate::model::bundle::init_provenance(&dir)? {
         Some(p) => Some(p),
         None => crate::model::bundle::read_config(&run_dir.join(MODEL_DIR))

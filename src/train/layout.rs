@@ -18,3 +18,12 @@ pub fn bundle_dir(p: &Path) -> PathBuf {
         p.to_path_buf()
     }
 }
+
+/// The bundle a `--init` value names, when it names a path rather than random or ImageNet weights
+/// (a run directory names the bundle in its model/).
+pub fn init_bundle(init: &str) -> Option<PathBuf> {
+    match init.parse::<crate::model::Init>() {
+        Ok(crate::model::Init::File(p)) => Some(bundle_dir(&p)),
+        Ok(_) => None,
+    }
+}

@@ -415,15 +415,17 @@ impl<'a> Run<'a> {
 
 /// A new run's model: its initial weights from the run's seed (or the weights file it names).
 fn initial_model(config: &TrainConfig, device: &Device, obs: &dyn Observer) -> Result<Model> {
-    let init = match config.init.parse::<Init>() {
-        // A run directory names the bundle in its model/.
-        Ok(Init::File(p)) => Init::File(super::layout::bundle_dir(&p)),
-        Ok(init) => init,
+    let init = match super::layout::init_bundle(&config.init) {
+        Some(dir) => {
+            // Its record is copied at every save: a config that does not read fails now.
+            crate::model::bundle::init_provenance(&dir)?;
+            Init::File(dir)
+        }
+        None => {
+            let Ok(init) = config.init.parse::<Init>();
+            init
+        }
     };
-    if let Init::File(dir) = &init {
-        // Its record is copied at every save: a config that does not read fails now, not later.
-        crate::model::bundle::init_provenance(dir)?;
-    }
     let guard = backend_rng();
     device.seed(config.seed);
     let model = build_model(config.arch, crate::CLASSES.len(), &init, device, &|d, t| {
