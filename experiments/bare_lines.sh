@@ -10,7 +10,14 @@
 #   new8     new songs (the next seed: none heard or validated on before), 80 % of them bare;
 #   new8-drums  those, mixing only partners of the same drum tag (`--mix-partners drums`: bare
 #            lines, tagged `[nod]`, mostly with bare lines) — version 3's recipe
-#            (models/retrain.sh). The same-song arms' validation splits are
+#            (models/retrain.sh);
+#   redraw   new8-drums again on other new songs with another training seed (seed + 2 for
+#            both): how far a second draw of version 3's recipe lands from the first;
+#   drums-g12  new8-drums with partners' gains drawn from -12..0 dB instead of -6..0;
+#   more     new8-drums's model, 6 more epochs on redraw's songs (12 epochs of bare lines);
+#   soup     the average of new8-drums's, redraw's and drums-g12's weights
+#            (experiments/soup.py; needs numpy): scored for ranking, with new8-drums's thresholds.
+#            The same-song arms' validation splits are
 #            not the start model's (bare songs are renamed `[nod]`, which reorders the split's
 #            song groups), so their kept epoch and thresholds saw songs it had trained on.
 # Each model is scored, s2, on three sets:
@@ -19,6 +26,7 @@
 #     instruments, `--solo 1`, 12 clips per class, seed 2002), used the same way: solos and
 #     mixtures of them;
 #   - the test set of those libraries with accompaniment, as `evaluate --data` scores it.
+# Last, new8-drums is scored on those bare lines cut to 1 s (real-dev's clip length).
 #
 #   experiments/bare_lines.sh RECORDINGS_DIR [OUT_DIR]
 #
@@ -33,7 +41,7 @@ start=${START:-runs/v2/run}
 start_data=${START_DATA:-runs/v2/data}
 bin=${INSTREC:-target/release/instrec}
 models=$(dirname "$0")/../models
-arms=${ARMS:-"control mix8 solo solo8 new8 new8-drums"}
+arms=${ARMS:-"control mix8 solo solo8 new8 new8-drums redraw drums-g12 more soup"}
 mkdir -p "$out"
 export INSTREC_CACHE="$out/cache"
 libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
@@ -66,18 +74,27 @@ arm() { # name, data, seed, train flags...
   local name=$1 data=$2 s=$3; shift 3
   case " $arms " in *" $name "*) ;; *) return 0 ;; esac
   [ -f "$out/$name/summary.json" ] ||
-    "$bin" train --data "$data" --arch resnet18 --init "$start" --seed "$s" --lr 1e-4 \
+    "$bin" train --data "$data" --arch resnet18 --init "${INIT:-$start}" --seed "$s" --lr 1e-4 \
       --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --out "$out/$name" "$@"
 }
 case " $arms " in *" solo "*) corpus solo 0.5 "$seed" ;; esac
 case " $arms " in *" solo8 "*) corpus solo8 0.8 "$seed" ;; esac
-case " $arms " in *" new8 "* | *" new8-drums "*) corpus new8 0.8 "$((seed + 1))" ;; esac
+case " $arms " in *" new8 "* | *" new8-drums "* | *" drums-g12 "*) corpus new8 0.8 "$((seed + 1))" ;; esac
+case " $arms " in *" redraw "* | *" more "*) corpus new8s2 0.8 "$((seed + 2))" ;; esac
 arm control "$start_data" "$seed"
 arm mix8 "$start_data" "$seed" --mix-prob 0.8 --mix-gain-db=-3,0
 arm solo "$out/solo-data" "$seed"
 arm solo8 "$out/solo8-data" "$seed"
 arm new8 "$out/new8-data" "$((seed + 1))"
 arm new8-drums "$out/new8-data" "$((seed + 1))" --mix-partners drums
+arm redraw "$out/new8s2-data" "$((seed + 2))" --mix-partners drums
+arm drums-g12 "$out/new8-data" "$((seed + 1))" --mix-partners drums --mix-gain-db=-12,0
+case " $arms " in *" more "*) [ -f "$out/new8-drums/summary.json" ] || { echo "more needs new8-drums" >&2; exit 1; } ;; esac
+INIT="$out/new8-drums" arm more "$out/new8s2-data" "$((seed + 2))" --mix-partners drums
+case " $arms " in *" soup "*)
+  [ -f "$out/soup/model.safetensors" ] ||
+    python3 "$(dirname "$0")/soup.py" "$out/soup" "$out/new8-drums" "$out/redraw" "$out/drums-g12" ;;
+esac
 
 printf '| model | real solos top-1 | real mixtures LRAP | F1 | unheard bare solos top-1 | unheard bare mixtures LRAP | F1 | unheard accompanied test F1 (oracle) |\n|---|---|---|---|---|---|---|---|\n'
 for name in start $arms; do
@@ -104,3 +121,33 @@ cells.append(f"{acc['mixture-calibrated (global)']:.3f} ({acc['test-oracle']:.3f
 print("| " + " | ".join(cells) + " |")
 PY
 done
+
+# The same bare lines cut to their middle second, as long as most real-dev clips: how much of
+# the gap between rendered and real mixtures is clip length (scored with new8-drums).
+if [ -f "$out/new8-drums/summary.json" ]; then
+  cut="$heard/recordings-1s"
+  if [ ! -d "$cut" ]; then
+    mkdir -p "$cut"
+    python3 - "$heard/recordings" "$cut" <<'PY'
+import glob, os, sys, wave
+src, dst = sys.argv[1:]
+for f in sorted(glob.glob(f"{src}/*.wav")):
+    with wave.open(f) as w:
+        rate, n = w.getframerate(), w.getnframes()
+        w.setpos(max(0, n // 2 - rate // 2))
+        frames, params = w.readframes(rate), w.getparams()
+    with wave.open(os.path.join(dst, os.path.basename(f)), "wb") as o:
+        o.setparams(params)
+        o.writeframes(frames)
+PY
+  fi
+  [ -f "$out/eval/new8-drums-bare-1s/report.json" ] ||
+    "$bin" evaluate --model "$out/new8-drums" --recordings "$cut" --aggregation s2 --mixtures 400 \
+      --out "$out/eval/new8-drums-bare-1s" > /dev/null
+  python3 - "$out/eval/new8-drums-bare-1s/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"new8-drums on the unheard bare lines cut to 1 s: solo top-1 {r['solo_top1']:.3f}, "
+      f"mixture LRAP {r['mixture_lrap']:.3f}, F1 {r['mixture_micro']['f1']:.3f}")
+PY
+fi
