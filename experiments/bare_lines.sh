@@ -15,6 +15,7 @@
 #            both): how far a second draw of version 3's recipe lands from the first;
 #   drums-g12  new8-drums with partners' gains drawn from -12..0 dB instead of -6..0;
 #   more     new8-drums's model, 6 more epochs on redraw's songs (12 epochs of bare lines);
+#   bare100  new8-drums's songs, every one bare (`--solo 1`);
 #   soup     the average of new8-drums's, redraw's and drums-g12's weights
 #            (experiments/soup.py; needs numpy): scored for ranking, with new8-drums's thresholds.
 #            The same-song arms' validation splits are
@@ -41,7 +42,7 @@ start=${START:-runs/v2/run}
 start_data=${START_DATA:-runs/v2/data}
 bin=${INSTREC:-target/release/instrec}
 models=$(dirname "$0")/../models
-arms=${ARMS:-"control mix8 solo solo8 new8 new8-drums redraw drums-g12 more soup"}
+arms=${ARMS:-"control mix8 solo solo8 new8 new8-drums redraw drums-g12 more bare100 soup"}
 mkdir -p "$out"
 export INSTREC_CACHE="$out/cache"
 libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
@@ -81,6 +82,7 @@ case " $arms " in *" solo "*) corpus solo 0.5 "$seed" ;; esac
 case " $arms " in *" solo8 "*) corpus solo8 0.8 "$seed" ;; esac
 case " $arms " in *" new8 "* | *" new8-drums "* | *" drums-g12 "*) corpus new8 0.8 "$((seed + 1))" ;; esac
 case " $arms " in *" redraw "* | *" more "*) corpus new8s2 0.8 "$((seed + 2))" ;; esac
+case " $arms " in *" bare100 "*) corpus bare100 1 "$((seed + 1))" ;; esac
 arm control "$start_data" "$seed"
 arm mix8 "$start_data" "$seed" --mix-prob 0.8 --mix-gain-db=-3,0
 arm solo "$out/solo-data" "$seed"
@@ -91,6 +93,7 @@ arm redraw "$out/new8s2-data" "$((seed + 2))" --mix-partners drums
 arm drums-g12 "$out/new8-data" "$((seed + 1))" --mix-partners drums --mix-gain-db=-12,0
 case " $arms " in *" more "*) [ -f "$out/new8-drums/summary.json" ] || { echo "more needs new8-drums" >&2; exit 1; } ;; esac
 INIT="$out/new8-drums" arm more "$out/new8s2-data" "$((seed + 2))" --mix-partners drums
+arm bare100 "$out/bare100-data" "$((seed + 1))" --mix-partners drums
 case " $arms " in *" soup "*)
   [ -f "$out/soup/model.safetensors" ] ||
     python3 "$(dirname "$0")/soup.py" "$out/soup" "$out/new8-drums" "$out/redraw" "$out/drums-g12" ;;

@@ -52,6 +52,9 @@ def main():
     out, ins = sys.argv[1], [bundle(p) for p in sys.argv[2:]]
     loaded = [read(os.path.join(p, "model.safetensors")) for p in ins]
     meta, first = loaded[0]
+    for p, (_, t) in zip(ins[1:], loaded[1:]):
+        if {k: v[1] for k, v in t.items()} != {k: v[1] for k, v in first.items()}:
+            sys.exit(f"{p}: not the same architecture as {ins[0]} (tensor names or shapes differ)")
     soup = {}
     for k, (dtype, shape, arr) in first.items():
         if dtype.startswith("F"):  # weights and BatchNorm statistics; counters stay the first's
