@@ -95,6 +95,9 @@ case " $arms " in *" more "*) [ -f "$out/new8-drums/summary.json" ] || { echo "m
 INIT="$out/new8-drums" arm more "$out/new8s2-data" "$((seed + 2))" --mix-partners drums
 arm bare100 "$out/bare100-data" "$((seed + 1))" --mix-partners drums
 case " $arms " in *" soup "*)
+  for a in new8-drums redraw drums-g12; do
+    [ -f "$out/$a/summary.json" ] || { echo "soup needs $a" >&2; exit 1; }
+  done
   [ -f "$out/soup/model.safetensors" ] ||
     python3 "$(dirname "$0")/soup.py" "$out/soup" "$out/new8-drums" "$out/redraw" "$out/drums-g12" ;;
 esac
