@@ -11,7 +11,11 @@ pub(crate) struct Scratch(pub(crate) Vec<f32>);
 impl Scratch {
     pub(crate) fn take(len: usize) -> Self {
         let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v = match pool.iter().position(|b| b.capacity() >= len) {
+        // The smallest buffer that holds `len`, so that large ones stay for large requests.
+        let fits = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity());
+        let mut v = match fits {
             Some(i) => pool.swap_remove(i),
             None => pool.pop().unwrap_or_default(),
         };
@@ -39,7 +43,7 @@ impl Drop for Scratch {
         let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
         // A few buffers cover a forward or backward pass (activations, im2col, GEMM output);
         // more would only hold memory.
-        if pool.len() < 6 {
+        if pool.len() < 12 {
             pool.push(std::mem::take(&mut self.0));
         }
     }
