@@ -1,6 +1,6 @@
 //! instrec's own CPU kernels against burn's paths on random inputs: the convolution forward
 //! and its two gradients (model::kernels) for the ResNet shapes, strides 1 and 2, with and without
-//! padding, over one and several image chunks.
+//! padding, over one and several image chunks, by im2col and by Winograd.
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
@@ -31,6 +31,13 @@ const MORE_CASES: &[Case] = &[
     (2, 3, 20, 30, 4, 2, 1, 1),
     (3, 4, 30, 40, 5, 3, 1, 0),
     (2, 6, 24, 33, 7, 5, 1, 2),
+    // Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, ≥ 128 channels): stage 2, odd sides
+    // (cut-off tiles), a 1×1 plane, unequal channels, and several chunks of one image.
+    (2, 128, 6, 16, 128, 3, 1, 1),
+    (3, 128, 5, 7, 130, 3, 1, 1),
+    (2, 128, 1, 1, 128, 3, 1, 1),
+    (1, 131, 3, 1, 128, 3, 1, 1),
+    (3, 128, 40, 41, 128, 3, 1, 1),
 ];
 
 fn layer(case: &Case, bias: bool, device: &Device) -> Conv2d {

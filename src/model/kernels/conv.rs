@@ -24,10 +24,14 @@ use super::gemm::{add_abt, gemm, sum_parts, weight_parts};
 use super::im2col::{Geometry, col2im, gather_images, im2col, scatter_images};
 use super::route::{FlexAd, Route, flex_tensor, route, symmetric_padding};
 use super::scratch::Scratch;
+use super::winograd;
 
 /// Forward: `y[b][co][p] = Σ_k w[co][k]·col[k][b·P + p] + bias[co]`, then ReLU if asked (the
 /// inference path with BatchNorm folded in).
 pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geometry) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::forward(x, w, bias, relu, g);
+    }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let mut y = vec![0f32; g.batch * c_out * p];
     let mut col = Scratch::take(k * g.images_per_chunk() * p);
@@ -62,6 +66,9 @@ pub fn backward(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if winograd::applies(g) {
+        return winograd::backward([x, w, dy], g, want_dx, want_dw);
+    }
     if g.stride == [1, 1] && g.pad[0] < g.k_h && g.pad[1] < g.k_w {
         let want = Wanted {
             dx: want_dx,

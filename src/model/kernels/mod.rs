@@ -7,6 +7,7 @@
 //! - `im2col`: the unrolled images and their geometry;
 //! - `gemm`: the matrix products;
 //! - [`conv`]: the convolution forward, backward and autodiff node;
+//! - `winograd`: the 3×3 stride-1 convolutions' forward and backward by Winograd's F(2×2, 3×3);
 //! - [`pool`]: max pooling, forward, backward and autodiff node.
 
 pub mod conv;
@@ -15,6 +16,7 @@ pub(crate) mod im2col;
 pub mod pool;
 pub(crate) mod route;
 pub(crate) mod scratch;
+mod winograd;
 
 pub use conv::conv2d;
 pub(crate) use gemm::gemm;
