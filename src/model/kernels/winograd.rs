@@ -29,7 +29,7 @@ const MIN_PLANES: usize = 16;
 const MIN_CHANNELS: usize = 128;
 
 /// Whether [`forward`] and [`backward`] take this convolution: 3×3, stride 1, padding 1, at
-/// least [`MIN_CHANNELS`] channels, unless `INSTREC_CONV=im2col` asks for im2col everywhere
+/// least [`MIN_CHANNELS`] channels, images of under 16 M values, unless `INSTREC_CONV=im2col` asks for im2col everywhere
 /// (for side-by-side measurements).
 pub(super) fn applies(g: &Geometry) -> bool {
     g.k_h == 3
@@ -38,6 +38,11 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.pad == [1, 1]
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
+        // A chunk (at most MIN_TILES images) indexes its input by u32 (`transform_inputs`).
+        && MIN_TILES
+            .saturating_mul(g.c_in)
+            .saturating_mul(g.h * g.w)
+            < u32::MAX as usize
         && std::env::var_os("INSTREC_CONV").is_none_or(|v| v != "im2col")
 }
 
