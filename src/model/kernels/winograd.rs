@@ -80,20 +80,14 @@ impl Tiles {
 /// Kernels per task in the weight transforms.
 const KERNEL_BLOCK: usize = 1024;
 
-/// `out[i] = f(a[i], b[i])`, in one pass the compiler vectorises.
-#[inline(always)]
-fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-    out.iter_mut()
-        .zip(a.iter().zip(b))
-        .for_each(|(o, (a, b))| *o = f(*a, *b));
+/// G·(a, b, c) down a kernel's columns, or along its rows: Winograd's kernel transform.
+fn g_rows([a, b, c]: [f32; 3]) -> [f32; 4] {
+    [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
 }
 
-/// `out[i] = f(a[i], b[i], c[i])`.
-#[inline(always)]
-fn map3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
-    out.iter_mut()
-        .zip(a.iter().zip(b.iter().zip(c)))
-        .for_each(|(o, (a, (b, c)))| *o = f(*a, *b, *c));
+/// Gᵀ·(u0, u1, u2, u3): the kernel transform's transpose, for the weight gradient.
+fn g_t([u0, u1, u2, u3]: [f32; 4]) -> [f32; 3] {
+    [u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3]
 }
 
 /// The first `N` consecutive `len`-float slices of `buf`.
@@ -161,33 +155,24 @@ fn transform_weights(w: &[f32], c_in: usize, c_out: usize) -> Scratch {
                     *v = k[tap];
                 }
             }
+            // G·g down each column q into t[a][q], then ·Gᵀ along each row a: ξ = 4a + (0..4).
             let mut t = vec![0f32; 12 * len];
             for q in 0..3 {
-                let (g0, g1, g2) = (
-                    &g[q * len..][..len],
-                    &g[(3 + q) * len..][..len],
-                    &g[(6 + q) * len..][..len],
-                );
-                t[q * len..][..len].copy_from_slice(g0);
-                map3(&mut t[(3 + q) * len..][..len], g0, g1, g2, |a, b, c| {
-                    0.5 * (a + b + c)
-                });
-                map3(&mut t[(6 + q) * len..][..len], g0, g1, g2, |a, b, c| {
-                    0.5 * (a - b + c)
-                });
-                t[(9 + q) * len..][..len].copy_from_slice(g2);
+                let inp = [q, 3 + q, 6 + q].map(|tap| &g[tap * len..][..len]);
+                let Ok(out) =
+                    t.get_disjoint_mut([q, 3 + q, 6 + q, 9 + q].map(|r| r * len..(r + 1) * len))
+                else {
+                    unreachable!("four distinct rows")
+                };
+                combine(inp, out, g_rows);
             }
-            // ·Gᵀ along each row a of G·g: ξ = 4a + (0..4).
             for a in 0..4 {
-                let (t0, t1, t2) = (
-                    &t[3 * a * len..][..len],
-                    &t[(3 * a + 1) * len..][..len],
-                    &t[(3 * a + 2) * len..][..len],
-                );
-                rows[4 * a].copy_from_slice(t0);
-                map3(rows[4 * a + 1], t0, t1, t2, |a, b, c| 0.5 * (a + b + c));
-                map3(rows[4 * a + 2], t0, t1, t2, |a, b, c| 0.5 * (a - b + c));
-                rows[4 * a + 3].copy_from_slice(t2);
+                let inp = [0, 1, 2].map(|q| &t[(3 * a + q) * len..][..len]);
+                let Ok(out) = rows.get_disjoint_mut([4 * a, 4 * a + 1, 4 * a + 2, 4 * a + 3])
+                else {
+                    unreachable!("four distinct rows")
+                };
+                combine(inp, out.map(|r| &mut **r), g_rows);
             }
         });
     u
@@ -202,28 +187,21 @@ fn weight_gradient(du: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
         .for_each(|(bi, out)| {
             let len = out.len() / 9;
             let d = |xi: usize| &du[xi * plane + bi * KERNEL_BLOCK..][..len];
-            // Gᵀ·dU: rows u0 + (u1+u2)/2, (u1−u2)/2, (u1+u2)/2 + u3, per column.
+            // Gᵀ·dU down each column into t[p][col], then ·G along each row p: taps 3p + (0..3).
             let mut t = vec![0f32; 12 * len];
             for col in 0..4 {
-                let (u0, u1, u2, u3) = (d(col), d(4 + col), d(8 + col), d(12 + col));
-                map3(&mut t[col * len..][..len], u0, u1, u2, |a, b, c| {
-                    a + 0.5 * (b + c)
-                });
-                map2(&mut t[(4 + col) * len..][..len], u1, u2, |b, c| {
-                    0.5 * (b - c)
-                });
-                map3(&mut t[(8 + col) * len..][..len], u1, u2, u3, |b, c, e| {
-                    0.5 * (b + c) + e
-                });
+                let inp = [col, 4 + col, 8 + col, 12 + col].map(d);
+                let Ok(out) =
+                    t.get_disjoint_mut([col, 4 + col, 8 + col].map(|r| r * len..(r + 1) * len))
+                else {
+                    unreachable!("three distinct rows")
+                };
+                combine(inp, out, g_t);
             }
-            // ·G along each row p: taps 3p + (0..3).
             let mut taps = vec![0f32; 9 * len];
             for p in 0..3 {
-                let r = |col: usize| &t[(4 * p + col) * len..][..len];
-                let [a, b, c] = rows_mut(&mut taps[3 * p * len..], len);
-                map3(a, r(0), r(1), r(2), |a, b, c| a + 0.5 * (b + c));
-                map2(b, r(1), r(2), |b, c| 0.5 * (b - c));
-                map3(c, r(1), r(2), r(3), |b, c, e| 0.5 * (b + c) + e);
+                let inp = [0, 1, 2, 3].map(|col| &t[(4 * p + col) * len..][..len]);
+                combine(inp, rows_mut(&mut taps[3 * p * len..], len), g_t);
             }
             for (tap, row) in taps.chunks(len).enumerate() {
                 for (k, v) in out.chunks_exact_mut(9).zip(row) {
