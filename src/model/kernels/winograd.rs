@@ -96,6 +96,15 @@ fn rows_mut<const N: usize>(buf: &mut [f32], len: usize) -> [&mut [f32]; N] {
     std::array::from_fn(|_| rows.next().unwrap_or_default())
 }
 
+/// Rows `rows` (each `len` floats) of `buf`, mutably at once; the rows are distinct and inside
+/// `buf` at every call here.
+fn rows_at<const N: usize>(buf: &mut [f32], len: usize, rows: [usize; N]) -> [&mut [f32]; N] {
+    match buf.get_disjoint_mut(rows.map(|r| r * len..(r + 1) * len)) {
+        Ok(rows) => rows,
+        Err(_) => unreachable!("distinct rows inside the buffer"),
+    }
+}
+
 /// A row split by column parity after shifting it `lead` columns right: `e[m]` takes shifted
 /// column 2m, `o[m]` 2m + 1, the rest zero. Tiles start at even columns, so each of a tile's
 /// columns is then a contiguous run over tiles, which the transforms read in vector passes.
@@ -159,11 +168,7 @@ fn transform_weights(w: &[f32], c_in: usize, c_out: usize) -> Scratch {
             let mut t = vec![0f32; 12 * len];
             for q in 0..3 {
                 let inp = [q, 3 + q, 6 + q].map(|tap| &g[tap * len..][..len]);
-                let Ok(out) =
-                    t.get_disjoint_mut([q, 3 + q, 6 + q, 9 + q].map(|r| r * len..(r + 1) * len))
-                else {
-                    unreachable!("four distinct rows")
-                };
+                let out = rows_at(&mut t, len, [q, 3 + q, 6 + q, 9 + q]);
                 combine(inp, out, g_rows);
             }
             for a in 0..4 {
@@ -191,11 +196,7 @@ fn weight_gradient(du: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
             let mut t = vec![0f32; 12 * len];
             for col in 0..4 {
                 let inp = [col, 4 + col, 8 + col, 12 + col].map(d);
-                let Ok(out) =
-                    t.get_disjoint_mut([col, 4 + col, 8 + col].map(|r| r * len..(r + 1) * len))
-                else {
-                    unreachable!("three distinct rows")
-                };
+                let out = rows_at(&mut t, len, [col, 4 + col, 8 + col]);
                 combine(inp, out, g_t);
             }
             let mut taps = vec![0f32; 9 * len];
@@ -234,9 +235,7 @@ fn combine<const I: usize, const O: usize>(
 /// The same four-point map applied in place to rows `rows` (each `n` long) of `buf`.
 #[inline(always)]
 fn pass4(buf: &mut [f32], n: usize, rows: [usize; 4], f: impl Fn([f32; 4]) -> [f32; 4]) {
-    let Ok([r0, r1, r2, r3]) = buf.get_disjoint_mut(rows.map(|r| r * n..(r + 1) * n)) else {
-        unreachable!("four distinct rows inside the buffer")
-    };
+    let [r0, r1, r2, r3] = rows_at(buf, n, rows);
     for t in 0..n {
         let [a, b, c, d] = f([r0[t], r1[t], r2[t], r3[t]]);
         (r0[t], r1[t], r2[t], r3[t]) = (a, b, c, d);
@@ -336,11 +335,7 @@ fn transform_output_gradient(
                 }
                 for col in 0..2 {
                     let inp = [&e[col * n..][..n], &e[(2 + col) * n..][..n]];
-                    let Ok(out) =
-                        q.get_disjoint_mut([0, 2, 4, 6].map(|a| (a + col) * n..(a + col + 1) * n))
-                    else {
-                        unreachable!("four distinct rows")
-                    };
+                    let out = rows_at(q, n, [0, 2, 4, 6].map(|a| a + col));
                     combine(inp, out, a);
                 }
                 for row in 0..4 {
@@ -391,11 +386,7 @@ fn transform_outputs(
                 // Aᵀ· down each column: rows p0 + p1 + p2, p1 − p2 − p3, into yt[row][col].
                 for col in 0..2 {
                     let pr = |a: usize| &p[(2 * a + col) * n..][..n];
-                    let Ok(out) =
-                        yt.get_disjoint_mut([col * n..(col + 1) * n, (2 + col) * n..(3 + col) * n])
-                    else {
-                        unreachable!("two distinct rows")
-                    };
+                    let out = rows_at(yt, n, [col, 2 + col]);
                     combine([pr(0), pr(1), pr(2), pr(3)], out, |[p0, p1, p2, p3]| {
                         [finish(p0 + p1 + p2), finish(p1 - p2 - p3)]
                     });
