@@ -233,6 +233,67 @@ fn max_pool_keeps_nan_and_routes_its_gradient_to_the_last_nan() {
 }
 
 #[test]
+fn batchnorm_with_residual_and_relu_in_one_node_matches_the_ops_one_by_one() {
+    use burn::module::Param;
+    use instrec::model::norm::BatchNorm2d;
+    let device = Device::flex().autodiff();
+    for (&[b, c, h, w], residual, relu) in [
+        (&[4, 64, 11, 32], true, true),
+        (&[3, 5, 7, 9], false, true),
+        (&[2, 512, 2, 4], true, false),
+        (&[1, 3, 1, 1], true, true),
+    ] {
+        let mut bn = BatchNorm2d::new(c, &device);
+        let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.3), &device);
+        let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.3), &device);
+        bn.weight = Param::from_tensor(gamma.require_grad());
+        bn.bias = Param::from_tensor(beta.require_grad());
+        let x0 = Tensor::<4>::random([b, c, h, w], Distribution::Normal(2.0, 3.0), &device);
+        let r0 = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let up = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        // [output, dx, dγ, dβ, dresidual] of bn → (+ residual) → (ReLU).
+        let run = |fused: bool| {
+            let (x, r) = (x0.clone().require_grad(), r0.clone().require_grad());
+            let y = if fused {
+                bn.forward_with(x.clone(), residual.then(|| r.clone()), relu)
+            } else {
+                let y = bn.forward(x.clone());
+                let y = if residual { y + r.clone() } else { y };
+                if relu {
+                    burn::tensor::activation::relu(y)
+                } else {
+                    y
+                }
+            };
+            let grads = (y.clone() * up.clone()).sum().backward();
+            [
+                values(y),
+                values(x.grad(&grads).unwrap()),
+                values(bn.weight.val().grad(&grads).unwrap()),
+                values(bn.bias.val().grad(&grads).unwrap()),
+                r.grad(&grads).map_or_else(Vec::new, values),
+            ]
+        };
+        let (ours, expected) = (run(true), run(false));
+        if relu {
+            // The ReLU cut some of the outputs, so its mask is exercised.
+            assert!(ours[0].iter().any(|&v| v == 0.0) && ours[0].iter().any(|&v| v > 0.0));
+        }
+        for (what, (o, e)) in ["output", "dx", "dγ", "dβ", "dresidual"]
+            .iter()
+            .zip(ours.iter().zip(&expected))
+        {
+            assert_eq!(o.len(), e.len(), "[{b}, {c}, {h}, {w}] {what}");
+            let err = rel_err(o, e);
+            assert!(
+                err < 1e-6,
+                "[{b}, {c}, {h}, {w}] residual {residual} relu {relu} {what}: relative error {err:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn fused_batchnorm_training_matches_burns_op_and_its_gradients() {
     use burn::module::Param;
     use instrec::model::norm::BatchNorm2d;

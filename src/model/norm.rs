@@ -8,6 +8,8 @@
 //! (`weight`, `bias`, `running_mean`, `running_var`), so `.pth` files load without renaming.
 
 use burn::backend::autodiff::NodeId;
+
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::Ops;
@@ -48,11 +50,23 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        if self.folded {
-            return input;
+        self.forward_with(input, None, false)
+    }
+
+    /// `bn(input)`, plus `residual` if given, then ReLU if `relu`: a residual block's glue. In
+    /// training on Flex all of it is one autodiff node (no separate add and ReLU passes, nor
+    /// their tensors); elsewhere the three ops run one after the other.
+    pub fn forward_with(
+        &self,
+        input: Tensor<4>,
+        residual: Option<Tensor<4>>,
+        relu: bool,
+    ) -> Tensor<4> {
+        if !self.folded && input.device().is_autodiff() && self.training.is_enabled() {
+            return self.forward_train(input, residual, relu);
         }
-        if input.device().is_autodiff() && self.training.is_enabled() {
-            self.forward_train(input)
+        let y = if self.folded {
+            input
         } else {
             let device = input.device();
             burn::tensor::module::batch_norm(
@@ -63,18 +77,29 @@ impl BatchNorm2d {
                 self.running_var.value().to_device(&device),
                 self.epsilon,
             )
-        }
+        };
+        epilogue(y, residual, relu)
     }
 
-    fn forward_train(&self, input: Tensor<4>) -> Tensor<4> {
+    fn forward_train(
+        &self,
+        input: Tensor<4>,
+        residual: Option<Tensor<4>>,
+        relu: bool,
+    ) -> Tensor<4> {
         let [b, _, h, w] = input.dims();
         let n = (b * h * w) as f64;
         let device = input.device();
+        let epi = Epilogue {
+            residual: residual.clone(),
+            relu,
+        };
         let result = match fused_train(
             input.clone(),
             self.weight.val(),
             self.bias.val(),
             self.epsilon,
+            epi,
         ) {
             Some(r) => r,
             None => {
@@ -84,7 +109,7 @@ impl BatchNorm2d {
                     self.bias.val(),
                     self.epsilon,
                 );
-                (r.output, r.mean, r.variance)
+                (epilogue(r.output, residual, relu), r.mean, r.variance)
             }
         };
         let result = Train {
@@ -110,6 +135,31 @@ impl BatchNorm2d {
         set_running(&self.running_var, var.detach());
         result.output
     }
+}
+
+/// What follows the normalisation: `+ residual`, then ReLU.
+struct Epilogue {
+    residual: Option<Tensor<4>>,
+    relu: bool,
+}
+
+/// `y + residual` (if any), then ReLU if `relu`, as separate ops.
+fn epilogue(y: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
+}
+
+/// burn-flex's ReLU and its gradient mask: keeps positive values and NaN (as PyTorch does).
+#[inline(always)]
+fn kept(v: f32) -> bool {
+    v.is_nan() || v > 0.0
 }
 
 /// Sets a running statistic. burn's `RunningState` keeps one pending value per thread and
@@ -235,21 +285,24 @@ fn pair_sums8(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32,
     )
 }
 
-/// BatchNorm in training mode on Flex as one autodiff node: statistics in one parallel pass
-/// per channel, the output in one more, and the backward in two (burn composes it of a dozen
-/// elementwise and reduction ops). `None` off Flex autodiff, where burn's own op runs.
+/// BatchNorm in training mode on Flex as one autodiff node, with its [`Epilogue`]: statistics
+/// in one parallel pass per channel, the output in one more, and the backward in two (burn
+/// composes it of a dozen elementwise and reduction ops, and the add and ReLU of two more).
+/// `None` off Flex autodiff, where burn's own ops run.
 fn fused_train(
     x: Tensor<4>,
     weight: Tensor<1>,
     bias: Tensor<1>,
     eps: f64,
+    epi: Epilogue,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
     use super::kernels::{FlexAd as Ad, Route, flex_tensor, route};
-    use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::ops::{Backward, OpsKind};
     use rayon::prelude::*;
-    if !matches!(route(&x), Route::FlexAutodiff) {
+    if !matches!(route(&x), Route::FlexAutodiff)
+        || epi.residual.as_ref().is_some_and(|r| r.dims() != x.dims())
+    {
         return None;
     }
     let [b, c, h, w] = x.dims();
@@ -262,16 +315,23 @@ fn fused_train(
     ) else {
         return None;
     };
+    let ra = match epi.residual.map(|r| r.try_into_primitive::<Ad>()) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(_)) => return None,
+    };
     let (xp, wp, bp) = (
         xa.primitive().to_contiguous(),
         wa.primitive().to_contiguous(),
         ba.primitive().to_contiguous(),
     );
+    let rp = ra.as_ref().map(|r| r.primitive().to_contiguous());
     let (xs, gamma, beta) = (
         xp.storage::<f32>(),
         wp.storage::<f32>(),
         bp.storage::<f32>(),
     );
+    let rs = rp.as_ref().map(|r| r.storage::<f32>());
     let stats = channel_stats(xs, b, c, hw);
     let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
     let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
@@ -279,6 +339,7 @@ fn fused_train(
         .iter()
         .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
         .collect();
+    let relu = epi.relu;
     let mut y = vec![0f32; xs.len()];
     y.par_chunks_mut(hw)
         .zip(xs.par_chunks(hw))
@@ -289,22 +350,60 @@ fn fused_train(
             for (o, &v) in out.iter_mut().zip(inp) {
                 *o = (v - m) * s * g + bb;
             }
+            if let Some(r) = rs {
+                out.iter_mut()
+                    .zip(&r[plane * hw..][..hw])
+                    .for_each(|(o, r)| *o += r);
+            }
+            if relu {
+                out.iter_mut()
+                    .for_each(|o| *o = if kept(*o) { *o } else { 0.0 });
+            }
         });
     let y = flex_tensor(y, [b, c, h, w]);
 
+    /// The state: x's and γ's checkpoints, the batch mean and 1/σ, the shape, and the output
+    /// if a ReLU masks the gradient.
+    type State = (
+        NodeId,
+        NodeId,
+        Vec<f32>,
+        Vec<f32>,
+        [usize; 4],
+        Option<FlexTensor>,
+    );
+
+    /// Parents x, γ, β, and the residual when there is one (N = 4).
     #[derive(Debug)]
-    struct BnBackward;
-    impl Backward<Flex, 3> for BnBackward {
-        type State = (NodeId, NodeId, Vec<f32>, Vec<f32>, [usize; 4]);
+    struct BnBackward<const N: usize>;
+    impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
+        type State = State;
         fn backward(
             self,
-            ops: Ops<Self::State, 3>,
+            ops: Ops<Self::State, N>,
             grads: &mut Gradients,
             ckpt: &mut Checkpointer,
         ) {
-            let [node_x, node_w, node_b] = ops.parents;
+            let (x_state, w_state, mean, inv, [b, c, h, w], out) = ops.state;
             let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-            let (x_state, w_state, mean, inv, [b, c, h, w]) = ops.state;
+            // Through the ReLU: the gradient where the output was kept, else 0.
+            let dy = match out {
+                Some(out) => {
+                    let out = out.to_contiguous();
+                    let (o, d) = (out.storage::<f32>(), dy.storage::<f32>());
+                    let mut masked = vec![0f32; d.len()];
+                    masked
+                        .par_chunks_mut(1 << 14)
+                        .zip(o.par_chunks(1 << 14).zip(d.par_chunks(1 << 14)))
+                        .for_each(|(m, (o, d))| {
+                            for ((m, &o), &d) in m.iter_mut().zip(o).zip(d) {
+                                *m = if kept(o) { d } else { 0.0 };
+                            }
+                        });
+                    flex_tensor(masked, [b, c, h, w])
+                }
+                None => dy,
+            };
             let x = ckpt
                 .retrieve_node_output::<FlexTensor>(x_state)
                 .to_contiguous();
@@ -333,6 +432,7 @@ fn fused_train(
                 })
                 .collect();
             let n = (b * hw) as f32;
+            let [node_x, node_w, node_b] = [0, 1, 2].map(|i| ops.parents[i].clone());
             if let Some(node) = node_x {
                 let mut dx = vec![0f32; xs.len()];
                 dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
@@ -357,20 +457,35 @@ fn fused_train(
                 let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
                 grads.register::<Flex>(node.id, flex_tensor(db, [c]));
             }
+            // The residual's gradient is the (masked) output gradient itself.
+            if let Some(Some(node)) = ops.parents.get(3) {
+                grads.register::<Flex>(node.id, dy);
+            }
         }
     }
 
-    let out = match BnBackward
-        .prepare::<NoCheckpointing>([xa.node(), wa.node(), ba.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&xa);
-            let w_state = prep.checkpoint(&wa);
-            prep.finish((x_state, w_state, mean.clone(), inv, [b, c, h, w]), y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(y),
+    let kept_out = relu.then(|| y.clone());
+    let state = |x_state, w_state| (x_state, w_state, mean.clone(), inv, [b, c, h, w], kept_out);
+    // The node over these parents (x and γ checkpointed), or the plain output when untracked.
+    macro_rules! node {
+        ($parents:expr) => {
+            match BnBackward
+                .prepare::<NoCheckpointing>($parents)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let x_state = prep.checkpoint(&xa);
+                    let w_state = prep.checkpoint(&wa);
+                    prep.finish(state(x_state, w_state), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        };
+    }
+    let out = match &ra {
+        None => node!([xa.node(), wa.node(), ba.node()]),
+        Some(ra) => node!([xa.node(), wa.node(), ba.node(), ra.node()]),
     };
     let inner = device.clone().inner();
     Some((

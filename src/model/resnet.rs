@@ -10,7 +10,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +29,7 @@ fn conv_bn_add_relu(
     if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, Some(&identity), true) {
         return y;
     }
-    relu(conv_bn(conv, bn, x, false) + identity)
+    bn.forward_with(conv2d(conv, x, false), Some(identity), true)
 }
 
 /// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
@@ -43,8 +42,7 @@ fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, then_relu: bool) -> Te
     if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, None, then_relu) {
         return y;
     }
-    let y = bn.forward(conv2d(conv, x, false));
-    if then_relu { relu(y) } else { y }
+    bn.forward_with(conv2d(conv, x, false), None, then_relu)
 }
 
 /// The two torchvision ResNets of the paper.
