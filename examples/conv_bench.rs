@@ -1,6 +1,7 @@
-//! The 3×3 stride-1 convolutions of ResNet18 (batch 64, 43×128 windows), forward and backward
-//! on Flex under autodiff, by instrec's kernels with Winograd where it applies and with
-//! `INSTREC_CONV=im2col` (im2col + GEMM everywhere), interleaved; the best of 8 runs each.
+//! The 3×3 stride-1 convolutions of ResNet18 and the 1×1 ones of ResNet50 (batch 64, 43×128
+//! windows), forward and backward on Flex under autodiff, by instrec's kernels (Winograd, a GEMM
+//! per image, where they apply) and with `INSTREC_CONV=im2col` (im2col + GEMM everywhere),
+//! interleaved; the best of 8 runs each.
 //!
 //!     cargo run --release --example conv_bench
 
@@ -14,15 +15,29 @@ use instrec::model::kernels;
 
 fn main() {
     let device = Device::flex().autodiff();
-    println!("| channels × plane | im2col forward | backward | default forward | backward |");
+    println!(
+        "| kernel, channels × plane | im2col forward | backward | default forward | backward |"
+    );
     println!("|---|---|---|---|---|");
-    for (c, h, w) in [(64, 11, 32), (128, 6, 16), (256, 3, 8), (512, 2, 4)] {
-        let layer = Conv2dConfig::new([c, c], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+    let shapes = [
+        (3, 64, 64, 11, 32),
+        (3, 128, 128, 6, 16),
+        (3, 256, 256, 3, 8),
+        (3, 512, 512, 2, 4),
+        (1, 256, 64, 11, 32),
+        (1, 64, 256, 11, 32),
+        (1, 512, 128, 6, 16),
+        (1, 128, 512, 6, 16),
+        (1, 1024, 256, 3, 8),
+    ];
+    for (k, c, c_out, h, w) in shapes {
+        let pad = k / 2;
+        let layer = Conv2dConfig::new([c, c_out], [k, k])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
             .with_bias(false)
             .init(&device);
         let x0 = Tensor::<4>::random([64, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let r = Tensor::<4>::random([64, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<4>::random([64, c_out, h, w], Distribution::Normal(0.0, 1.0), &device);
         // [im2col forward, backward, default forward, backward], milliseconds.
         let mut best = [f64::MAX; 4];
         for run in 0..16 {
@@ -51,7 +66,7 @@ fn main() {
             best[i + 1] = best[i + 1].min(backward);
         }
         println!(
-            "| {c} × {h}×{w} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            "| {k}×{k}, {c} → {c_out} × {h}×{w} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
             best[0], best[1], best[2], best[3]
         );
     }

@@ -38,6 +38,12 @@ const MORE_CASES: &[Case] = &[
     (2, 128, 1, 1, 128, 3, 1, 1),
     (1, 131, 3, 1, 128, 3, 1, 1),
     (3, 128, 40, 41, 128, 3, 1, 1),
+    // 1×1 stride 1, a GEMM per image (≥ 64 positions): ResNet50's stage-1 expand, exactly 64
+    // positions over an odd batch (uneven weight-gradient parts), one image; 63 positions (im2col).
+    (3, 64, 11, 32, 256, 1, 1, 0),
+    (3, 7, 8, 8, 5, 1, 1, 0),
+    (1, 4, 9, 9, 3, 1, 1, 0),
+    (2, 16, 7, 9, 8, 1, 1, 0),
 ];
 
 fn layer(case: &Case, bias: bool, device: &Device) -> Conv2d {

@@ -8,7 +8,8 @@
 //! chunk go into one GEMM, and the two gradients are the two other products of the same three
 //! matrices: `dWᵀ = col·dYᵀ`, `dcol = Wᵀ·dY` then col2im. With unit stride both gradients come
 //! from one im2col of `dY` instead (`backward_unit_stride`). The 3×3 stride-1 convolutions of
-//! 128 channels and more go to `winograd` instead (fewer products; measured faster there).
+//! 128 channels and more go to `winograd` instead (fewer products; measured faster there), and
+//! the 1×1 stride-1 ones over planes of 64 positions or more to `pointwise` (no copies).
 
 use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
@@ -25,13 +26,16 @@ use super::gemm::{add_abt, gemm, sum_parts, weight_parts};
 use super::im2col::{Geometry, col2im, gather_images, im2col, scatter_images};
 use super::route::{FlexAd, Route, flex_tensor, route, symmetric_padding};
 use super::scratch::Scratch;
-use super::winograd;
+use super::{pointwise, winograd};
 
 /// Forward: `y[b][co][p] = Σ_k w[co][k]·col[k][b·P + p] + bias[co]`, then ReLU if asked (the
 /// inference path with BatchNorm folded in).
 pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geometry) -> Vec<f32> {
     if winograd::applies(g) {
         return winograd::forward(x, w, bias, relu, g);
+    }
+    if pointwise::applies(g) {
+        return pointwise::forward(x, w, bias, relu, g);
     }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let mut y = vec![0f32; g.batch * c_out * p];
@@ -69,6 +73,9 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     if winograd::applies(g) {
         return winograd::backward([x, w, dy], g, want_dx, want_dw);
+    }
+    if pointwise::applies(g) {
+        return pointwise::backward([x, w, dy], g, want_dx, want_dw);
     }
     if g.stride == [1, 1] && g.pad[0] < g.k_h && g.pad[1] < g.k_w {
         let want = Wanted {

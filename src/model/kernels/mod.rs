@@ -8,11 +8,13 @@
 //! - `gemm`: the matrix products;
 //! - [`conv`]: the convolution forward, backward and autodiff node;
 //! - `winograd`: the 3×3 stride-1 convolutions' forward and backward by Winograd's F(2×2, 3×3);
+//! - `pointwise`: the 1×1 stride-1 convolutions' forward and backward, a GEMM per image;
 //! - [`pool`]: max pooling, forward, backward and autodiff node.
 
 pub mod conv;
 pub(crate) mod gemm;
 pub(crate) mod im2col;
+mod pointwise;
 pub mod pool;
 pub(crate) mod route;
 pub(crate) mod scratch;
