@@ -386,21 +386,21 @@ fn fused_train(
         ) {
             let (x_state, w_state, mean, inv, [b, c, h, w], out) = ops.state;
             let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-            // Through the ReLU: the gradient where the output was kept, else 0.
+            // Through the ReLU: the gradient where the output was kept, else 0, in place (in
+            // a ResNet step this node holds the gradient alone; the output is shared).
             let dy = match out {
                 Some(out) => {
-                    let out = out.to_contiguous();
-                    let (o, d) = (out.storage::<f32>(), dy.storage::<f32>());
-                    let mut masked = vec![0f32; d.len()];
-                    masked
+                    let (out, mut dy) = (out.to_contiguous(), dy);
+                    dy.storage_mut::<f32>()
                         .par_chunks_mut(1 << 14)
-                        .zip(o.par_chunks(1 << 14).zip(d.par_chunks(1 << 14)))
-                        .for_each(|(m, (o, d))| {
-                            for ((m, &o), &d) in m.iter_mut().zip(o).zip(d) {
-                                *m = if kept(o) { d } else { 0.0 };
+                        .zip(out.storage::<f32>().par_chunks(1 << 14))
+                        .for_each(|(d, o)| {
+                            // A select, not a branch: half the outputs are cut, at random.
+                            for (d, &o) in d.iter_mut().zip(o) {
+                                *d = if kept(o) { *d } else { 0.0 };
                             }
                         });
-                    flex_tensor(masked, [b, c, h, w])
+                    dy
                 }
                 None => dy,
             };
