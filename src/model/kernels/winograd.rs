@@ -25,19 +25,27 @@ const MIN_TILES: usize = 256;
 const MIN_PLANES: usize = 16;
 
 /// The fewest input and output channels a convolution takes this path with: below, im2col +
-/// GEMM measured as fast or faster (ResNet18's 64-channel stage, `examples/conv_bench.rs`).
-const MIN_CHANNELS: usize = 128;
+/// GEMM measured as fast or faster (`examples/conv_bench.rs`). Where gemm has AVX-512 (its 4×6
+/// microkernel) im2col's 2.25× more products cost less, and at ResNet18's 64-channel stage
+/// Winograd's backward was slower (28.2 → 33.1 ms); with AVX2 alone both passes were faster
+/// there (forward 21.4 → 13.0 ms, backward 34.1 → 29.0 ms). Elsewhere, unmeasured: 128.
+fn min_channels() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return 64;
+    }
+    128
+}
 
 /// Whether [`forward`] and [`backward`] take this convolution: 3×3, stride 1, padding 1, at
-/// least [`MIN_CHANNELS`] channels, images of under 16 M values, unless `INSTREC_CONV=im2col` asks for im2col everywhere
-/// (for side-by-side measurements).
+/// least [`min_channels`] channels, images of under 16 M values, unless `INSTREC_CONV=im2col`
+/// asks for im2col everywhere (for side-by-side measurements).
 pub(super) fn applies(g: &Geometry) -> bool {
     g.k_h == 3
         && g.k_w == 3
         && g.stride == [1, 1]
         && g.pad == [1, 1]
-        && g.c_in >= MIN_CHANNELS
-        && g.c_out >= MIN_CHANNELS
+        && g.c_in.min(g.c_out) >= min_channels()
         // A chunk (at most MIN_TILES images) indexes its input by u32 (`transform_inputs`).
         && MIN_TILES
             .saturating_mul(g.c_in)
