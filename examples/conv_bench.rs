@@ -5,13 +5,15 @@
 //!
 //!     cargo run --release --example conv_bench
 
-use std::time::Instant;
-
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use instrec::model::kernels;
+
+#[path = "shared/timing.rs"]
+mod timing;
+use timing::Best;
 
 fn main() {
     let device = Device::flex().autodiff();
@@ -38,8 +40,7 @@ fn main() {
             .init(&device);
         let x0 = Tensor::<4>::random([64, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let r = Tensor::<4>::random([64, c_out, h, w], Distribution::Normal(0.0, 1.0), &device);
-        // [im2col forward, backward, default forward, backward], milliseconds.
-        let mut best = [f64::MAX; 4];
+        let mut best = Best::new();
         for run in 0..16 {
             let im2col = run % 2 == 1;
             // SAFETY: no other thread reads or writes the environment while this one does.
@@ -53,21 +54,11 @@ fn main() {
             let x = x0.clone().detach().require_grad();
             let mut conv = layer.clone();
             conv.weight = Param::from_tensor(layer.weight.val().detach().require_grad());
-            let t = Instant::now();
-            let loss = (kernels::conv2d(&conv, x.clone(), false) * r.clone()).sum();
-            std::hint::black_box(loss.clone().into_data());
-            let forward = t.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            let grads = loss.backward();
-            std::hint::black_box(x.grad(&grads).map(|g| g.into_data()));
-            let backward = t.elapsed().as_secs_f64() * 1e3;
-            let i = if im2col { 0 } else { 2 };
-            best[i] = best[i].min(forward);
-            best[i + 1] = best[i + 1].min(backward);
+            let times = timing::forward_backward(&x, || {
+                (kernels::conv2d(&conv, x.clone(), false) * r.clone()).sum()
+            });
+            best.keep(!im2col, times);
         }
-        println!(
-            "| {k}×{k}, {c} → {c_out} × {h}×{w} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            best[0], best[1], best[2], best[3]
-        );
+        println!("{}", best.row(&format!("{k}×{k}, {c} → {c_out} × {h}×{w}")));
     }
 }
