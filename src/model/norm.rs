@@ -7,9 +7,8 @@
 //! `running_var`, normalisation by the biased variance + eps. Field names are torchvision's
 //! (`weight`, `bias`, `running_mean`, `running_var`), so `.pth` files load without renaming.
 
-use burn::backend::autodiff::NodeId;
-
 use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::Ops;
@@ -90,16 +89,13 @@ impl BatchNorm2d {
         let [b, _, h, w] = input.dims();
         let n = (b * h * w) as f64;
         let device = input.device();
-        let epi = Epilogue {
-            residual: residual.clone(),
-            relu,
-        };
         let result = match fused_train(
             input.clone(),
             self.weight.val(),
             self.bias.val(),
             self.epsilon,
-            epi,
+            residual.clone(),
+            relu,
         ) {
             Some(r) => r,
             None => {
@@ -135,12 +131,6 @@ impl BatchNorm2d {
         set_running(&self.running_var, var.detach());
         result.output
     }
-}
-
-/// What follows the normalisation: `+ residual`, then ReLU.
-struct Epilogue {
-    residual: Option<Tensor<4>>,
-    relu: bool,
 }
 
 /// `y + residual` (if any), then ReLU if `relu`, as separate ops.
@@ -285,7 +275,7 @@ fn pair_sums8(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32,
     )
 }
 
-/// BatchNorm in training mode on Flex as one autodiff node, with its [`Epilogue`]: statistics
+/// BatchNorm in training mode on Flex as one autodiff node, with its [`epilogue`]: statistics
 /// in one parallel pass per channel, the output in one more, and the backward in two (burn
 /// composes it of a dozen elementwise and reduction ops, and the add and ReLU of two more).
 /// `None` off Flex autodiff, where burn's own ops run.
@@ -294,14 +284,15 @@ fn fused_train(
     weight: Tensor<1>,
     bias: Tensor<1>,
     eps: f64,
-    epi: Epilogue,
+    residual: Option<Tensor<4>>,
+    relu: bool,
 ) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
     use super::kernels::{FlexAd as Ad, Route, flex_tensor, route};
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::ops::{Backward, OpsKind};
     use rayon::prelude::*;
     if !matches!(route(&x), Route::FlexAutodiff)
-        || epi.residual.as_ref().is_some_and(|r| r.dims() != x.dims())
+        || residual.as_ref().is_some_and(|r| r.dims() != x.dims())
     {
         return None;
     }
@@ -315,7 +306,7 @@ fn fused_train(
     ) else {
         return None;
     };
-    let ra = match epi.residual.map(|r| r.try_into_primitive::<Ad>()) {
+    let ra = match residual.map(|r| r.try_into_primitive::<Ad>()) {
         None => None,
         Some(Ok(r)) => Some(r),
         Some(Err(_)) => return None,
@@ -339,7 +330,6 @@ fn fused_train(
         .iter()
         .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
         .collect();
-    let relu = epi.relu;
     let mut y = vec![0f32; xs.len()];
     y.par_chunks_mut(hw)
         .zip(xs.par_chunks(hw))
