@@ -143,6 +143,10 @@ pub struct MixArgs {
     /// tag or drum tag.
     #[arg(long, requires = "mix", default_value_t = MixConfig::default().partners)]
     pub mix_partners: instrec::data::mix::Partners,
+    /// Bring each mixed window to the first one's mel power before its gain (with --mix), so the
+    /// gains are the sources' relative levels, as in loudness-matched mixtures of recordings.
+    #[arg(long, requires = "mix")]
+    pub mix_match_level: bool,
     /// Validation examples that the mixture-calibrated thresholds are tuned on.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = CalibrationConfig::default().mixtures)]
     pub calib_mixtures: usize,

@@ -60,6 +60,7 @@ impl MixArgs {
             max_sources: self.mix_sources,
             gain_db: self.mix_gain_db,
             partners: self.mix_partners,
+            match_level: self.mix_match_level,
         });
         c.calibration = CalibrationConfig {
             mixtures: self.calib_mixtures,

@@ -81,6 +81,7 @@ fn each_train_flag_sets_its_setting() {
         "--mix-gain-db=-3,0",
         "--mix-partners",
         "genre",
+        "--mix-match-level",
         "--calib-mixtures",
         "50",
         "--calib-shares",
@@ -112,6 +113,7 @@ fn each_train_flag_sets_its_setting() {
             max_sources: 2,
             gain_db: [-3.0, 0.0],
             partners: instrec::data::mix::Partners::Genre,
+            match_level: true,
         })
     );
     assert_eq!(

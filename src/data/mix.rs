@@ -45,6 +45,10 @@ pub struct MixConfig {
     /// mixture is as loud as a single clip and loudness does not give the count away).
     pub gain_db: [f64; 2],
     pub partners: Partners,
+    /// Bring every source's window to the first one's mel power before its gain, so the gains are
+    /// the sources' relative levels (as `evaluate --recordings` mixes loudness-matched parts)
+    /// rather than gains on top of the clips' own loudness differences.
+    pub match_level: bool,
 }
 
 impl Default for MixConfig {
@@ -54,6 +58,7 @@ impl Default for MixConfig {
             max_sources: 3,
             gain_db: [-6.0, 0.0],
             partners: Partners::Any,
+            match_level: false,
         }
     }
 }
@@ -280,6 +285,36 @@ pub fn calibration_set(info: &[SourceInfo], config: &CalibrationConfig, seed: u6
         .collect()
 }
 
+/// The mean mel power of a clip's window (its first channel's plane; frames past the end count
+/// as silence), the level that [`MixConfig::match_level`] equalises.
+pub fn window_power(clip: &ClipFeatures, start: usize, length: usize, offset: f64) -> f64 {
+    let mel = &clip.mels[0];
+    let end = (start + length).min(mel.frames);
+    let cells = &mel.data[(start * mel.n_mels).min(mel.data.len())..end * mel.n_mels];
+    let sum: f64 = cells
+        .iter()
+        .map(|&x| ((x as f64).exp() - offset).max(0.0))
+        .sum();
+    sum / (length * mel.n_mels).max(1) as f64
+}
+
+/// Rescales a mixture's power weights so that each source enters at the first source's level
+/// times its drawn weight: the mixture is then as loud as the first window alone. A silent
+/// window (power at or below `floor`) keeps its weight.
+pub fn match_levels(m: &mut Mixture, powers: &[f64], floor: f64) {
+    let Some(&reference) = powers.first() else {
+        return;
+    };
+    if m.weights.len() < 2 || reference <= floor {
+        return;
+    }
+    for (w, &p) in m.weights.iter_mut().zip(powers) {
+        if p > floor {
+            *w *= reference / p;
+        }
+    }
+}
+
 /// `ln(Σ w_i (e^{x_i} − ε) + ε)` elementwise: the log-mel of the weighted sum of the parts' mel
 /// powers (`ε` = the log offset). Computed in f64; a power that rounding leaves below 0 counts as 0.
 pub fn mix_log_mels(parts: &[&[f32]], weights: &[f64], offset: f64, out: &mut [f32]) {
@@ -483,6 +518,44 @@ mod tests {
                 .iter()
                 .all(|m| m.sources.len() == 2)
         );
+    }
+
+    #[test]
+    fn matched_levels_make_the_gains_the_relative_levels() {
+        let offset = 1e-6;
+        // Two one-band windows of constant power 4 and 0.25 (16 times quieter).
+        let clip = |p: f64| ClipFeatures {
+            mode: crate::features::ChannelMode::Dup,
+            mels: vec![crate::features::LogMel {
+                n_mels: 1,
+                frames: 3,
+                data: vec![(p + offset).ln() as f32; 3],
+            }],
+        };
+        let (a, b) = (clip(4.0), clip(0.25));
+        let powers = [
+            window_power(&a, 0, 3, offset),
+            window_power(&b, 0, 3, offset),
+        ];
+        assert!((powers[0] - 4.0).abs() < 1e-5 && (powers[1] - 0.25).abs() < 1e-6);
+        // A window running past the clip's end counts the missing frames as silence.
+        assert!((window_power(&a, 1, 4, offset) - 2.0).abs() < 1e-5);
+        let mut m = Mixture {
+            sources: vec![(0, 0), (1, 0)],
+            weights: vec![0.75, 0.25],
+            labels: vec![0, 1],
+        };
+        match_levels(&mut m, &powers, offset);
+        // Each source's power in the mix is now the first's level times its drawn weight.
+        let mixed: Vec<f64> = m.weights.iter().zip(&powers).map(|(w, p)| w * p).collect();
+        assert!((mixed[0] - 3.0).abs() < 1e-4 && (mixed[1] - 1.0).abs() < 1e-4);
+        // A silent partner keeps its weight; a single window is left alone.
+        let mut m2 = m.clone();
+        match_levels(&mut m2, &[4.0, 0.0], offset);
+        assert_eq!(m2.weights, m.weights);
+        let mut one = Mixture::single(0, 0, 0);
+        match_levels(&mut one, &[0.5], offset);
+        assert_eq!(one.weights, vec![1.0]);
     }
 
     #[test]

@@ -248,13 +248,30 @@ impl<'a> Run<'a> {
         let mut order = self.train_windows.clone();
         Rng::derive(config.seed, epoch as u64).shuffle(&mut order);
         match &config.mix {
-            Some(m) => mix::training_examples(
-                &order,
-                &self.data.train_info,
-                &self.clip_starts,
-                m,
-                &mut Rng::derive(config.seed ^ MIX_STREAM, epoch as u64),
-            ),
+            Some(m) => {
+                let mut examples = mix::training_examples(
+                    &order,
+                    &self.data.train_info,
+                    &self.clip_starts,
+                    m,
+                    &mut Rng::derive(config.seed ^ MIX_STREAM, epoch as u64),
+                );
+                if m.match_level {
+                    let offset = crate::features::FeatureSettings::default().log_offset;
+                    for e in examples.iter_mut().filter(|e| e.sources.len() > 1) {
+                        let powers: Vec<f64> = e
+                            .sources
+                            .iter()
+                            .map(|&(c, s)| {
+                                let clip = &self.data.train[c].0;
+                                mix::window_power(clip, s, crate::features::WINDOW_FRAMES, offset)
+                            })
+                            .collect();
+                        mix::match_levels(e, &powers, offset);
+                    }
+                }
+                examples
+            }
             None => order
                 .iter()
                 .map(|&(c, s)| Mixture::single(c, s, self.data.train_info[c].label))
