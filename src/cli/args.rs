@@ -157,6 +157,9 @@ pub struct MixArgs {
     /// Each calibration source's gain range in dB, LOW,HIGH.
     #[arg(value_parser = instrec::check::flag::db_range, long, default_value = "-6,0", allow_hyphen_values = true)]
     pub calib_gain_db: [f64; 2],
+    /// Loudness-match the calibration sources over their mixed frames before their gains.
+    #[arg(long)]
+    pub calib_match_level: bool,
 }
 
 #[derive(Args, Debug)]

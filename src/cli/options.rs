@@ -66,6 +66,7 @@ impl MixArgs {
             mixtures: self.calib_mixtures,
             shares: self.calib_shares.clone(),
             gain_db: self.calib_gain_db,
+            match_level: self.calib_match_level,
         };
     }
 }

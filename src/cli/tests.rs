@@ -87,6 +87,7 @@ fn each_train_flag_sets_its_setting() {
         "--calib-shares",
         "1,2",
         "--calib-gain-db=-9,-1",
+        "--calib-match-level",
     ]);
     let want = instrec::train::Recipe {
         batch_size: 32,
@@ -122,6 +123,7 @@ fn each_train_flag_sets_its_setting() {
             mixtures: 50,
             shares: vec![1.0, 2.0],
             gain_db: [-9.0, -1.0],
+            match_level: true,
         }
     );
 }

@@ -87,6 +87,8 @@ pub struct CalibrationConfig {
     pub shares: Vec<f64>,
     /// Range of each source's gain in dB, as for [`MixConfig::gain_db`].
     pub gain_db: [f64; 2],
+    /// Loudness-matched sources, as for [`MixConfig::match_level`] (over the mixed frames).
+    pub match_level: bool,
 }
 
 impl Default for CalibrationConfig {
@@ -95,6 +97,7 @@ impl Default for CalibrationConfig {
             mixtures: 400,
             shares: vec![1.0, 1.0, 1.0],
             gain_db: [-6.0, 0.0],
+            match_level: false,
         }
     }
 }

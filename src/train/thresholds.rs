@@ -56,10 +56,18 @@ pub fn calibration_clips(
 ) -> Vec<(ClipFeatures, Vec<usize>)> {
     let offset = FeatureSettings::default().log_offset;
     mix::calibration_set(&data.valid_info, calibration, seed)
-        .iter()
-        .map(|m| {
+        .into_iter()
+        .map(|mut m| {
             let parts: Vec<&ClipFeatures> =
                 m.sources.iter().map(|&(c, _)| &data.valid[c].0).collect();
+            if calibration.match_level {
+                let frames = parts.iter().map(|c| c.frames()).min().unwrap_or(0);
+                let powers: Vec<f64> = parts
+                    .iter()
+                    .map(|c| mix::window_power(c, 0, frames, offset))
+                    .collect();
+                mix::match_levels(&mut m, &powers, offset);
+            }
             (mix::mix_clips(&parts, &m.weights, offset), m.labels.clone())
         })
         .collect()
