@@ -16,7 +16,9 @@ pub fn forward_backward(x: &Tensor<4>, forward: impl FnOnce() -> Tensor<1>) -> (
     let forward = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let grads = loss.backward();
-    let first = x.grad(&grads).map(|g| g.slice([0..1, 0..1, 0..1, 0..1]).into_data());
+    let first = x
+        .grad(&grads)
+        .map(|g| g.slice([0..1, 0..1, 0..1, 0..1]).into_data());
     std::hint::black_box(first);
     (forward, t.elapsed().as_secs_f64() * 1e3)
 }
