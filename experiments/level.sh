@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# How the built-in model's numbers depend on the input level, and two fine-tunes that ask whether
+# training can take that dependence away (MODEL.md, "Input level"). Every arm is version 3's
+# fine-tune recipe (models/retrain.sh) started from the built-in bundle (models/default, half
+# floats) on new songs (seed 14, 80 % bare lines), so the arms differ only in one flag:
+#   control  the recipe as it is (six more epochs of bare lines);
+#   level    + `--spec-augment` with the level alone (±12 dB per window, no colour, no masks);
+#   match    + `--mix-match-level --calib-match-level` (mixed windows and calibration mixtures
+#            loudness-matched before their gains, as `evaluate --recordings` mixes recordings).
+# Each model (and the built-in one, "builtin") is scored, s2, on:
+#   - RECORDINGS_DIR: `evaluate --recordings` (solo top-1, 400 mixtures);
+#   - the same recordings played 20 and 10 dB quieter and 10 dB louder (solo top-1);
+#   - every pair of recordings of two classes, loudness-matched and summed at −6, 0 and +6 dB,
+#     played at −20, −10, 0 and +10 dB (LRAP of the two labels, `tag`);
+#   - bare lines of Csound's General-MIDI bank, which no model here trained on (solos and 400
+#     mixtures, as bare_lines.sh makes them without the tonejs instruments).
+#
+#   experiments/level.sh RECORDINGS_DIR [OUT_DIR]
+#
+# Needs numpy, models/libraries.toml's libraries (models/fetch-libraries.sh and apt) and Debian
+# csound-soundfont. About 15 minutes per arm on a 2-core machine. ARMS="name ..." picks arms.
+set -euo pipefail
+rec=$(cd "${1:?usage: level.sh RECORDINGS_DIR [OUT_DIR]}" && pwd)
+out=${2:-runs/level}
+bin=$(realpath "${INSTREC:-target/release/instrec}")
+models=$(cd "$(dirname "$0")/../models" && pwd)
+arms=${ARMS:-"control level match"}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export INSTREC_CACHE="$out/cache"
+
+# Level-shifted copies of the recordings and of their pair mixtures (32-bit float WAV, no
+# clipping), all at 22,050 Hz mono.
+[ -d "$out/levels" ] || python3 - "$rec" "$out/levels" <<'PY'
+import glob, itertools, os, struct, sys, wave
+import numpy as np
+src, dst = sys.argv[1:]
+def read(f):
+    with wave.open(f) as w:
+        n, ch, sw, r = w.getnframes(), w.getnchannels(), w.getsampwidth(), w.getframerate()
+        a = np.frombuffer(w.readframes(n), dtype={2: np.int16, 4: np.int32}[sw])
+    a = a.astype(np.float64).reshape(-1, ch).mean(1) / 2 ** (8 * sw - 1)
+    if r != 22050:  # linear interpolation: the level, not the bandwidth, is what is varied here
+        a = np.interp(np.arange(int(len(a) * 22050 / r)) * r / 22050, np.arange(len(a)), a)
+    return a
+def write(path, a):
+    data = a.astype("<f4").tobytes()
+    head = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 3, 1,
+                       22050, 22050 * 4, 4, 32, b"data", len(data))
+    open(path, "wb").write(head + data)
+clips = {os.path.basename(f)[:-4]: read(f) for f in sorted(glob.glob(f"{src}/*.wav"))}
+for g in (-20, -10, 10):
+    os.makedirs(f"{dst}/solo{g:+d}")
+    for name, a in clips.items():
+        write(f"{dst}/solo{g:+d}/{name}.wav", a * 10 ** (g / 20))
+for g in (-20, -10, 0, 10):
+    os.makedirs(f"{dst}/pairs{g:+d}")
+for a, b in itertools.combinations(sorted(clips), 2):
+    if a.split("__")[0] == b.split("__")[0]:
+        continue
+    n = min(len(clips[a]), len(clips[b]))
+    x, y = (c[:n] / np.sqrt((c[:n] ** 2).mean()) for c in (clips[a], clips[b]))
+    for rel in (-6, 0, 6):
+        m = 0.1 * x * 10 ** (rel / 40) + 0.1 * y * 10 ** (-rel / 40)
+        for g in (-20, -10, 0, 10):
+            write(f"{dst}/pairs{g:+d}/{a}+{b}@{rel:+d}.wav", m * 10 ** (g / 20))
+PY
+
+# The held-out library's bare lines, as CLASS__NAME recordings.
+bare="$out/csound-bare"
+if [ ! -d "$bare/recordings" ]; then
+  "$bin" synth --libraries "$models/libraries-heldout.toml" --perform --augment --solo 1 \
+    --train-per-class 12 --test-clips 1 --seed 2002 --out "$bare/data"
+  mkdir -p "$bare/recordings"
+  for d in "$bare"/data/IRMAS-TrainingData/*/; do
+    c=$(basename "$d")
+    for f in "$d"*.wav; do cp "$f" "$bare/recordings/${c}__$(basename "$f" | tr -d '[] ')"; done
+  done
+fi
+
+[ -f "$out/data/instrec-synth.json" ] ||
+  "$bin" synth --libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml" \
+    --perform --augment --solo 0.8 --train-per-class 320 --test-clips 60 --seed 14 --out "$out/data"
+arm() { # name, extra train flags...
+  local name=$1; shift
+  case " $arms " in *" $name "*) ;; *) return 0 ;; esac
+  [ -f "$out/$name/summary.json" ] ||
+    "$bin" train --data "$out/data" --arch resnet18 --init "$models/default" --seed 14 --lr 1e-4 \
+      --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --mix-partners drums --out "$out/$name" "$@"
+}
+arm control
+arm level --spec-augment --spec-level-db 12 --spec-colour-db 0 --spec-freq-masks 0 --spec-time-masks 0
+arm match --mix-match-level --calib-match-level
+
+printf '| model | real solos top-1 | mixtures LRAP | F1 | solos −20 / −10 / +10 dB | pairs LRAP −20 / −10 / 0 / +10 dB | Csound bare top-1 | LRAP | F1 |\n'
+printf '|---|---|---|---|---|---|---|---|---|\n'
+for name in builtin $arms; do
+  model=$out/$name
+  [ "$name" = builtin ] && model=$models/default
+  e=$out/eval/$name
+  mkdir -p "$e"
+  for set in "real:$rec" "bare:$bare/recordings"; do
+    [ -f "$e/${set%%:*}/report.json" ] ||
+      "$bin" evaluate --model "$model" --recordings "${set#*:}" --aggregation s2 --mixtures 400 \
+        --out "$e/${set%%:*}" > /dev/null
+  done
+  for g in -20 -10 +10; do
+    [ -f "$e/solo$g/report.json" ] ||
+      "$bin" evaluate --model "$model" --recordings "$out/levels/solo$g" --aggregation s2 \
+        --mixtures 1 --out "$e/solo$g" > /dev/null
+  done
+  for g in -20 -10 +0 +10; do
+    [ -f "$e/pairs$g.json" ] ||
+      "$bin" tag --model "$model" "$out/levels/pairs$g" --format json > "$e/pairs$g.json"
+  done
+  python3 - "$e" "$name" <<'PY'
+import json, os, sys
+import numpy as np
+e, name = sys.argv[1:]
+def report(k):
+    return json.load(open(f"{e}/{k}/report.json"))
+def pair_lrap(g):
+    d = json.load(open(f"{e}/pairs{g}.json"))
+    classes, out = d["classes"], []
+    for f in d["files"]:
+        a, b = os.path.basename(f["path"]).split("@")[0].split("+")
+        s = np.array(f["scores"])
+        t = {classes.index(a.split("__")[0]), classes.index(b.split("__")[0])}
+        out.append(np.mean([sum(s[k] >= s[c] for k in t) / (s >= s[c]).sum() for c in t]))
+    return np.mean(out)
+real, bare = report("real"), report("bare")
+solos = " / ".join(f"{report(f'solo{g}')['solo_top1']:.3f}" for g in ("-20", "-10", "+10"))
+pairs = " / ".join(f"{pair_lrap(g):.3f}" for g in ("-20", "-10", "+0", "+10"))
+print(f"| {name} | {real['solo_top1']:.3f} | {real['mixture_lrap']:.3f} | "
+      f"{real['mixture_micro']['f1']:.3f} | {solos} | {pairs} | {bare['solo_top1']:.3f} | "
+      f"{bare['mixture_lrap']:.3f} | {bare['mixture_micro']['f1']:.3f} |")
+PY
+done
