@@ -290,7 +290,7 @@ pub fn calibration_set(info: &[SourceInfo], config: &CalibrationConfig, seed: u6
 
 /// The mean mel power of a clip's window (its first channel's plane; frames past the end count
 /// as silence), the level that [`MixConfig::match_level`] equalises.
-pub fn window_power(clip: &ClipFeatures, start: usize, length: usize, offset: f64) -> f64 {
+fn window_power(clip: &ClipFeatures, start: usize, length: usize, offset: f64) -> f64 {
     let mel = &clip.mels[0];
     let end = (start + length).min(mel.frames);
     let cells = &mel.data[(start * mel.n_mels).min(mel.data.len())..end * mel.n_mels];
@@ -304,7 +304,7 @@ pub fn window_power(clip: &ClipFeatures, start: usize, length: usize, offset: f6
 /// Rescales a mixture's power weights so that each source enters at the first source's level
 /// times its drawn weight: the mixture is then as loud as the first window alone. A silent
 /// window (power at or below `floor`) keeps its weight.
-pub fn match_levels(m: &mut Mixture, powers: &[f64], floor: f64) {
+fn match_levels(m: &mut Mixture, powers: &[f64], floor: f64) {
     let Some(&reference) = powers.first() else {
         return;
     };
@@ -316,6 +316,25 @@ pub fn match_levels(m: &mut Mixture, powers: &[f64], floor: f64) {
             *w *= reference / p;
         }
     }
+}
+
+/// Loudness-matches a mixture ([`MixConfig::match_level`]): each source's power is taken over
+/// `length` frames from its start (`clip(i)` is source clip `i`'s features). One source: as is.
+pub fn match_mixture<'a>(
+    m: &mut Mixture,
+    clip: impl Fn(usize) -> &'a ClipFeatures,
+    length: usize,
+    offset: f64,
+) {
+    if m.sources.len() < 2 {
+        return;
+    }
+    let powers: Vec<f64> = m
+        .sources
+        .iter()
+        .map(|&(c, start)| window_power(clip(c), start, length, offset))
+        .collect();
+    match_levels(m, &powers, offset);
 }
 
 /// `ln(Σ w_i (e^{x_i} − ε) + ε)` elementwise: the log-mel of the weighted sum of the parts' mel
@@ -548,7 +567,11 @@ mod tests {
             weights: vec![0.75, 0.25],
             labels: vec![0, 1],
         };
+        let mut via_clips = m.clone();
         match_levels(&mut m, &powers, offset);
+        let clips = [&a, &b];
+        match_mixture(&mut via_clips, |c| clips[c], 3, offset);
+        assert_eq!(via_clips, m);
         // Each source's power in the mix is now the first's level times its drawn weight.
         let mixed: Vec<f64> = m.weights.iter().zip(&powers).map(|(w, p)| w * p).collect();
         assert!((mixed[0] - 3.0).abs() < 1e-4 && (mixed[1] - 1.0).abs() < 1e-4);

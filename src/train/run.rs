@@ -258,16 +258,9 @@ impl<'a> Run<'a> {
                 );
                 if m.match_level {
                     let offset = crate::features::FeatureSettings::default().log_offset;
-                    for e in examples.iter_mut().filter(|e| e.sources.len() > 1) {
-                        let powers: Vec<f64> = e
-                            .sources
-                            .iter()
-                            .map(|&(c, s)| {
-                                let clip = &self.data.train[c].0;
-                                mix::window_power(clip, s, crate::features::WINDOW_FRAMES, offset)
-                            })
-                            .collect();
-                        mix::match_levels(e, &powers, offset);
+                    let clip = |c: usize| &self.data.train[c].0;
+                    for e in &mut examples {
+                        mix::match_mixture(e, clip, crate::features::WINDOW_FRAMES, offset);
                     }
                 }
                 examples

@@ -61,12 +61,9 @@ pub fn calibration_clips(
             let parts: Vec<&ClipFeatures> =
                 m.sources.iter().map(|&(c, _)| &data.valid[c].0).collect();
             if calibration.match_level {
+                // Over the frames the mixture keeps: the shortest source's.
                 let frames = parts.iter().map(|c| c.frames()).min().unwrap_or(0);
-                let powers: Vec<f64> = parts
-                    .iter()
-                    .map(|c| mix::window_power(c, 0, frames, offset))
-                    .collect();
-                mix::match_levels(&mut m, &powers, offset);
+                mix::match_mixture(&mut m, |c| &data.valid[c].0, frames, offset);
             }
             (mix::mix_clips(&parts, &m.weights, offset), m.labels.clone())
         })
