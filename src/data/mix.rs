@@ -308,7 +308,7 @@ fn match_levels(m: &mut Mixture, powers: &[f64], floor: f64) {
     let Some(&reference) = powers.first() else {
         return;
     };
-    if m.weights.len() < 2 || reference <= floor {
+    if reference <= floor {
         return;
     }
     for (w, &p) in m.weights.iter_mut().zip(powers) {
