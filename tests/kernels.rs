@@ -44,7 +44,23 @@ const MORE_CASES: &[Case] = &[
     (3, 7, 8, 8, 5, 1, 1, 0),
     (1, 4, 9, 9, 3, 1, 1, 0),
     (2, 16, 7, 9, 8, 1, 1, 0),
+    // Eight chunks and more, taken side by side, one thread each (in a 2-thread pool, see
+    // `two_threads`): ResNet18's stage 1 at batch 16 (2 images a chunk), stride 2 and stride 1
+    // over odd batches (the last chunk one image short).
+    (16, 64, 11, 32, 64, 3, 1, 1),
+    (17, 8, 100, 120, 16, 3, 2, 1),
+    (17, 8, 50, 60, 16, 3, 1, 1),
 ];
+
+/// `f` on a pool of two threads, as on this project's machines: how a convolution splits its
+/// work depends on the thread count, and the cases above are sized for two.
+fn two_threads(f: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a 2-thread pool")
+        .install(f)
+}
 
 fn layer(case: &Case, bias: bool, device: &Device) -> Conv2d {
     let &(_, cin, _, _, cout, k, s, p) = case;
@@ -62,6 +78,10 @@ fn options(case: &Case) -> ConvOptions<2> {
 
 #[test]
 fn conv_forward_matches_burn_with_and_without_bias_and_relu() {
+    two_threads(conv_forward_matches_burn);
+}
+
+fn conv_forward_matches_burn() {
     let device = Device::flex();
     for case in RESNET18_CONVS.iter().chain(MORE_CASES) {
         let &(b, cin, h, w, ..) = case;
@@ -93,6 +113,10 @@ fn conv_forward_matches_burn_with_and_without_bias_and_relu() {
 
 #[test]
 fn conv_gradients_match_burns_autodiff() {
+    two_threads(conv_gradients_match_burn);
+}
+
+fn conv_gradients_match_burn() {
     let device = Device::flex().autodiff();
     for case in RESNET18_CONVS.iter().chain(MORE_CASES) {
         let &(b, cin, h, w, ..) = case;
