@@ -41,50 +41,25 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
     }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let mut y = vec![0f32; g.batch * c_out * p];
+    // Images b0..b1 into `y`'s slice of them, the GEMM on every thread if `parallel`.
+    let chunk = |b0: usize, b1: usize, y: &mut [f32], parallel: bool| {
+        let n = (b1 - b0) * p;
+        let mut col = Scratch::take(k * n);
+        let mut out = Scratch::take(c_out * n);
+        im2col(x, g, b0, b1, &mut col.0);
+        output_columns(g, n, w, &col.0, &mut out.0, parallel);
+        scatter_images(&out.0, [c_out, p], 0, b1 - b0, y, bias, relu);
+    };
+    let per = g.images_per_chunk();
+    let bounds = |i: usize| (i * per, (i * per + per).min(g.batch));
     if chunks_in_parallel(g) {
-        let per = g.images_per_chunk();
         y.par_chunks_mut(per * c_out * p)
             .enumerate()
-            .for_each(|(i, y)| {
-                let (b0, b1) = (i * per, (i * per + per).min(g.batch));
-                let n = (b1 - b0) * p;
-                let mut col = Scratch::take(k * n);
-                let mut out = Scratch::take(c_out * n);
-                im2col(x, g, b0, b1, &mut col.0);
-                gemm(
-                    c_out,
-                    n,
-                    k,
-                    &mut out.0,
-                    false,
-                    w,
-                    [k, 1],
-                    &col.0,
-                    [n, 1],
-                    false,
-                );
-                scatter_images(&out.0, [c_out, p], 0, b1 - b0, y, bias, relu);
-            });
-        return y;
-    }
-    let mut col = Scratch::take(k * g.images_per_chunk() * p);
-    let mut out = Scratch::take(c_out * g.images_per_chunk() * p);
-    for (b0, b1) in g.chunks() {
-        let n = (b1 - b0) * p;
-        im2col(x, g, b0, b1, &mut col.0);
-        gemm(
-            c_out,
-            n,
-            k,
-            &mut out.0,
-            false,
-            w,
-            [k, 1],
-            &col.0,
-            [n, 1],
-            true,
-        );
-        scatter_images(&out.0, [c_out, p], b0, b1, &mut y, bias, relu);
+            .for_each(|(i, y)| chunk(bounds(i).0, bounds(i).1, y, false));
+    } else {
+        for (i, y) in y.chunks_mut(per * c_out * p).enumerate() {
+            chunk(bounds(i).0, bounds(i).1, y, true);
+        }
     }
     y
 }
@@ -141,19 +116,7 @@ pub fn backward(
             add_abt([k, c_out, n], parts, dwt, &col.0, &dyc.0, i == 0);
         }
         if let Some(dx_cb) = &mut dx_cb {
-            // dcol[k][n] = Σ_co W[co][k]·dY[co][n]
-            gemm(
-                k,
-                n,
-                c_out,
-                &mut col.0,
-                false,
-                w,
-                [1, k],
-                &dyc.0,
-                [n, 1],
-                true,
-            );
+            column_gradient(g, n, w, &dyc.0, &mut col.0, true);
             col2im(&col.0, g, b0, b1, dx_cb);
         }
     }
@@ -165,6 +128,25 @@ pub fn backward(
         dx
     });
     (dx, dw)
+}
+
+/// `out[co][n] = Σ_k w[co][k]·col[k][n]` for a chunk of `n` columns: a convolution's output.
+fn output_columns(g: &Geometry, n: usize, w: &[f32], col: &[f32], out: &mut [f32], parallel: bool) {
+    let (k, c_out) = (g.k(), g.c_out);
+    gemm(c_out, n, k, out, false, w, [k, 1], col, [n, 1], parallel);
+}
+
+/// `dcol[k][n] = Σ_co W[co][k]·dY[co][n]` for a chunk of `n` columns, into `col`.
+fn column_gradient(
+    g: &Geometry,
+    n: usize,
+    w: &[f32],
+    dyc: &[f32],
+    col: &mut [f32],
+    parallel: bool,
+) {
+    let (k, c_out) = (g.k(), g.c_out);
+    gemm(k, n, c_out, col, false, w, [1, k], dyc, [n, 1], parallel);
 }
 
 /// `dW[co][k]` from `dWᵀ[k][co]`.
@@ -212,18 +194,7 @@ fn strided_chunks_in_parallel(
             );
         }
         if let Some(dx) = dx {
-            gemm(
-                k,
-                n,
-                c_out,
-                &mut col.0,
-                false,
-                w,
-                [1, k],
-                &dyc.0,
-                [n, 1],
-                false,
-            );
+            column_gradient(g, n, w, &dyc.0, &mut col.0, false);
             // This chunk's images alone, `[c][b − b0][hw]`, then `[b − b0][c][hw]`.
             let local = Geometry {
                 batch: b1 - b0,
@@ -360,18 +331,7 @@ fn backward_unit_stride(
         }
         if let (Some(dx), Some(wf)) = (&mut dx, &wf) {
             // dx[c][n] = Σ_r wf[c][r]·col'[r][n]
-            gemm(
-                c_in,
-                n,
-                kt,
-                &mut out.0,
-                false,
-                wf,
-                [kt, 1],
-                &col.0,
-                [n, 1],
-                true,
-            );
+            output_columns(&t, n, wf, &col.0, &mut out.0, true);
             scatter_images(&out.0, [c_in, hw], b0, b1, dx, None, false);
         }
     }
@@ -417,18 +377,7 @@ fn unit_stride_chunks_in_parallel(
         }
         if let (Some(dx), Some(wf)) = (dx, wf) {
             let mut out = Scratch::take(c_in * n);
-            gemm(
-                c_in,
-                n,
-                kt,
-                &mut out.0,
-                false,
-                wf,
-                [kt, 1],
-                &col.0,
-                [n, 1],
-                false,
-            );
+            output_columns(t, n, wf, &col.0, &mut out.0, false);
             scatter_images(&out.0, [c_in, hw], 0, b1 - b0, dx, None, false);
         }
     })
