@@ -41,8 +41,10 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
     }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
     let mut y = vec![0f32; g.batch * c_out * p];
-    // Images b0..b1 into `y`'s slice of them, the GEMM on every thread if `parallel`.
-    let chunk = |b0: usize, b1: usize, y: &mut [f32], parallel: bool| {
+    let per = g.images_per_chunk();
+    // Chunk i's images into `y`'s slice of them, the GEMM on every thread if `parallel`.
+    let chunk = |i: usize, y: &mut [f32], parallel: bool| {
+        let (b0, b1) = (i * per, (i * per + per).min(g.batch));
         let n = (b1 - b0) * p;
         let mut col = Scratch::take(k * n);
         let mut out = Scratch::take(c_out * n);
@@ -50,15 +52,13 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
         output_columns(g, n, w, &col.0, &mut out.0, parallel);
         scatter_images(&out.0, [c_out, p], 0, b1 - b0, y, bias, relu);
     };
-    let per = g.images_per_chunk();
-    let bounds = |i: usize| (i * per, (i * per + per).min(g.batch));
     if chunks_in_parallel(g) {
         y.par_chunks_mut(per * c_out * p)
             .enumerate()
-            .for_each(|(i, y)| chunk(bounds(i).0, bounds(i).1, y, false));
+            .for_each(|(i, y)| chunk(i, y, false));
     } else {
         for (i, y) in y.chunks_mut(per * c_out * p).enumerate() {
-            chunk(bounds(i).0, bounds(i).1, y, true);
+            chunk(i, y, true);
         }
     }
     y
