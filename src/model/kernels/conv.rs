@@ -11,7 +11,7 @@
 //! 128 channels and more (64 without AVX-512) go to `winograd` instead (fewer products; measured faster there), and
 //! the 1×1 stride-1 ones over planes of 64 positions or more to `pointwise` (no copies). Where a
 //! convolution has many small chunks (the early stages), the chunks run side by side, one thread
-//! each ([`chunks_in_parallel`]), not one after the other with the threads inside each GEMM.
+//! each (`chunks_in_parallel`), not one after the other with the threads inside each GEMM.
 
 use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
