@@ -233,7 +233,7 @@ where
         Some(dx) => dx.chunks_mut(group_images * image_len).map(Some).collect(),
         None => (0..groups).map(|_| None).collect(),
     };
-    let sums: Vec<Option<Vec<f32>>> = dx_groups
+    let sums: Vec<Vec<f32>> = dx_groups
         .into_par_iter()
         .enumerate()
         .map(|(gi, mut dx)| {
@@ -247,16 +247,10 @@ where
                     .map(|dx| &mut dx[(b0 - first) * image_len..(b1 - first) * image_len]);
                 task(b0, b1, images, acc.as_deref_mut());
             }
-            acc
+            acc.unwrap_or_default()
         })
         .collect();
-    sums.into_iter().reduce(|a, b| match (a, b) {
-        (Some(mut a), Some(b)) => {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            Some(a)
-        }
-        (a, b) => a.or(b),
-    })?
+    want_acc.then(|| sum_parts(sums.concat(), acc_len))
 }
 
 /// Which gradients a backward pass computes.
