@@ -31,13 +31,16 @@ const MORE_CASES: &[Case] = &[
     (2, 3, 20, 30, 4, 2, 1, 1),
     (3, 4, 30, 40, 5, 3, 1, 0),
     (2, 6, 24, 33, 7, 5, 1, 2),
-    // Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, ≥ 128 channels): stage 2, odd sides
-    // (cut-off tiles), a 1×1 plane, unequal channels, and several chunks of one image.
+    // Winograd (3×3, stride 1, padding 1, ≥ 64 channels). F(4×4, 3×3): stage 2, odd sides
+    // (cut-off tiles), unequal channels, several chunks of one image. F(2×2, 3×3), where planes
+    // are too small for 4×4 tiles: a 1×1 and a 3×1 plane, and two chunks of two rows with an odd
+    // width (ResNet18's stage 1 at 64 channels is in RESNET18_CONVS).
     (2, 128, 6, 16, 128, 3, 1, 1),
     (3, 128, 5, 7, 130, 3, 1, 1),
+    (3, 128, 40, 41, 128, 3, 1, 1),
     (2, 128, 1, 1, 128, 3, 1, 1),
     (1, 131, 3, 1, 128, 3, 1, 1),
-    (3, 128, 40, 41, 128, 3, 1, 1),
+    (2, 128, 2, 1001, 128, 3, 1, 1),
     // 1×1 stride 1, a GEMM per image (≥ 64 positions): ResNet50's stage-1 expand, exactly 64
     // positions over an odd batch (uneven weight-gradient parts), one image; 63 positions (im2col).
     (3, 64, 11, 32, 256, 1, 1, 0),
@@ -96,15 +99,17 @@ fn conv_forward_matches_burn() {
             );
             let ours = kernels::conv2d(&layer, x.clone(), false);
             assert_eq!(ours.dims(), reference.dims(), "{case:?}");
+            // F(4×4, 3×3) rounds about ten times more than a GEMM (its transforms' coefficients
+            // reach 8): up to 1e-5 measured; a wrong index or tile is off by O(1).
             let e = rel_err(&values(ours), &values(reference.clone()));
             assert!(
-                e < 1e-5,
+                e < 5e-5,
                 "{case:?} bias {bias}: forward relative error {e:.2e}"
             );
             let ours = values(kernels::conv2d(&layer, x, true));
             let e = rel_err(&ours, &values(burn::tensor::activation::relu(reference)));
             assert!(
-                e < 1e-5,
+                e < 5e-5,
                 "{case:?} bias {bias}: fused ReLU relative error {e:.2e}"
             );
         }
