@@ -8,7 +8,8 @@
 //! chunk go into one GEMM, and the two gradients are the two other products of the same three
 //! matrices: `dWᵀ = col·dYᵀ`, `dcol = Wᵀ·dY` then col2im. With unit stride both gradients come
 //! from one im2col of `dY` instead (`backward_unit_stride`). The 3×3 stride-1 convolutions of
-//! 128 channels and more (64 without AVX-512) go to `winograd` instead (fewer products; measured faster there), and
+//! 64 channels and more go to `winograd` instead (fewer products; measured faster there; see
+//! `winograd::applies`), and
 //! the 1×1 stride-1 ones over planes of 64 positions or more to `pointwise` (no copies). Where a
 //! convolution has many small chunks (the early stages), the chunks run side by side, one thread
 //! each (`chunks_in_parallel`), not one after the other with the threads inside each GEMM.

@@ -7,7 +7,8 @@
 //! - `im2col`: the unrolled images and their geometry;
 //! - `gemm`: the matrix products;
 //! - [`conv`]: the convolution forward, backward and autodiff node;
-//! - `winograd`: the 3×3 stride-1 convolutions' forward and backward by Winograd's F(2×2, 3×3);
+//! - `winograd`: the 3×3 stride-1 convolutions' forward and backward by Winograd's F(4×4, 3×3)
+//!   or, on planes too small for 4×4 tiles, F(2×2, 3×3);
 //! - `pointwise`: the 1×1 stride-1 convolutions' forward and backward, a GEMM per image;
 //! - [`pool`]: max pooling, forward, backward and autodiff node.
 
