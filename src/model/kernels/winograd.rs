@@ -159,7 +159,7 @@ impl Tile<4, 6> for F4 {
 /// Which filtering a plane takes: F(4×4) where its tiles need fewer products per (input, output)
 /// channel pair than F(2×2)'s.
 fn large_tiles(g: &Geometry) -> bool {
-    let products = |m: usize| g.h.div_ceil(m) * g.w.div_ceil(m) * (m + 2) * (m + 2);
+    let products = |m: usize| Tiles::of(g, m).per_image() * (m + 2) * (m + 2);
     products(4) < products(2)
 }
 
