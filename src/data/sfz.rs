@@ -142,10 +142,12 @@ const SKIPPED: &[&str] = &[
     "off_by",
     "off_mode",
     "off_time",
+    "off_shape",
     "polyphony",
     "note_polyphony",
     "sustain_cc",
     "sustain_sw",
+    "sostenuto_sw",
     "sostenuto_cc",
     "ampeg_dynamic",
     "amp_veltrack",
@@ -197,6 +199,9 @@ const SKIPPED: &[&str] = &[
 /// Skipped by family: any opcode with one of these prefixes or containing one of these parts.
 const SKIPPED_PREFIXES: &[&str] = &[
     "lfo",
+    "pitchlfo_",
+    "amplfo_",
+    "fillfo_",
     "pitcheg_",
     "fileg_",
     "fil",
@@ -366,46 +371,76 @@ fn read_into(
     let text = strip_comments(&text);
     for (n, raw) in text.lines().enumerate() {
         let at = format!("{}:{}", path.display(), n + 1);
-        let line = raw.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("#define") {
-            let mut parts = rest.split_whitespace();
-            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
-                return Err(FileError::new(at, "#define needs a $NAME and a value"));
+        // Directives may stand anywhere in a line (`#define $K 21 lokey=$K`, two includes on
+        // one line), as sfizz reads them: the text between them is opcodes.
+        let mut rest = raw.trim();
+        while !rest.is_empty() {
+            let Some(i) = next_directive(rest) else {
+                tokenize_line(&expand(rest, defines), &at, out)?;
+                break;
             };
-            if !name.starts_with('$') {
-                return Err(FileError::new(
-                    at,
-                    format!("#define name '{name}' lacks its $"),
-                ));
+            let before = rest[..i].trim();
+            if !before.is_empty() {
+                tokenize_line(&expand(before, defines), &at, out)?;
             }
-            defines.retain(|(k, _)| k != name);
-            defines.push((name.to_string(), value.to_string()));
-            // Longest first, so $DYN2 is not read as $DYN followed by 2.
-            defines.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-            continue;
+            let directive = &rest[i..];
+            if let Some(after) = directive.strip_prefix("#define") {
+                let (name, after) = next_word(after);
+                let (value, after) = next_word(after);
+                if value.is_empty() {
+                    return Err(FileError::new(at, "#define needs a $NAME and a value"));
+                }
+                if !name.starts_with('$') {
+                    return Err(FileError::new(
+                        at,
+                        format!("#define name '{name}' lacks its $"),
+                    ));
+                }
+                defines.retain(|(k, _)| k != name);
+                defines.push((name.to_string(), value.to_string()));
+                // Longest first, so $DYN2 is not read as $DYN followed by 2.
+                defines.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+                rest = after.trim_start();
+            } else {
+                let after = directive["#include".len()..].trim_start();
+                let (name, tail) = match after.strip_prefix('"') {
+                    Some(q) => match q.find('"') {
+                        Some(j) => (&q[..j], &q[j + 1..]),
+                        None => (q, ""),
+                    },
+                    None => next_word(after),
+                };
+                let name = expand(name.trim(), defines);
+                if name.is_empty() {
+                    return Err(FileError::new(at, "#include needs a file name"));
+                }
+                let inc = root.join(name.replace('\\', "/"));
+                if !inc.is_file() {
+                    return Err(FileError::new(
+                        at,
+                        format!("included file {} is missing", inc.display()),
+                    ));
+                }
+                read_into(&inc, root, depth + 1, defines, read, total, out)?;
+                rest = tail.trim_start();
+            }
         }
-        let line = expand(line, defines);
-        if let Some(rest) = line.strip_prefix("#include") {
-            let name = rest.trim().trim_matches('"');
-            if name.is_empty() {
-                return Err(FileError::new(at, "#include needs a file name"));
-            }
-            let inc = root.join(name.replace('\\', "/"));
-            if !inc.is_file() {
-                return Err(FileError::new(
-                    at,
-                    format!("included file {} is missing", inc.display()),
-                ));
-            }
-            read_into(&inc, root, depth + 1, defines, read, total, out)?;
-            continue;
-        }
-        tokenize_line(&line, &at, out)?;
     }
     Ok(())
+}
+
+/// The first whitespace-delimited word of `s` and what follows it.
+fn next_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    s.split_at(s.find(char::is_whitespace).unwrap_or(s.len()))
+}
+
+/// Where the next `#define` or `#include` starts in a line.
+fn next_directive(line: &str) -> Option<usize> {
+    ["#define", "#include"]
+        .iter()
+        .filter_map(|d| line.find(d))
+        .min()
 }
 
 /// Removes `// line` and `/* block */` comments, whichever opens first, keeping line breaks so
@@ -948,6 +983,23 @@ mod tests {
         assert_eq!(inst.regions[1].root_key, 62);
         assert_eq!(inst.regions[1].velocities, (1, 127));
         assert_eq!(inst.key_span(), Some((40, 62)));
+    }
+
+    #[test]
+    fn directives_inside_lines() {
+        let d = tmp("directives");
+        write(&d, "a.txt", "<region> sample=a.wav key=$K1\n");
+        write(&d, "b.txt", "<region> sample=a.wav key=$K\n");
+        let p = write(
+            &d,
+            "i.sfz",
+            "<control> default_path=s/\n\
+             #define $K1 61 #define $K 70 <group> sostenuto_sw=off\n\
+             #include \"a.txt\" #include \"b.txt\"\n\
+             #define $K 72 <region> sample=a.wav key=$K\n",
+        );
+        let keys: Vec<(u8, u8)> = read(&p).unwrap().regions.iter().map(|r| r.keys).collect();
+        assert_eq!(keys, [(61, 61), (70, 70), (72, 72)]);
     }
 
     #[test]
