@@ -28,3 +28,10 @@ get JamesRyanATX/Harmonicon 42f46a740d50e22b187702bec78f86876ff5c431 tonejs \
   "$samples/cello/*.wav" "$samples/cello/cello.txt" "$samples/clarinet/*.wav" "$samples/flute/*.wav" \
   "$samples/acoustic-guitar/*.wav" "$samples/electric-guitar/*.wav" "$samples/organ/*.wav" \
   "$samples/piano/*.wav" "$samples/trumpet/*.wav" "$samples/violin/*.wav"
+# models/libraries-more.toml: saxophones, a flute, guitars and a second grand piano.
+get sfzinstruments/MTG.SoloSax b494d256549b3d088fdec176ce82867f8a1f58b2 MTG.SoloSax
+get sfzinstruments/Ixox.Flute 0cc54468bb0d2d9b32921958585caad65ba8df21 Ixox.Flute
+get sfzinstruments/karoryfer.emilyguitar b4920dc662fd9cad6dcaccdeecffdd91c8725d8c karoryfer.emilyguitar
+get sfzinstruments/karoryfer.shinyguitar 57243cca85277dbcc120ce17c6178032f93c80f3 karoryfer.shinyguitar
+get sfzinstruments/BengtNilsson.HeadroomPiano 2a7df3f7252227a3484202c1d61bc1bfe352a971 \
+  BengtNilsson.HeadroomPiano

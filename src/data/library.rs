@@ -175,11 +175,8 @@ struct LibraryList {
 /// The most libraries one list may name.
 const MAX_LIBRARIES: usize = 64;
 
-/// Reads a library list (TOML, `[[library]]` entries) and loads every library in it.
-pub fn load_list(
-    list: &Path,
-    programs: impl Fn(usize) -> Vec<u8>,
-) -> Result<Vec<Library>, FileError> {
+/// Reads a library list (TOML, `[[library]]` entries) without loading its libraries.
+pub fn read_list(list: &Path) -> Result<Vec<LibraryEntry>, FileError> {
     let text = std::fs::read_to_string(list).map_err(|e| FileError::at(list, e))?;
     let parsed: LibraryList =
         toml::from_str(&text).map_err(|e| FileError::at(list, e.to_string().trim_end()))?;
@@ -189,9 +186,17 @@ pub fn load_list(
             format!("must name 1 to {MAX_LIBRARIES} libraries"),
         ));
     }
+    Ok(parsed.library)
+}
+
+/// Reads a library list (TOML, `[[library]]` entries) and loads every library in it.
+pub fn load_list(
+    list: &Path,
+    programs: impl Fn(usize) -> Vec<u8>,
+) -> Result<Vec<Library>, FileError> {
+    let entries = read_list(list)?;
     let base = list.parent().unwrap_or(Path::new("."));
-    parsed
-        .library
+    entries
         .iter()
         .map(|e| {
             let path = base.join(&e.path);
@@ -246,6 +251,30 @@ mod tests {
         assert!(!licence_is_shippable("CC-BY-NC-4.0"));
         assert!(!licence_is_shippable("CC-BY-ND-4.0"));
         assert!(!licence_is_shippable("unknown"));
+    }
+
+    /// The lists the built-in model and its experiments render from name only licences that
+    /// let weights ship, and real classes.
+    #[test]
+    fn committed_lists_are_shippable() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut lists = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            lists += 1;
+            for e in read_list(&p).unwrap() {
+                let at = format!("{} ({})", p.display(), e.path.display());
+                assert!(licence_is_shippable(&e.licence), "{at}: {}", e.licence);
+                assert!(!e.source.is_empty(), "{at}: no source");
+                if let Some(c) = &e.class {
+                    assert!(CLASSES.contains(&c.as_str()), "{at}: class {c}");
+                }
+            }
+        }
+        assert!(lists >= 5, "{lists} lists in {}", dir.display());
     }
 
     #[test]
