@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Do more recorded instruments help? (MODEL.md, "More libraries"). Two fine-tunes of the built-in
+# bundle (models/default) with version 3's fine-tune recipe (models/retrain.sh) on new songs
+# (seed 14, 80 % bare lines), differing only in the corpus's libraries:
+#   control  models/libraries.toml + models/libraries-voices.toml, as version 3;
+#   more     the same songs, with models/libraries-more.toml's instruments beside them (four
+#            saxophones, a flute, two electric guitars, an archtop heard by microphone as the
+#            acoustic guitar, a second grand piano).
+# Each model (and the built-in one, "builtin") is scored, s2, on RECORDINGS_DIR (`evaluate
+# --recordings`: solo top-1, 400 mixtures) and on the bare lines of Csound's General-MIDI bank,
+# which no model here trained on (solos and 400 mixtures, as level.sh makes them).
+#
+#   experiments/more_libraries.sh RECORDINGS_DIR [OUT_DIR]
+#
+# Needs the libraries (models/fetch-libraries.sh and apt, Debian csound-soundfont too). About 15
+# minutes per arm on a 2-core machine. ARMS="name ..." picks arms.
+set -euo pipefail
+rec=$(cd "${1:?usage: more_libraries.sh RECORDINGS_DIR [OUT_DIR]}" && pwd)
+out=${2:-runs/more-libraries}
+bin=$(realpath "${INSTREC:-target/release/instrec}")
+models=$(cd "$(dirname "$0")/../models" && pwd)
+arms=${ARMS:-"control more"}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export INSTREC_CACHE="$out/cache"
+[ -d "$models/libs/instrec-voices" ] || "$bin" synth-voices --out "$models/libs/instrec-voices" --seed 1
+
+bare="$out/csound-bare"
+if [ ! -d "$bare/recordings" ]; then
+  "$bin" synth --libraries "$models/libraries-heldout.toml" --perform --augment --solo 1 \
+    --train-per-class 12 --test-clips 1 --seed 2002 --out "$bare/data"
+  mkdir -p "$bare/recordings"
+  for d in "$bare"/data/IRMAS-TrainingData/*/; do
+    c=$(basename "$d")
+    for f in "$d"*.wav; do cp "$f" "$bare/recordings/${c}__$(basename "$f" | tr -d '[] ')"; done
+  done
+fi
+
+arm() { # name, extra library lists...
+  local name=$1; shift
+  case " $arms " in *" $name "*) ;; *) return 0 ;; esac
+  local lists=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
+  for l in "$@"; do lists+=(--libraries "$models/$l"); done
+  [ -f "$out/$name-data/instrec-synth.json" ] ||
+    "$bin" synth "${lists[@]}" --perform --augment --solo 0.8 --train-per-class 320 \
+      --test-clips 60 --seed 14 --out "$out/$name-data"
+  [ -f "$out/$name/summary.json" ] ||
+    "$bin" train --data "$out/$name-data" --arch resnet18 --init "$models/default" --seed 14 \
+      --lr 1e-4 --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --mix-partners drums \
+      --out "$out/$name"
+}
+arm more libraries-more.toml
+arm control
+
+printf '| model | real solos top-1 | mixtures LRAP | F1 | Csound bare top-1 | LRAP | F1 |\n'
+printf '|---|---|---|---|---|---|---|\n'
+for name in builtin $arms; do
+  model=$out/$name
+  [ "$name" = builtin ] && model=$models/default
+  e=$out/eval/$name
+  mkdir -p "$e"
+  for set in "real:$rec" "bare:$bare/recordings"; do
+    [ -f "$e/${set%%:*}/report.json" ] ||
+      "$bin" evaluate --model "$model" --recordings "${set#*:}" --aggregation s2 --mixtures 400 \
+        --out "$e/${set%%:*}" > /dev/null
+  done
+  python3 - "$e" "$name" <<'PY'
+import json, sys
+e, name = sys.argv[1:]
+real, bare = (json.load(open(f"{e}/{k}/report.json")) for k in ("real", "bare"))
+print(f"| {name} | {real['solo_top1']:.3f} | {real['mixture_lrap']:.3f} | "
+      f"{real['mixture_micro']['f1']:.3f} | {bare['solo_top1']:.3f} | "
+      f"{bare['mixture_lrap']:.3f} | {bare['mixture_micro']['f1']:.3f} |")
+PY
+done
