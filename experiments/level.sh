@@ -6,7 +6,8 @@
 #   control  the recipe as it is (six more epochs of bare lines);
 #   level    + `--spec-augment` with the level alone (±12 dB per window, no colour, no masks);
 #   match    + `--mix-match-level --calib-match-level` (mixed windows and calibration mixtures
-#            loudness-matched before their gains, as `evaluate --recordings` mixes recordings).
+#            loudness-matched before their gains, as `evaluate --recordings` mixes recordings);
+#   levelmatch  both (not in the default ARMS: session 2026-12-04 (2)).
 # Each model (and the built-in one, "builtin") is scored, s2, on:
 #   - RECORDINGS_DIR: `evaluate --recordings` (solo top-1, 400 mixtures);
 #   - the same recordings played 20 and 10 dB quieter and 10 dB louder (solo top-1);
@@ -67,16 +68,9 @@ for a, b in itertools.combinations(sorted(clips), 2):
 PY
 
 # The held-out library's bare lines, as CLASS__NAME recordings.
+. "$(dirname "$0")/common.sh"
 bare="$out/csound-bare"
-if [ ! -d "$bare/recordings" ]; then
-  "$bin" synth --libraries "$models/libraries-heldout.toml" --perform --augment --solo 1 \
-    --train-per-class 12 --test-clips 1 --seed 2002 --out "$bare/data"
-  mkdir -p "$bare/recordings"
-  for d in "$bare"/data/IRMAS-TrainingData/*/; do
-    c=$(basename "$d")
-    for f in "$d"*.wav; do cp "$f" "$bare/recordings/${c}__$(basename "$f" | tr -d '[] ')"; done
-  done
-fi
+csound_bare "$bare"
 
 [ -f "$out/data/instrec-synth.json" ] ||
   "$bin" synth --libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml" \
@@ -91,6 +85,8 @@ arm() { # name, extra train flags...
 arm control
 arm level --spec-augment --spec-level-db 12 --spec-colour-db 0 --spec-freq-masks 0 --spec-time-masks 0
 arm match --mix-match-level --calib-match-level
+arm levelmatch --spec-augment --spec-level-db 12 --spec-colour-db 0 --spec-freq-masks 0 \
+  --spec-time-masks 0 --mix-match-level --calib-match-level
 
 printf '| model | real solos top-1 | mixtures LRAP | F1 | solos −20 / −10 / +10 dB | pairs LRAP −20 / −10 / 0 / +10 dB | Csound bare top-1 | LRAP | F1 |\n'
 printf '|---|---|---|---|---|---|---|---|---|\n'
@@ -98,12 +94,7 @@ for name in builtin $arms; do
   model=$out/$name
   [ "$name" = builtin ] && model=$models/default
   e=$out/eval/$name
-  mkdir -p "$e"
-  for set in "real:$rec" "bare:$bare/recordings"; do
-    [ -f "$e/${set%%:*}/report.json" ] ||
-      "$bin" evaluate --model "$model" --recordings "${set#*:}" --aggregation s2 --mixtures 400 \
-        --out "$e/${set%%:*}" > /dev/null
-  done
+  evaluate_sets "$model" "$e" "real:$rec" "bare:$bare/recordings"
   for g in -20 -10 +10; do
     [ -f "$e/solo$g/report.json" ] ||
       "$bin" evaluate --model "$model" --recordings "$out/levels/solo$g" --aggregation s2 \

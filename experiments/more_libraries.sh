@@ -25,16 +25,9 @@ out=$(cd "$out" && pwd)
 export INSTREC_CACHE="$out/cache"
 [ -d "$models/libs/instrec-voices" ] || "$bin" synth-voices --out "$models/libs/instrec-voices" --seed 1
 
+. "$(dirname "$0")/common.sh"
 bare="$out/csound-bare"
-if [ ! -d "$bare/recordings" ]; then
-  "$bin" synth --libraries "$models/libraries-heldout.toml" --perform --augment --solo 1 \
-    --train-per-class 12 --test-clips 1 --seed 2002 --out "$bare/data"
-  mkdir -p "$bare/recordings"
-  for d in "$bare"/data/IRMAS-TrainingData/*/; do
-    c=$(basename "$d")
-    for f in "$d"*.wav; do cp "$f" "$bare/recordings/${c}__$(basename "$f" | tr -d '[] ')"; done
-  done
-fi
+csound_bare "$bare"
 
 arm() { # name, extra library lists...
   local name=$1; shift
@@ -58,12 +51,7 @@ for name in builtin $arms; do
   model=$out/$name
   [ "$name" = builtin ] && model=$models/default
   e=$out/eval/$name
-  mkdir -p "$e"
-  for set in "real:$rec" "bare:$bare/recordings"; do
-    [ -f "$e/${set%%:*}/report.json" ] ||
-      "$bin" evaluate --model "$model" --recordings "${set#*:}" --aggregation s2 --mixtures 400 \
-        --out "$e/${set%%:*}" > /dev/null
-  done
+  evaluate_sets "$model" "$e" "real:$rec" "bare:$bare/recordings"
   python3 - "$e" "$name" <<'PY'
 import json, sys
 e, name = sys.argv[1:]
