@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Averages the weights of model bundles fine-tuned from the same start (a "model soup",
-Wortsman et al. 2022) into a new bundle, for experiments/bare_lines.sh.
+Wortsman et al. 2022) into a new bundle: experiments/bare_lines.sh, and the built-in model's
+version 4 (models/retrain.sh: version 3 and its level-proof fine-tune).
 
     soup.py OUT_BUNDLE BUNDLE_OR_RUN...
 
 The soup keeps the first bundle's config.json (thresholds, provenance) with the new weights'
-SHA-256: its thresholds were not tuned for it, so only threshold-free measures (top-1, LRAP,
-oracle F1) are fair. Needs numpy; reads and writes safetensors directly."""
+SHA-256, and the other bundles' provenance under provenance.averaged_with. Its thresholds were
+not tuned for it, so only threshold-free measures (top-1, LRAP, oracle F1) are fair until
+`instrec pack --calibrate-on CORPUS` tunes them. Needs numpy; reads and writes safetensors
+directly."""
 import hashlib, json, os, struct, sys
 import numpy as np
 
@@ -64,6 +67,10 @@ def main():
     weights = os.path.join(out, "model.safetensors")
     write(weights, meta, soup)
     config = json.load(open(os.path.join(ins[0], "config.json")))
+    # The other bundles' records, so every library the averaged weights learnt from is on record.
+    config["provenance"]["averaged_with"] = [
+        json.load(open(os.path.join(p, "config.json")))["provenance"] for p in ins[1:]
+    ]
     config["weights_sha256"] = hashlib.sha256(open(weights, "rb").read()).hexdigest()
     json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=2)
 

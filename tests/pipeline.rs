@@ -498,7 +498,7 @@ fn a_fine_tune_records_where_its_weights_started() {
         assert_eq!(p.init, c.init);
         assert_eq!(p.init_provenance.as_deref(), Some(&start_bundle));
         assert_eq!(p.chain().count(), 2);
-        assert_eq!(p.all_sources().count(), 2 * start_bundle.sources.len());
+        assert_eq!(p.all_sources().len(), 2 * start_bundle.sources.len());
     }
     // Interrupted, then resumed after the start bundle has gone: the record stays.
     let third = tempfile::tempdir().unwrap();

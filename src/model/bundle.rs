@@ -97,6 +97,11 @@ pub struct Provenance {
     /// bundle's own provenance, so the sources its weights learnt from stay on record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_provenance: Option<Box<Provenance>>,
+    /// Where the weights are the element-wise mean of several bundles' (a "model soup",
+    /// `experiments/soup.py`): the records of the bundles averaged after the first, whose record
+    /// this one otherwise is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub averaged_with: Vec<Provenance>,
 }
 
 impl Provenance {
@@ -105,10 +110,17 @@ impl Provenance {
         std::iter::successors(Some(self), |p| p.init_provenance.as_deref())
     }
 
-    /// Every library recorded in the chain, trained or validated on.
-    pub fn all_sources(&self) -> impl Iterator<Item = &LibraryRecord> {
-        self.chain()
-            .flat_map(|p| p.sources.iter().chain(&p.validation_sources))
+    /// Every library recorded in the chain and in the bundles averaged into it, trained or
+    /// validated on.
+    pub fn all_sources(&self) -> Vec<&LibraryRecord> {
+        let mut out = Vec::new();
+        for p in self.chain() {
+            out.extend(p.sources.iter().chain(&p.validation_sources));
+            for a in &p.averaged_with {
+                out.extend(a.all_sources());
+            }
+        }
+        out
     }
 }
 
@@ -472,4 +484,48 @@ pub fn pack_bundle(
         p = q.init_provenance.as_deref_mut();
     }
     write_bundle(to, &small, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> LibraryRecord {
+        LibraryRecord {
+            name: name.into(),
+            sha256: None,
+            class: None,
+            licence: None,
+            source: None,
+            files: Vec::new(),
+        }
+    }
+
+    /// A soup's record keeps the libraries of every bundle averaged into it and of what they
+    /// started from, and reads back as it was written.
+    #[test]
+    fn all_sources_follow_starts_and_averaged_bundles() {
+        let start = Provenance {
+            sources: vec![record("a")],
+            ..Default::default()
+        };
+        let other = Provenance {
+            sources: vec![record("b")],
+            init_provenance: Some(Box::new(start.clone())),
+            ..Default::default()
+        };
+        let p = Provenance {
+            sources: vec![record("c")],
+            validation_sources: vec![record("v")],
+            init_provenance: Some(Box::new(start)),
+            averaged_with: vec![other],
+            ..Default::default()
+        };
+        let names: Vec<&str> = p.all_sources().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["c", "v", "b", "a", "a"]);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Provenance>(&json).unwrap(), p);
+        let plain = serde_json::to_string(&Provenance::default()).unwrap();
+        assert!(!plain.contains("averaged_with"), "{plain}");
+    }
 }

@@ -110,6 +110,7 @@ pub(super) fn save_best(
             .as_deref()
             .map_or_else(Vec::new, crate::data::synth::library_records),
         init_provenance: init_record(config, run_dir)?,
+        averaged_with: Vec::new(),
     };
     save_bundle(&run_dir.join(MODEL_DIR), &model.valid(), &bundle)?;
     Ok(())
