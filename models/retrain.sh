@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Retrains the built-in model from its sources (MODEL.md) and packs it into models/default.
-# About 80 minutes on a 2-core machine: version 2's recipe (3.5 minutes to render, an hour to
-# train), then a fine-tune on new songs, most of them bare lines (3 minutes to render, 15 to
-# train). Needs the Debian packages named in models/libraries.toml; it runs
+# About 100 minutes on a 2-core machine: version 2's recipe (3.5 minutes to render, an hour to
+# train), a fine-tune on new songs, most of them bare lines (3 minutes to render, 15 to train),
+# and version 4's level-proof fine-tune (3 and 10 minutes) averaged with it. Needs the Debian
+# packages named in models/libraries.toml and python3 with numpy (experiments/soup.py); it runs
 # models/fetch-libraries.sh and writes instrec's own sung-vowel library itself. OUT (default
 # runs/default) holds the corpora and the runs.
 set -euo pipefail
@@ -25,9 +26,26 @@ seed=12
   --train-per-class 320 --test-clips 60 --seed "$((seed + 1))" --out "$out/bare-data"
 "$bin" train --data "$out/bare-data" --arch resnet18 --init "$out/run" --seed "$((seed + 1))" \
   --lr 1e-4 --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --mix-partners drums --out "$out/fine-tune"
-"$bin" evaluate --model "$out/fine-tune" --data "$out/data" --out "$out/fine-tune/eval"
-"$bin" evaluate --model "$out/fine-tune" --data "$out/data" --aggregation s2 --out "$out/fine-tune/eval-s2"
-"$bin" pack --model "$out/fine-tune" --aggregation s2 --out "$root/models/default"
+"$bin" pack --model "$out/fine-tune" --aggregation s2 --out "$out/v3"
+# Version 4: version 3 fine-tuned six epochs on other new songs (seed 14) with every window's
+# level moved by up to ±12 dB and loudness-matched mixing, then the mean of those weights and
+# version 3's (a two-model soup, experiments/soup.py), its thresholds calibrated on the clips
+# of yet other new songs (seed 15) that neither trained on.
+"$bin" synth --libraries "$root/models/libraries.toml" --libraries "$root/models/libraries-voices.toml" \
+  --perform --augment --solo 0.8 \
+  --train-per-class 320 --test-clips 60 --seed "$((seed + 2))" --out "$out/level-data"
+"$bin" train --data "$out/level-data" --arch resnet18 --init "$out/v3" --seed "$((seed + 2))" \
+  --lr 1e-4 --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --mix-partners drums \
+  --spec-augment --spec-level-db 12 --spec-colour-db 0 --spec-freq-masks 0 --spec-time-masks 0 \
+  --mix-match-level --calib-match-level --out "$out/level-fine-tune"
+python3 "$root/experiments/soup.py" "$out/soup" "$out/level-fine-tune" "$out/v3"
+"$bin" synth --libraries "$root/models/libraries.toml" --libraries "$root/models/libraries-voices.toml" \
+  --perform --augment --solo 0.8 \
+  --train-per-class 60 --test-clips 1 --seed "$((seed + 3))" --out "$out/calibration-data"
+"$bin" pack --model "$out/soup" --aggregation s2 --calibrate-on "$out/calibration-data" \
+  --out "$root/models/default"
+"$bin" evaluate --model "$root/models/default" --data "$out/data" --out "$out/eval"
+"$bin" evaluate --model "$root/models/default" --data "$out/data" --aggregation s2 --out "$out/eval-s2"
 if [ -d "$root/../shared/real-dev" ]; then
   "$bin" evaluate --model "$root/models/default" --recordings "$root/../shared/real-dev" \
     --out "$out/real-dev"
