@@ -27,3 +27,8 @@ evaluate_sets() { # MODEL EVAL NAME:DIR...
         --out "$e/${set%%:*}" > /dev/null
   done
 }
+
+# The bundle an arm's name stands for: the built-in model for "builtin", else $out/NAME.
+arm_model() { # NAME
+  if [ "$1" = builtin ]; then echo "$models/default"; else echo "$out/$1"; fi
+}

@@ -91,8 +91,7 @@ arm levelmatch --spec-augment --spec-level-db 12 --spec-colour-db 0 --spec-freq-
 printf '| model | real solos top-1 | mixtures LRAP | F1 | solos −20 / −10 / +10 dB | pairs LRAP −20 / −10 / 0 / +10 dB | Csound bare top-1 | LRAP | F1 |\n'
 printf '|---|---|---|---|---|---|---|---|---|\n'
 for name in builtin $arms; do
-  model=$out/$name
-  [ "$name" = builtin ] && model=$models/default
+  model=$(arm_model "$name")
   e=$out/eval/$name
   evaluate_sets "$model" "$e" "real:$rec" "bare:$bare/recordings"
   for g in -20 -10 +10; do

@@ -48,10 +48,8 @@ arm control
 printf '| model | real solos top-1 | mixtures LRAP | F1 | Csound bare top-1 | LRAP | F1 |\n'
 printf '|---|---|---|---|---|---|---|\n'
 for name in builtin $arms; do
-  model=$out/$name
-  [ "$name" = builtin ] && model=$models/default
   e=$out/eval/$name
-  evaluate_sets "$model" "$e" "real:$rec" "bare:$bare/recordings"
+  evaluate_sets "$(arm_model "$name")" "$e" "real:$rec" "bare:$bare/recordings"
   python3 - "$e" "$name" <<'PY'
 import json, sys
 e, name = sys.argv[1:]
