@@ -201,7 +201,6 @@ const SKIPPED_PREFIXES: &[&str] = &[
     "lfo",
     "pitchlfo_",
     "amplfo_",
-    "fillfo_",
     "pitcheg_",
     "fileg_",
     "fil",
