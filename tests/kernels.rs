@@ -25,6 +25,10 @@ const MORE_CASES: &[Case] = &[
     (3, 5, 7, 9, 4, 3, 1, 0),
     (2, 3, 6, 5, 4, 2, 2, 1),
     (1, 2, 5, 5, 3, 3, 3, 2),
+    // Stride 2 on narrow planes (im2col's and col2im's pairs down to one column): the stem's
+    // 7×7 on an odd width, a 3×3 on a plane two wide.
+    (2, 3, 9, 3, 4, 7, 2, 3),
+    (1, 2, 4, 2, 3, 3, 2, 1),
     // Several chunks: 64·9 rows × 200·200 positions exceed one chunk per image.
     (2, 64, 200, 200, 4, 3, 1, 1),
     // Stride 1 over larger planes: an even kernel, no padding, 5×5.

@@ -128,6 +128,15 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, b0: usize, b1: usize, col: &mut [f
                     let first = w_lo * sw + kj - pw;
                     if sw == 1 {
                         orow[w_lo..w_hi].copy_from_slice(&src[first..first + (w_hi - w_lo)]);
+                    } else if sw == 2 && w_hi > w_lo {
+                        // Pairs, not a stepped iterator: the compiler vectorises this gather.
+                        let len = w_hi - w_lo;
+                        let (body, last) = orow[w_lo..w_hi].split_at_mut(len - 1);
+                        let pairs = src[first..first + 2 * (len - 1)].chunks_exact(2);
+                        for (v, pair) in body.iter_mut().zip(pairs) {
+                            *v = pair[0];
+                        }
+                        last[0] = src[first + 2 * (len - 1)];
                     } else {
                         for (v, s) in orow[w_lo..w_hi]
                             .iter_mut()
@@ -171,6 +180,14 @@ pub(super) fn col2im(col: &[f32], g: &Geometry, b0: usize, b1: usize, dx_cb: &mu
                             for (d, v) in d.iter_mut().zip(&src[w_lo..w_hi]) {
                                 *d += v;
                             }
+                        } else if sw == 2 && w_hi > w_lo {
+                            // Pairs, as in im2col: a vectorised scatter-add.
+                            let len = w_hi - w_lo;
+                            let pairs = dst[first..first + 2 * (len - 1)].chunks_exact_mut(2);
+                            for (pair, v) in pairs.zip(&src[w_lo..w_hi - 1]) {
+                                pair[0] += v;
+                            }
+                            dst[first + 2 * (len - 1)] += src[w_hi - 1];
                         } else {
                             for (i, v) in src[w_lo..w_hi].iter().enumerate() {
                                 dst[first + i * sw] += v;
