@@ -1,9 +1,11 @@
-//! With the `tch` feature: compiles `csrc/fused_adam.cpp` (LibTorch's fused Adam, which tch-rs
-//! does not bind) against the libtorch that torch-sys found. Without it: nothing.
+//! With the `tch` feature: compiles `csrc/fused_adam.cpp` (LibTorch's fused Adam) and
+//! `csrc/autograd.cpp` (autograd with output gradients), which tch-rs does not bind, against the
+//! libtorch that torch-sys found. Without it: nothing.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
+    println!("cargo:rerun-if-changed=csrc/autograd.cpp");
     #[cfg(feature = "tch")]
     fused_adam();
 }
@@ -29,6 +31,7 @@ fn fused_adam() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/fused_adam.cpp")
+        .file("csrc/autograd.cpp")
         .compile("instrec_fused_adam");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

@@ -2,7 +2,9 @@
 //! backward is LibTorch's own autograd (oneDNN's or cuDNN's convolution backward, the native
 //! batch-norm backward), i.e. what a PyTorch training step runs. The loss is one such node too
 //! ([`bce_with_logits_train`]), and under `--precision bf16` the convolutions of these graphs
-//! run in bf16 as `torch.autocast` does.
+//! run in bf16 as `torch.autocast` does. Each node's backward seeds LibTorch's autograd with
+//! burn's output gradient itself ([`grad`], through `csrc/autograd.cpp`), not with a dot product
+//! of it that tch's `run_backward` would need (one reduction forward, one multiply backward).
 //!
 //! Why: burn differentiates a convolution generically (the weight gradient as a convolution over
 //! batch↔channel-swapped tensors, the input gradient as a transposed convolution) and builds
@@ -50,20 +52,60 @@ impl<const N: usize> Backward<LibTorch, N> for TorchBackward {
             .filter_map(|(p, l)| p.as_ref().map(|p| (p.id, &l.tensor)))
             .collect();
         let inputs: Vec<&tch::Tensor> = wanted.iter().map(|(_, t)| *t).collect();
-        // LibTorch's engine seeds its roots with ones, so the root is ⟨output, dy⟩: its
-        // gradient with respect to the output is dy.
-        let result = tch::with_grad(|| {
-            let root = output
-                .tensor
-                .f_reshape([-1])?
-                .f_dot(&dy.tensor.f_reshape([-1])?)?;
-            tch::Tensor::f_run_backward(&[root], &inputs, false, false)
-        });
-        let computed = result.unwrap_or_else(|e| panic!("LibTorch's autograd failed: {e}"));
+        let computed = grad(&output.tensor, &dy.tensor, &inputs)
+            .unwrap_or_else(|e| panic!("LibTorch's autograd failed: {e}"));
         for ((id, _), g) in wanted.into_iter().zip(computed) {
             grads.register::<LibTorch>(id, TchTensor::new(g));
         }
     }
+}
+
+unsafe extern "C" {
+    fn instrec_grad(
+        output: *const std::ffi::c_void,
+        grad_output: *const std::ffi::c_void,
+        inputs: *const *const std::ffi::c_void,
+        n: usize,
+        grads: *mut *mut std::ffi::c_void,
+        err: *mut std::ffi::c_char,
+        err_len: usize,
+    ) -> std::ffi::c_int;
+}
+
+/// The gradients of `inputs` for `output`'s gradient `dy` (`csrc/autograd.cpp`): LibTorch's
+/// autograd seeded with `dy` itself, which tch's `run_backward` cannot do.
+fn grad(
+    output: &tch::Tensor,
+    dy: &tch::Tensor,
+    inputs: &[&tch::Tensor],
+) -> Result<Vec<tch::Tensor>, String> {
+    use std::ffi::c_void;
+    let ins: Vec<*const c_void> = inputs.iter().map(|t| t.as_ptr() as *const c_void).collect();
+    let mut outs: Vec<*mut c_void> = vec![std::ptr::null_mut(); inputs.len()];
+    let mut err = [0 as std::ffi::c_char; 512];
+    // SAFETY: the handles are live tch tensors held across the call; `ins` and `outs` have
+    // `inputs.len()` entries; `err` is writable for its length.
+    let rc = unsafe {
+        instrec_grad(
+            output.as_ptr() as *const c_void,
+            dy.as_ptr() as *const c_void,
+            ins.as_ptr(),
+            ins.len(),
+            outs.as_mut_ptr(),
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc != 0 {
+        // SAFETY: the shim wrote a NUL-terminated message into `err`.
+        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+        return Err(msg.to_string_lossy().into_owned());
+    }
+    // SAFETY: on success each entry is a new `at::Tensor*` that this side now owns.
+    Ok(outs
+        .into_iter()
+        .map(|p| unsafe { tch::Tensor::from_ptr(p as *mut torch_sys::C_tensor) })
+        .collect())
 }
 
 /// `tensor`'s LibTorch autodiff primitive.
