@@ -9,9 +9,9 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cstddef>
-#include <cstring>
-#include <exception>
 #include <vector>
+
+#include "report.h"
 
 extern "C" int instrec_grad(const at::Tensor *output, const at::Tensor *grad_output,
                             at::Tensor *const *inputs, size_t n, at::Tensor **grads, char *err,
@@ -24,10 +24,6 @@ extern "C" int instrec_grad(const at::Tensor *output, const at::Tensor *grad_out
     for (size_t i = 0; i < n; ++i) grads[i] = new at::Tensor(std::move(g[i]));
     return 0;
   } catch (const std::exception &e) {
-    if (err_len > 0) {
-      std::strncpy(err, e.what(), err_len - 1);
-      err[err_len - 1] = '\0';
-    }
-    return 1;
+    return instrec_report(e, err, err_len);
   }
 }

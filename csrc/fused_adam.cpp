@@ -9,9 +9,9 @@
 #include <ATen/ops/_fused_adamw.h>
 
 #include <cstddef>
-#include <cstring>
-#include <exception>
 #include <vector>
+
+#include "report.h"
 
 namespace {
 std::vector<at::Tensor> list(at::Tensor *const *ts, size_t n) {
@@ -39,10 +39,6 @@ extern "C" int instrec_fused_adam(at::Tensor *const *params, at::Tensor *const *
     }
     return 0;
   } catch (const std::exception &e) {
-    if (err_len > 0) {
-      std::strncpy(err, e.what(), err_len - 1);
-      err[err_len - 1] = '\0';
-    }
-    return 1;
+    return instrec_report(e, err, err_len);
   }
 }
