@@ -11,7 +11,8 @@ Runs, one after the other (never two at once), the model benchmarks interleaved:
     model, for ResNet18 and ResNet50, batch 64, with RAYON_NUM_THREADS / torch threads = --threads;
   - `instrec bench features` and benches/pytorch_bench.py features on one thread, on --audio or a
     20-s 44.1 kHz stereo 16-bit WAV written here (the IRMAS test-clip format).
-Prints a Markdown table (ratio = instrec / PyTorch; above 1 is faster) and, with --update-readme,
+Prints a Markdown table (ratio = instrec / PyTorch of the best runs, above 1 is faster; and each
+round's own ratio, instrec's run over the PyTorch run beside it) and, with --update-readme,
 puts it between the `<!-- speed:begin -->` and `<!-- speed:end -->` lines of that file.
 Each figure is the best of --repeat runs (the machine's other load only ever slows a run down).
 """
@@ -123,14 +124,16 @@ def main():
             runs["torch"].append(torch_model(arch, a.threads, a.steps))
             if a.tch:
                 runs["tch"].append(instrec_model(a.tch, arch, a.threads, a.steps, "tch"))
-        ours, theirs = best(runs["flex"]), best(runs["torch"])
+        theirs = best(runs["torch"])
         torch_version = theirs[2]
-        rows.append((f"{arch} training step, batch 64 (samples/s)", "flex", ours[0], theirs[0]))
-        rows.append((f"{arch} inference, batch 64 (samples/s)", "flex", ours[1], theirs[1]))
-        if a.tch:
-            t = best(runs["tch"])
-            rows.append((f"{arch} training step, batch 64 (samples/s)", "tch", t[0], theirs[0]))
-            rows.append((f"{arch} inference, batch 64 (samples/s)", "tch", t[1], theirs[1]))
+        for backend in ("flex", "tch") if a.tch else ("flex",):
+            ours = best(runs[backend])
+            for i, what in ((0, "training step"), (1, "inference")):
+                # Each round's own ratio (instrec and PyTorch run back to back): a drift of the
+                # machine between rounds moves both sides of it alike.
+                paired = [o[i] / t[i] for o, t in zip(runs[backend], runs["torch"])]
+                rows.append((f"{arch} {what}, batch 64 (samples/s)", backend, ours[i], theirs[i],
+                             paired))
 
     with tempfile.TemporaryDirectory() as tmp:
         audio = a.audio
@@ -142,7 +145,7 @@ def main():
         theirs = max(r[0] for r in runs)
         ta_version = runs[0][1]
     rows.append(("front end: decode + mono + resample to 22,050 Hz + log-mel, 20-s 44.1 kHz "
-                 "stereo WAV, 1 thread (audio-s/s)", "flex", ours, theirs))
+                 "stereo WAV, 1 thread (audio-s/s)", "flex", ours, theirs, None))
 
     date = datetime.date.today().isoformat()
     lines = [
@@ -150,11 +153,13 @@ def main():
         f"models (RAYON_NUM_THREADS, torch.set_num_threads), 1 for the front end; PyTorch "
         f"{torch_version}, torchaudio {ta_version}; best of {a.repeat} runs.",
         "",
-        "| what | instrec backend | instrec | PyTorch | ratio |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| what | instrec backend | instrec | PyTorch | ratio | ratio per round |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for what, backend, ours, theirs in rows:
-        lines.append(f"| {what} | {backend} | {ours:,.1f} | {theirs:,.1f} | {ours / theirs:.2f}× |")
+    for what, backend, ours, theirs, paired in rows:
+        rounds = ", ".join(f"{r:.2f}×" for r in paired) if paired else "–"
+        lines.append(f"| {what} | {backend} | {ours:,.1f} | {theirs:,.1f} | {ours / theirs:.2f}× "
+                     f"| {rounds} |")
     table = "\n".join(lines)
     print(table)
     if a.update_readme:
