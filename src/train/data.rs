@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::data::mix::{self, Mixture, SourceInfo};
 use crate::data::spec_augment::{self, SpecAugmentConfig};
@@ -205,19 +206,26 @@ pub(super) fn batch_tensors(
     let n_mels = clips[0].0.mels[0].n_mels;
     let mut x = Vec::with_capacity(batch.len() * 3 * len * n_mels);
     let mut y = vec![0f32; batch.len() * n_classes];
-    for (b, m) in batch.iter().enumerate() {
-        let parts: Vec<&ClipFeatures> = m.sources.iter().map(|&(c, _)| &clips[c].0).collect();
-        let starts: Vec<usize> = m.sources.iter().map(|&(_, s)| s).collect();
-        let mut input = mix::mixture_input(
-            &parts,
-            &starts,
-            &m.weights,
-            len,
-            settings.silence(),
-            settings.log_offset,
-        );
+    // The inputs side by side (a mixed window takes ~0.1 ms on one thread: a serial batch of
+    // mixtures ran at about a GPU step's pace), then augmented in order, from one random stream.
+    let inputs: Vec<Vec<f32>> = batch
+        .par_iter()
+        .map(|m| {
+            let parts: Vec<&ClipFeatures> = m.sources.iter().map(|&(c, _)| &clips[c].0).collect();
+            let starts: Vec<usize> = m.sources.iter().map(|&(_, s)| s).collect();
+            mix::mixture_input(
+                &parts,
+                &starts,
+                &m.weights,
+                len,
+                settings.silence(),
+                settings.log_offset,
+            )
+        })
+        .collect();
+    for (b, (m, mut input)) in batch.iter().zip(inputs).enumerate() {
         if let Some((config, rng)) = augment.as_mut() {
-            let mode = parts[0].mode;
+            let mode = clips[m.sources[0].0].0.mode;
             spec_augment::augment_window(
                 &mut input,
                 mode,
