@@ -257,11 +257,15 @@ impl<'a> Run<'a> {
                     &mut Rng::derive(config.seed ^ MIX_STREAM, epoch as u64),
                 );
                 if m.match_level {
+                    // Side by side: each mixture's levels take an exp per value of each source
+                    // window (an IRMAS-scale epoch's worth is seconds on one thread).
+                    use rayon::prelude::*;
                     let offset = crate::features::FeatureSettings::default().log_offset;
-                    let clip = |c: usize| &self.data.train[c].0;
-                    for e in &mut examples {
+                    let train = &self.data.train;
+                    examples.par_iter_mut().for_each(|e| {
+                        let clip = |c: usize| &train[c].0;
                         mix::match_mixture(e, clip, crate::features::WINDOW_FRAMES, offset);
-                    }
+                    });
                 }
                 examples
             }
