@@ -8,6 +8,7 @@ use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::mix::{self, Mixture};
@@ -259,7 +260,6 @@ impl<'a> Run<'a> {
                 if m.match_level {
                     // Side by side: each mixture's levels take an exp per value of each source
                     // window (an IRMAS-scale epoch's worth is seconds on one thread).
-                    use rayon::prelude::*;
                     let offset = crate::features::FeatureSettings::default().log_offset;
                     let train = &self.data.train;
                     examples.par_iter_mut().for_each(|e| {
