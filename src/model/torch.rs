@@ -72,6 +72,22 @@ unsafe extern "C" {
     ) -> std::ffi::c_int;
 }
 
+/// Calls a `csrc` shim with a buffer for its error message (`csrc/report.h`'s convention: 0, or
+/// 1 and a NUL-terminated message): that message on failure.
+pub(crate) fn call_shim(
+    call: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int,
+) -> Result<(), String> {
+    let mut err = [0 as std::ffi::c_char; 512];
+    if call(err.as_mut_ptr(), err.len()) == 0 {
+        return Ok(());
+    }
+    // The shims write a NUL-terminated message within the buffer; the last byte stays 0 anyway.
+    err[err.len() - 1] = 0;
+    // SAFETY: `err` holds a NUL byte (just set), so the read stays inside it.
+    let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+    Err(msg.to_string_lossy().into_owned())
+}
+
 /// The gradients of `inputs` for `output`'s gradient `dy` (`csrc/autograd.cpp`): LibTorch's
 /// autograd seeded with `dy` itself, which tch's `run_backward` cannot do.
 fn grad(
@@ -82,25 +98,19 @@ fn grad(
     use std::ffi::c_void;
     let ins: Vec<*const c_void> = inputs.iter().map(|t| t.as_ptr() as *const c_void).collect();
     let mut outs: Vec<*mut c_void> = vec![std::ptr::null_mut(); inputs.len()];
-    let mut err = [0 as std::ffi::c_char; 512];
     // SAFETY: the handles are live tch tensors held across the call; `ins` and `outs` have
-    // `inputs.len()` entries; `err` is writable for its length.
-    let rc = unsafe {
+    // `inputs.len()` entries; `err` is writable for `len` bytes.
+    call_shim(|err, len| unsafe {
         instrec_grad(
             output.as_ptr() as *const c_void,
             dy.as_ptr() as *const c_void,
             ins.as_ptr(),
             ins.len(),
             outs.as_mut_ptr(),
-            err.as_mut_ptr(),
-            err.len(),
+            err,
+            len,
         )
-    };
-    if rc != 0 {
-        // SAFETY: the shim wrote a NUL-terminated message into `err`.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
-        return Err(msg.to_string_lossy().into_owned());
-    }
+    })?;
     // SAFETY: on success each entry is a new `at::Tensor*` that this side now owns.
     Ok(outs
         .into_iter()

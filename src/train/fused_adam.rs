@@ -18,6 +18,8 @@ use burn::backend::libtorch::TchTensor;
 use burn::optim::{LearningRate, ModuleOptimizer};
 use burn::tensor::Tensor;
 
+use crate::model::torch::call_shim;
+
 use super::one_pass_adam::{Hyper, Momentum, StepKernel, WithKernel, with_one_pass};
 use super::optim::{adam_config, adamw_config};
 
@@ -133,10 +135,9 @@ fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
     let (params, grads) = (ptrs(&|p| &p.param), ptrs(&|p| &p.grad));
     let (ms, vs) = (ptrs(&|p| &p.m), ptrs(&|p| &p.v));
     let steps: Vec<*const c_void> = steps.iter().map(|t| t.as_ptr() as *const c_void).collect();
-    let mut err = [0 as c_char; 512];
     // SAFETY: every pointer is a live `torch::Tensor *` owned by a tch handle in `group` or
-    // `steps`, held across the call; each array has n entries; `err` is writable for its length.
-    let rc = unsafe {
+    // `steps`, held across the call; each array has n entries; `err` is writable for `len` bytes.
+    call_shim(|err, len| unsafe {
         instrec_fused_adam(
             params.as_ptr(),
             grads.as_ptr(),
@@ -150,17 +151,11 @@ fn run_kernel(hyper: &Hyper, group: &[Pending]) -> Result<(), String> {
             hyper.weight_decay as f64,
             hyper.epsilon as f64,
             c_int::from(hyper.decoupled),
-            err.as_mut_ptr(),
-            err.len(),
+            err,
+            len,
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        // SAFETY: the shim wrote a NUL-terminated message within `err`.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
-        Err(format!("LibTorch's fused Adam: {}", msg.to_string_lossy()))
-    }
+    })
+    .map_err(|msg| format!("LibTorch's fused Adam: {msg}"))
 }
 
 /// PyTorch's β (0.9, 0.999), ε 1e-8 and `weight_decay` as L2 (Adam) or decoupled (AdamW): the
