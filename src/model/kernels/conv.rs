@@ -48,8 +48,24 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
         let (b0, b1) = (i * per, (i * per + per).min(g.batch));
         let n = (b1 - b0) * p;
         let mut col = Scratch::take(k * n);
-        let mut out = Scratch::take(c_out * n);
         im2col(x, g, b0, b1, &mut col.0);
+        if b1 - b0 == 1 {
+            // One image: `[c_out][p]` is its layout already.
+            output_columns(g, n, w, &col.0, y, parallel);
+            if bias.is_some() || relu {
+                for (ci, row) in y.chunks_mut(p).enumerate() {
+                    let add = bias.map_or(0.0, |b| b[ci]);
+                    for v in row {
+                        *v += add;
+                        if relu {
+                            *v = v.max(0.0);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let mut out = Scratch::take(c_out * n);
         output_columns(g, n, w, &col.0, &mut out.0, parallel);
         scatter_images(&out.0, [c_out, p], 0, b1 - b0, y, bias, relu);
     };
@@ -176,31 +192,31 @@ fn strided_chunks_in_parallel(
     let sizes = [c_in * hw, k * c_out];
     let dwt = chunk_groups(g, dx.as_deref_mut(), sizes, want_dw, |b0, b1, dx, dwt| {
         let n = (b1 - b0) * p;
-        let mut dyc = Scratch::take(c_out * n);
-        gather_images(dy, [c_out, p], b0, b1, &mut dyc.0);
+        // One image's `dy` is `[c_out][p]` already; more are gathered into that layout.
+        let mut dyc = Scratch::take(if b1 - b0 == 1 { 0 } else { c_out * n });
+        let dyc: &[f32] = if b1 - b0 == 1 {
+            &dy[b0 * c_out * p..][..c_out * p]
+        } else {
+            gather_images(dy, [c_out, p], b0, b1, &mut dyc.0);
+            &dyc.0
+        };
         let mut col = Scratch::take(k * n);
         if let Some(dwt) = dwt {
             im2col(x, g, b0, b1, &mut col.0);
-            gemm(
-                k,
-                c_out,
-                n,
-                dwt,
-                true,
-                &col.0,
-                [n, 1],
-                &dyc.0,
-                [1, n],
-                false,
-            );
+            gemm(k, c_out, n, dwt, true, &col.0, [n, 1], dyc, [1, n], false);
         }
         if let Some(dx) = dx {
-            column_gradient(g, n, w, &dyc.0, &mut col.0, false);
+            column_gradient(g, n, w, dyc, &mut col.0, false);
             // This chunk's images alone, `[c][b − b0][hw]`, then `[b − b0][c][hw]`.
             let local = Geometry {
                 batch: b1 - b0,
                 ..*g
             };
+            if b1 - b0 == 1 {
+                // One image: `[c][1][hw]` is `[1][c][hw]`, and `dx` starts zeroed.
+                col2im(&col.0, &local, 0, 1, dx);
+                return;
+            }
             let mut cb = Scratch::take(c_in * (b1 - b0) * hw);
             cb.fill(0.0);
             col2im(&col.0, &local, 0, b1 - b0, &mut cb.0);

@@ -47,6 +47,11 @@ impl Geometry {
         self.out_h() * self.out_w()
     }
     pub(super) fn images_per_chunk(&self) -> usize {
+        // One image when its plane alone gives the GEMM its columns: its `[c][p]` output is
+        // then the image itself, written and read in place without a scatter or gather.
+        if self.p() >= MIN_COLUMNS {
+            return 1;
+        }
         let by_size = CHUNK_FLOATS / (self.k() * self.p()).max(1);
         let by_columns = MIN_COLUMNS.div_ceil(self.p().max(1));
         by_size.max(by_columns).clamp(1, self.batch.max(1))

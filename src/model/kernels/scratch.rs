@@ -5,7 +5,8 @@
 /// page clear per 4 KB (≈10 % of a training step when each call allocated its own).
 static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
-/// A scratch buffer of `len` floats; its contents are unspecified (every user overwrites it).
+/// A scratch buffer of `len` floats; its contents are unspecified (every user overwrites it), so a
+/// reused one is not cleared again.
 pub(crate) struct Scratch(pub(crate) Vec<f32>);
 
 impl Scratch {
@@ -15,12 +16,18 @@ impl Scratch {
         let fits = (0..pool.len())
             .filter(|&i| pool[i].capacity() >= len)
             .min_by_key(|&i| pool[i].capacity());
-        let mut v = match fits {
-            Some(i) => pool.swap_remove(i),
-            None => pool.pop().unwrap_or_default(),
+        let Some(i) = fits else {
+            // None holds `len`: a fresh zeroed one, exactly `len` long, keeps the invariant below.
+            pool.pop();
+            drop(pool);
+            return Self(vec![0.0; len]);
         };
+        let mut v = pool.swap_remove(i);
         drop(pool);
-        v.resize(len, 0.0);
+        // SAFETY: every pooled buffer was initialised over its whole capacity (created by
+        // `vec![0.0; n]` with capacity n, and only ever truncated since), and f32 has no invalid
+        // bit patterns, so lengthening it up to its capacity exposes initialised floats only.
+        unsafe { v.set_len(len) };
         Self(v)
     }
 }
