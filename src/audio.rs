@@ -197,6 +197,47 @@ fn pcm_header_slack(params: &symphonia::core::codecs::CodecParameters) -> u64 {
     8u64.div_ceil(channels * bits.div_ceil(8))
 }
 
+/// The lowest level this crate reports, dBFS (digital silence, or nothing decoded).
+pub const LEVEL_FLOOR_DBFS: f64 = -120.0;
+
+/// A mean square (full scale ±1) in dBFS, floored at [`LEVEL_FLOOR_DBFS`].
+pub fn power_dbfs(mean_square: f64) -> f64 {
+    if mean_square.is_finite() && mean_square > 0.0 {
+        (10.0 * mean_square.log10()).max(LEVEL_FLOOR_DBFS)
+    } else {
+        LEVEL_FLOOR_DBFS
+    }
+}
+
+/// A file's loudness: the RMS and the peak of its mono mean, dBFS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub rms_dbfs: f64,
+    pub peak_dbfs: f64,
+}
+
+/// Decodes `path` once, block by block, to measure its [`Level`] (a pass before tagging it with a
+/// gain; constant memory).
+pub fn measure_level(path: &Path) -> Result<Level, FileError> {
+    let mut stream = AudioStream::open(path)?;
+    let (mut sum_sq, mut n, mut peak) = (0f64, 0usize, 0f64);
+    while let Some(block) = stream.next_block()? {
+        let mono = select_channel(&block, Channel::Mono);
+        for &v in &mono {
+            let v = v as f64;
+            sum_sq += v * v;
+            if v.is_finite() {
+                peak = peak.max(v.abs());
+            }
+        }
+        n += mono.len();
+    }
+    Ok(Level {
+        rms_dbfs: power_dbfs(sum_sq / n.max(1) as f64),
+        peak_dbfs: power_dbfs(peak * peak),
+    })
+}
+
 /// A decoder that hands out the audio block by block (planar, one `Vec` per channel), so a long
 /// file can be processed in constant memory. `decode_file` collects it.
 pub struct AudioStream {

@@ -322,6 +322,10 @@ pub struct MelStream<'a> {
     mels: Vec<StreamMel<'a>>,
     samples: usize,
     finished: bool,
+    /// Σx² and the count of the first source's samples at the model's rate: its level.
+    energy: (f64, usize),
+    /// What every decoded sample is multiplied by first.
+    gain: f32,
 }
 
 impl<'a> MelStream<'a> {
@@ -337,7 +341,15 @@ impl<'a> MelStream<'a> {
             audio,
             samples: 0,
             finished: false,
+            energy: (0.0, 0),
+            gain: 1.0,
         }
+    }
+
+    /// The same stream with every sample multiplied by `gain` before anything else.
+    pub fn with_gain(mut self, gain: f32) -> Self {
+        self.gain = gain;
+        self
     }
 
     /// The next frame columns (`n_mels` values each) of every source, or `None` after the last.
@@ -345,7 +357,10 @@ impl<'a> MelStream<'a> {
         if self.finished {
             return Ok(None);
         }
-        let block = self.audio.next_block()?;
+        let mut block = self.audio.next_block()?;
+        if let (Some(b), true) = (&mut block, self.gain != 1.0) {
+            b.iter_mut().flatten().for_each(|v| *v *= self.gain);
+        }
         let mut out = vec![Vec::new(); self.sources.len()];
         let mut resampled = Vec::new();
         for (k, &src) in self.sources.iter().enumerate() {
@@ -353,6 +368,13 @@ impl<'a> MelStream<'a> {
             match &block {
                 Some(b) => self.resamplers[k].push(&select_channel(b, src), &mut resampled),
                 None => self.resamplers[k].finish(&mut resampled),
+            }
+            if k == 0 {
+                self.energy.0 += resampled
+                    .iter()
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum::<f64>();
+                self.energy.1 += resampled.len();
             }
             self.mels[k].push(&resampled, &mut out[k]);
             if block.is_none() {
@@ -369,6 +391,12 @@ impl<'a> MelStream<'a> {
     /// Frames produced so far (the same for every source).
     pub fn frames(&self) -> usize {
         self.mels[0].frames()
+    }
+
+    /// The RMS level in dBFS of what the model hears of it so far (the first source at the
+    /// model's rate, after the gain), floored at [`crate::audio::LEVEL_FLOOR_DBFS`].
+    pub fn level_dbfs(&self) -> f64 {
+        crate::audio::power_dbfs(self.energy.0 / self.energy.1.max(1) as f64)
     }
 
     /// Samples per channel decoded so far, at the file's own rate.

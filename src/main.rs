@@ -560,7 +560,8 @@ fn evaluate_recordings(
 fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
     let device = a.compute.device()?;
     let model = a.model.as_deref().map(bundle_dir);
-    let mut tagger = instrec::tag::Tagger::load_or_default(model.as_deref(), &device)?;
+    let mut tagger = instrec::tag::Tagger::load_or_default(model.as_deref(), &device)?
+        .with_boost_quiet(a.boost_quiet);
     tagger.windowing.hop = a.hop;
     if let Some(how) = a.aggregation {
         tagger = tagger.with_aggregation(how);
@@ -628,6 +629,15 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
     if matches!(a.format, TagFormat::Json) {
         let report = instrec::tag::json_report(&tagger, &results, &failures);
         out!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let quiet = results.iter().filter(|r| r.is_quiet()).count();
+    if quiet > 0 && !a.boost_quiet {
+        eprintln!(
+            "note: {quiet} of {} files are quiet (RMS below {} dBFS), where the built-in model \
+             hears worse; --boost-quiet raises them first",
+            results.len(),
+            instrec::tag::QUIET_DBFS
+        );
     }
     Ok(finish(&failures, files.len() + unreadable, "failed"))
 }

@@ -261,6 +261,106 @@ fn tag_needs_no_model_flag() {
     assert!((top - 1.0).abs() < 1e-6, "{v}");
 }
 
+/// A quiet file is reported as quiet with its level; `--boost-quiet` raises it by the gain
+/// `boost_db` gives for its measured level, and tags it exactly as it tags the same samples
+/// multiplied by that gain; a file at a normal level is neither flagged nor raised.
+#[test]
+fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
+    use instrec::audio::{Level, decode_file, measure_level};
+    use instrec::tag::{BOOST_MAX_DB, QUIET_DBFS, boost_db};
+    // The gain rule: none at or above the quiet line, to the target, under the peak and the cap.
+    let at = |rms_dbfs, peak_dbfs| {
+        boost_db(Level {
+            rms_dbfs,
+            peak_dbfs,
+        })
+    };
+    assert_eq!(at(QUIET_DBFS, -10.0), 0.0);
+    assert!((at(-40.0, -25.0) - 21.3).abs() < 1e-9);
+    assert!((at(-40.0, -12.0) - 12.0).abs() < 1e-9);
+    assert_eq!(at(-100.0, -90.0), BOOST_MAX_DB);
+    assert_eq!(at(-35.0, 3.0), 0.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let chord = decode_file(&frontend_fixtures().join("chord_stereo_44k.wav")).unwrap();
+    let interleave = |scale: f32| -> Vec<f32> {
+        (0..chord.len())
+            .flat_map(|i| chord.channels.iter().map(move |c| c[i] * scale))
+            .collect()
+    };
+    let write = |name: &str, samples: &[f32]| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            wav_bytes(2, chord.sample_rate, WavFormat::F32, samples),
+        )
+        .unwrap();
+        path
+    };
+    let quiet = write("soft.wav", &interleave(10f32.powf(-30.0 / 20.0)));
+    let level = measure_level(&quiet).unwrap();
+    assert!(level.rms_dbfs < QUIET_DBFS, "{level:?}");
+    let gain_db = boost_db(level);
+    assert!(gain_db > 5.0, "{level:?}");
+    let g = 10f64.powf(gain_db / 20.0) as f32;
+    let quiet_samples = interleave(10f32.powf(-30.0 / 20.0));
+    let raised: Vec<f32> = quiet_samples.iter().map(|v| v * g).collect();
+    let loud = write("raised.wav", &raised);
+
+    let tag = |args: &[&str], file: &Path| -> serde_json::Value {
+        let mut all = vec!["tag", "--format", "json"];
+        all.extend_from_slice(args);
+        all.push(file.to_str().unwrap());
+        let o = instrec(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["files"][0].clone()
+    };
+    let plain = tag(&[], &quiet);
+    let boosted = tag(&["--boost-quiet"], &quiet);
+    let reference = tag(&[], &loud);
+    // Levels as the model takes the file (after resampling): within a fraction of a dB of the
+    // decoder's own measure.
+    let reported = plain["level_dbfs"].as_f64().unwrap();
+    assert!(
+        (reported - level.rms_dbfs).abs() < 0.5,
+        "{reported} {level:?}"
+    );
+    assert_eq!(plain["gain_db"].as_f64(), Some(0.0));
+    assert!((boosted["gain_db"].as_f64().unwrap() - gain_db).abs() < 1e-9);
+    assert!((boosted["level_dbfs"].as_f64().unwrap() - reported).abs() < 1e-6);
+    let scores = |v: &serde_json::Value| -> Vec<f64> {
+        v["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(scores(&boosted), scores(&reference));
+    assert_ne!(scores(&plain), scores(&reference));
+    // The table line and the run's note say so; a file at its own level says nothing.
+    let o = instrec(&["tag", quiet.to_str().unwrap(), loud.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        table.contains(&format!("quiet: {reported:.1} dBFS]")),
+        "{table}"
+    );
+    assert_eq!(table.matches("quiet").count(), 1, "{table}");
+    assert!(
+        stderr(&o).contains("1 of 2 files are quiet"),
+        "{}",
+        stderr(&o)
+    );
+    let o = instrec(&["tag", "--boost-quiet", quiet.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        table.contains(&format!("raised {gain_db:.1} dB]")),
+        "{table}"
+    );
+    assert!(!stderr(&o).contains("quiet"), "{}", stderr(&o));
+}
+
 /// A library list whose instruments are broken stops `synth` with one line naming the file (and
 /// for SFZ, the line) and what is wrong; nothing is rendered.
 #[test]

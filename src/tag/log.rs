@@ -38,6 +38,12 @@ pub struct TagLine {
     pub stamp: FileStamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// The file's RMS level before any gain, dBFS ([`TagResult::level_dbfs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_dbfs: Option<f64>,
+    /// The gain applied before tagging, dB (`tag --boost-quiet`; absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gain_db: Option<f64>,
     /// Aggregated score per class, by class code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<std::collections::BTreeMap<String, f32>>,
@@ -55,6 +61,8 @@ impl TagLine {
             path: r.path.clone(),
             stamp,
             duration_s: Some(r.duration_s),
+            level_dbfs: Some(r.level_dbfs),
+            gain_db: (r.gain_db > 0.0).then_some(r.gain_db),
             scores: Some(
                 classes
                     .iter()
@@ -73,6 +81,8 @@ impl TagLine {
             path: path.to_path_buf(),
             stamp,
             duration_s: None,
+            level_dbfs: None,
+            gain_db: None,
             scores: None,
             predominant: None,
             timeline: None,

@@ -24,5 +24,7 @@ pub use library::{LibraryOptions, LibraryProgress, LibrarySummary, shard, tag_li
 pub use log::{FileStamp, TagLine, TagLog};
 pub use output::{json_report, timeline_path, window_csv_header};
 pub use pipeline::TagStats;
-pub use tagger::{TagResult, Tagger, TunedOn, WindowScores};
+pub use tagger::{
+    BOOST_MAX_DB, BOOST_TARGET_DBFS, QUIET_DBFS, TagResult, Tagger, TunedOn, WindowScores, boost_db,
+};
 pub use walk::{AUDIO_EXTENSIONS, collect_audio_files, collect_files_with};

@@ -3,18 +3,31 @@
 
 use std::path::{Path, PathBuf};
 
-use super::tagger::{TagResult, Tagger};
+use super::tagger::{QUIET_DBFS, TagResult, Tagger};
 
 impl TagResult {
-    /// `tag --format table`: one line.
+    /// `tag --format table`: one line; a quiet file says so, with its level.
     pub fn table_line(&self) -> String {
+        let quiet = match (self.is_quiet(), self.gain_db > 0.0) {
+            (false, _) => String::new(),
+            (true, false) => format!(", quiet: {:.1} dBFS", self.level_dbfs),
+            (true, true) => format!(
+                ", quiet: {:.1} dBFS, raised {:.1} dB",
+                self.level_dbfs, self.gain_db
+            ),
+        };
         format!(
-            "{}  [{:.1} s, {} windows]: {}",
+            "{}  [{:.1} s, {} windows{quiet}]: {}",
             self.path.display(),
             self.duration_s,
             self.timeline.len(),
             self.predominant_text()
         )
+    }
+
+    /// Whether the file's level lies below [`QUIET_DBFS`], where the model hears worse.
+    pub fn is_quiet(&self) -> bool {
+        self.level_dbfs < QUIET_DBFS
     }
 
     /// `tag --format csv`: one row per window, under [`window_csv_header`].

@@ -15,6 +15,30 @@ use crate::model::bundle::{BundleConfig, load_bundle};
 
 use super::windows::{FileEnd, WindowMaker};
 
+/// The RMS level (dBFS) below which a file is flagged quiet: 5 dB under the 5th percentile of the
+/// built-in model's training clips (−25.5 dBFS); real recordings brought 20 dB below their own
+/// level (−27 to −40 dBFS) lost a fifth of its correct solos (MODEL.md, "Quiet recordings").
+pub const QUIET_DBFS: f64 = -30.0;
+
+/// Where [`Tagger::with_boost_quiet`] raises a quiet file to: the median RMS of the built-in
+/// model's training clips, dBFS.
+pub const BOOST_TARGET_DBFS: f64 = -18.7;
+
+/// The most [`boost_db`] raises a file: a file quieter still is mostly silence or noise, which
+/// a larger gain would only make loud.
+pub const BOOST_MAX_DB: f64 = 30.0;
+
+/// The gain in dB that brings a quiet file to [`BOOST_TARGET_DBFS`] with its peak at 0 dBFS at
+/// most and by [`BOOST_MAX_DB`] at most; 0 for a file at or above [`QUIET_DBFS`].
+pub fn boost_db(level: crate::audio::Level) -> f64 {
+    if level.rms_dbfs >= QUIET_DBFS {
+        return 0.0;
+    }
+    (BOOST_TARGET_DBFS - level.rms_dbfs)
+        .min(-level.peak_dbfs)
+        .clamp(0.0, BOOST_MAX_DB)
+}
+
 /// One analysis window's scores.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WindowScores {
@@ -28,6 +52,12 @@ pub struct TagResult {
     #[serde(with = "crate::util::path_json")]
     pub path: PathBuf,
     pub duration_s: f64,
+    /// RMS level of the file as the model takes it (mono mean, or the first channel it takes),
+    /// dBFS, before any gain; below [`QUIET_DBFS`] the built-in model hears worse (MODEL.md,
+    /// "Quiet recordings").
+    pub level_dbfs: f64,
+    /// The gain applied before tagging, dB ([`Tagger::with_boost_quiet`]; else 0).
+    pub gain_db: f64,
     /// Aggregated score per class, in the order of the bundle's classes.
     pub scores: Vec<f32>,
     /// The classes at or above their threshold, best first.
@@ -104,6 +134,8 @@ pub struct Tagger {
     pub aggregation: Aggregation,
     pub thresholds: Vec<f32>,
     pub batch_size: usize,
+    /// Whether a quiet file is raised by [`boost_db`] before tagging (a decoding pass first).
+    pub boost_quiet: bool,
 }
 
 impl Tagger {
@@ -142,6 +174,7 @@ impl Tagger {
             windowing: Windowing::analysis(),
             aggregation,
             batch_size: 64,
+            boost_quiet: false,
         }
     }
 
@@ -162,6 +195,13 @@ impl Tagger {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Raises each quiet file (below [`QUIET_DBFS`]) by [`boost_db`] before tagging it, which
+    /// costs a decoding pass per file to measure its level.
+    pub fn with_boost_quiet(mut self, on: bool) -> Self {
+        self.boost_quiet = on;
+        self
     }
 
     /// Uses one threshold for every class.
@@ -201,7 +241,13 @@ impl Tagger {
             .map_err(|e| FileError::at(path, e))?;
         let settings = &self.config.features;
         let sources = self.config.channels.sources();
-        let mut stream = MelStream::new(AudioStream::open(path)?, sources, &self.extractor);
+        let gain_db = if self.boost_quiet {
+            boost_db(crate::audio::measure_level(path)?)
+        } else {
+            0.0
+        };
+        let mut stream = MelStream::new(AudioStream::open(path)?, sources, &self.extractor)
+            .with_gain(10f64.powf(gain_db / 20.0) as f32);
         let mut maker = WindowMaker::new(self.windowing, settings, self.config.channels);
         while let Some(columns) = stream.next_columns()? {
             for (k, c) in columns.into_iter().enumerate() {
@@ -216,6 +262,8 @@ impl Tagger {
         emit(maker.ready(true));
         Ok(FileEnd {
             duration_s,
+            level_dbfs: stream.level_dbfs() - gain_db,
+            gain_db,
             starts: maker.starts,
         })
     }
@@ -264,6 +312,8 @@ impl Tagger {
         TagResult {
             path: path.to_path_buf(),
             duration_s: end.duration_s,
+            level_dbfs: end.level_dbfs,
+            gain_db: end.gain_db,
             scores,
             predominant,
             timeline,
