@@ -359,6 +359,33 @@ fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
         "{table}"
     );
     assert!(!stderr(&o).contains("quiet"), "{}", stderr(&o));
+    // A library run records both in each line and counts them in its summary.
+    let out = dir.path().join("tags.jsonl");
+    let o = instrec(&[
+        "tag",
+        "--boost-quiet",
+        quiet.to_str().unwrap(),
+        loud.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(summary.contains("1 quiet, 1 of them raised"), "{summary}");
+    let lines = common::json_lines(&out);
+    let soft = lines
+        .iter()
+        .find(|l| l["path"] == quiet.to_str().unwrap())
+        .unwrap();
+    assert!(
+        (soft["gain_db"].as_f64().unwrap() - gain_db).abs() < 1e-9,
+        "{soft}"
+    );
+    let other = lines
+        .iter()
+        .find(|l| l["path"] == loud.to_str().unwrap())
+        .unwrap();
+    assert!(other.get("gain_db").is_none() && other["level_dbfs"].as_f64().is_some());
 }
 
 /// A library list whose instruments are broken stops `synth` with one line naming the file (and

@@ -47,6 +47,9 @@ pub struct LibrarySummary {
     pub skipped: usize,
     pub audio_s: f64,
     pub seconds: f64,
+    /// Files tagged now whose level lies below [`super::QUIET_DBFS`], and of them those raised.
+    pub quiet: usize,
+    pub raised: usize,
     /// One line per file that could not be tagged.
     pub failures: Vec<String>,
 }
@@ -61,7 +64,15 @@ impl LibrarySummary {
             self.audio_s / 3600.0,
             self.audio_s / self.seconds.max(1e-9),
             self.failures.len()
-        )
+        ) + &match (self.quiet, self.raised) {
+            (0, _) => String::new(),
+            (q, 0) => format!(
+                "; {q} quiet (RMS below {} dBFS, where the built-in model hears worse; \
+                 --boost-quiet raises them first)",
+                super::QUIET_DBFS
+            ),
+            (q, r) => format!("; {q} quiet, {r} of them raised"),
+        }
     }
 }
 
@@ -119,6 +130,8 @@ pub fn tag_library(
         let line = match r {
             Ok(r) => {
                 summary.audio_s += r.duration_s;
+                summary.quiet += usize::from(r.is_quiet());
+                summary.raised += usize::from(r.gain_db > 0.0);
                 TagLine::result(&r, &tagger.config.classes, stamp, opts.timeline)
             }
             Err(e) => {
