@@ -631,15 +631,20 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
         out!("{}", serde_json::to_string_pretty(&report)?);
     }
     let quiet = results.iter().filter(|r| r.is_quiet()).count();
-    if quiet > 0 && !a.boost_quiet {
+    quiet_note(quiet, results.len(), a.boost_quiet);
+    Ok(finish(&failures, files.len() + unreadable, "failed"))
+}
+
+/// Says on stderr that `quiet` of `of` tagged files lay below the quiet line, unless
+/// `--boost-quiet` already raised them.
+fn quiet_note(quiet: usize, of: usize, boosted: bool) {
+    if quiet > 0 && !boosted {
         eprintln!(
-            "note: {quiet} of {} files are quiet (RMS below {} dBFS), where the built-in model \
+            "note: {quiet} of {of} files are quiet (RMS below {} dBFS), where the built-in model \
              hears worse; --boost-quiet raises them first",
-            results.len(),
             instrec::tag::QUIET_DBFS
         );
     }
-    Ok(finish(&failures, files.len() + unreadable, "failed"))
 }
 
 /// `tag --out`: one flushed JSON line per file, resumable and shardable, with a progress bar.
@@ -667,6 +672,8 @@ fn tag_library(
     })?;
     pb.finish_and_clear();
     out!("{}", summary.text(out));
+    let tagged = summary.attempted - summary.failures.len();
+    quiet_note(summary.quiet, tagged, a.boost_quiet);
     let attempted = summary.attempted + walk_failures.len();
     let failures: Vec<String> = walk_failures.into_iter().chain(summary.failures).collect();
     Ok(finish(&failures, attempted, "failed"))

@@ -66,11 +66,7 @@ impl LibrarySummary {
             self.failures.len()
         ) + &match (self.quiet, self.raised) {
             (0, _) => String::new(),
-            (q, 0) => format!(
-                "; {q} quiet (RMS below {} dBFS, where the built-in model hears worse; \
-                 --boost-quiet raises them first)",
-                super::QUIET_DBFS
-            ),
+            (q, 0) => format!("; {q} quiet (RMS below {} dBFS)", super::QUIET_DBFS),
             (q, r) => format!("; {q} quiet, {r} of them raised"),
         }
     }
