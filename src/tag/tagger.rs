@@ -262,7 +262,7 @@ impl Tagger {
         emit(maker.ready(true));
         Ok(FileEnd {
             duration_s,
-            level_dbfs: stream.level_dbfs() - gain_db,
+            level_dbfs: (stream.level_dbfs() - gain_db).max(crate::audio::LEVEL_FLOOR_DBFS),
             gain_db,
             starts: maker.starts,
         })
