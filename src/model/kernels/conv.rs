@@ -26,7 +26,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::gemm::{add_abt, gemm, sum_parts, weight_parts};
-use super::im2col::{Geometry, col2im, gather_images, im2col, scatter_images};
+use super::im2col::{Geometry, bias_relu_in_place, col2im, gather_images, im2col, scatter_images};
 use super::route::{FlexAd, Route, flex_tensor, route, symmetric_padding};
 use super::scratch::Scratch;
 use super::{pointwise, winograd};
@@ -52,17 +52,7 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
         if b1 - b0 == 1 {
             // One image: `[c_out][p]` is its layout already.
             output_columns(g, n, w, &col.0, y, parallel);
-            if bias.is_some() || relu {
-                for (ci, row) in y.chunks_mut(p).enumerate() {
-                    let add = bias.map_or(0.0, |b| b[ci]);
-                    for v in row {
-                        *v += add;
-                        if relu {
-                            *v = v.max(0.0);
-                        }
-                    }
-                }
-            }
+            bias_relu_in_place(y, p, bias, relu);
             return;
         }
         let mut out = Scratch::take(c_out * n);

@@ -218,6 +218,23 @@ pub(super) fn gather_images(t: &[f32], dims: [usize; 2], b0: usize, b1: usize, o
         });
 }
 
+/// One image's `[c][p]` convolution output in place: + bias[c], then ReLU if asked (nothing to
+/// do without either).
+pub(super) fn bias_relu_in_place(img: &mut [f32], p: usize, bias: Option<&[f32]>, relu: bool) {
+    if bias.is_none() && !relu {
+        return;
+    }
+    for (ci, row) in img.chunks_mut(p).enumerate() {
+        let add = bias.map_or(0.0, |b| b[ci]);
+        for v in row {
+            *v += add;
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+    }
+}
+
 /// The inverse of [`gather_images`]: `src[c][(b − b0)·p + p]` (+ bias[c], then ReLU if asked)
 /// into images `b0..b1` of `y` (`[b][c][p]`).
 pub(super) fn scatter_images(

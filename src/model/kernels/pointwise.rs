@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, sum_parts};
-use super::im2col::Geometry;
+use super::im2col::{Geometry, bias_relu_in_place};
 
 /// The fewest positions per image this path takes: with fewer, a GEMM per image has too few
 /// columns and im2col's one GEMM over the batch measured faster (ResNet50's stages 3 and 4).
@@ -38,18 +38,7 @@ pub(super) fn forward(
         .for_each(|(y, x)| {
             // y[k][p] = Σ_c w[k][c]·x[c][p]
             gemm(c_out, hw, c_in, y, false, w, [c_in, 1], x, [hw, 1], false);
-            if bias.is_none() && !relu {
-                return;
-            }
-            for (k, row) in y.chunks_mut(hw).enumerate() {
-                let add = bias.map_or(0.0, |b| b[k]);
-                for v in row {
-                    *v += add;
-                    if relu {
-                        *v = v.max(0.0);
-                    }
-                }
-            }
+            bias_relu_in_place(y, hw, bias, relu);
         });
     y
 }
