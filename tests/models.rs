@@ -204,6 +204,31 @@ fn check_shared(arch: &str, depth: ResNetDepth, device: &Device) {
     );
 }
 
+/// Inference runs a folded network through channels-last kernels (Winograd on its 3×3 stride-1
+/// convolutions, in chunks of images): over several chunks and every ResNet plane of a 43×128
+/// window, its logits equal the unfolded network's, which takes the training kernels.
+#[test]
+fn folded_inference_over_several_image_chunks_matches_the_unfolded_network() {
+    let device = Device::flex();
+    for arch in ["resnet18", "resnet50"] {
+        let model = prng_resnet(arch, &device);
+        // 24 windows: the 11×32 stage takes 11 images per Winograd chunk, so three chunks.
+        let u = uniform("chunks", 24 * 3 * 43 * 128);
+        let x: Vec<f32> = u.iter().map(|&u| (-8.0 + 6.0 * (u - 0.5)) as f32).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [24, 3, 43, 128]), &device);
+        let unfolded = model
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let folded = model.clone().fold_batchnorm().forward(x);
+        let folded = folded.into_data().try_to_vec::<f32>().unwrap();
+        let e = rel_err(&folded, &unfolded);
+        eprintln!("{arch}, 24 windows: folded vs unfolded {e:.2e}");
+        assert!(e <= 1e-5, "{arch}: folded logits relative error {e:.2e}");
+    }
+}
+
 #[test]
 fn resnet18_reproduces_pytorch_logits() {
     check_prng("resnet18", &Device::flex());

@@ -9,6 +9,8 @@
 //! - [`conv`]: the convolution forward, backward and autodiff node;
 //! - `winograd`: the 3×3 stride-1 convolutions' forward and backward by Winograd's F(4×4, 3×3)
 //!   or, on planes too small for 4×4 tiles, F(2×2, 3×3);
+//! - `winograd_nhwc`: inference's 3×3 stride-1 convolutions on channels-last activations by
+//!   F(4×4, 3×3) (`crate::model::fast`);
 //! - `pointwise`: the 1×1 stride-1 convolutions' forward and backward, a GEMM per image;
 //! - [`pool`]: max pooling, forward, backward and autodiff node.
 
@@ -20,6 +22,7 @@ pub mod pool;
 pub(crate) mod route;
 pub(crate) mod scratch;
 mod winograd;
+pub(crate) mod winograd_nhwc;
 
 pub use conv::conv2d;
 pub(crate) use gemm::gemm;

@@ -55,12 +55,17 @@ pub(super) fn applies(g: &Geometry) -> bool {
             .saturating_mul(g.c_in)
             .saturating_mul(g.h * g.w)
             < u32::MAX as usize
-        && std::env::var_os("INSTREC_CONV").is_none_or(|v| v != "im2col")
+        && enabled()
+}
+
+/// Whether Winograd may be used at all: `INSTREC_CONV=im2col` asks for im2col everywhere.
+pub(super) fn enabled() -> bool {
+    std::env::var_os("INSTREC_CONV").is_none_or(|v| v != "im2col")
 }
 
 /// One of Winograd's minimal filterings F(M×M, 3×3) with A = M + 2: the 1-D maps its 2-D
 /// transforms apply along each axis of a tile.
-trait Tile<const M: usize, const A: usize>: Sync {
+pub(super) trait Tile<const M: usize, const A: usize>: Sync {
     /// Bᵀ·d: the input transform.
     fn input(d: [f32; A]) -> [f32; A];
     /// B·v: its transpose, for the input gradient.
@@ -100,7 +105,7 @@ impl Tile<2, 4> for F2 {
 }
 
 /// F(4×4, 3×3), interpolating at 0, ±1, ±2 and ∞ (Lavin & Gray's matrices).
-struct F4;
+pub(super) struct F4;
 
 impl Tile<4, 6> for F4 {
     fn input([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
@@ -198,14 +203,18 @@ impl Tiles {
 const KERNEL_BLOCK: usize = 1024;
 
 /// The first `N` consecutive `len`-float slices of `buf`.
-fn rows_mut<const N: usize>(buf: &mut [f32], len: usize) -> [&mut [f32]; N] {
+pub(super) fn rows_mut<const N: usize>(buf: &mut [f32], len: usize) -> [&mut [f32]; N] {
     let mut rows = buf[..N * len].chunks_exact_mut(len);
     std::array::from_fn(|_| rows.next().unwrap_or_default())
 }
 
 /// Rows `rows` (each `len` floats) of `buf`, mutably at once; the rows are distinct and inside
 /// `buf` at every call here.
-fn rows_at<const N: usize>(buf: &mut [f32], len: usize, rows: [usize; N]) -> [&mut [f32]; N] {
+pub(super) fn rows_at<const N: usize>(
+    buf: &mut [f32],
+    len: usize,
+    rows: [usize; N],
+) -> [&mut [f32]; N] {
     match buf.get_disjoint_mut(rows.map(|r| r * len..(r + 1) * len)) {
         Ok(rows) => rows,
         Err(_) => unreachable!("distinct rows inside the buffer"),
@@ -245,7 +254,7 @@ fn interleave<const M: usize>(phases: [&[f32]; M], lead: usize, row: &mut [f32])
 
 /// `U[ξ][k][c] = G g Gᵀ` for every kernel `g = w[k][c]`, in blocks of kernels, each block's A²
 /// ξ rows written by one task.
-fn transform_weights<T: Tile<M, A>, const M: usize, const A: usize>(
+pub(super) fn transform_weights<T: Tile<M, A>, const M: usize, const A: usize>(
     w: &[f32],
     c_in: usize,
     c_out: usize,
@@ -328,7 +337,7 @@ fn weight_gradient<T: Tile<M, A>, const M: usize, const A: usize>(
 
 /// `out[o][t] = f(inp[·][t])[o]` over `t`, `out` and `inp` rows `n` long.
 #[inline(always)]
-fn combine<const I: usize, const O: usize>(
+pub(super) fn combine<const I: usize, const O: usize>(
     inp: [&[f32]; I],
     out: [&mut [f32]; O],
     f: impl Fn([f32; I]) -> [f32; O],
