@@ -117,9 +117,9 @@ impl Conv {
         let rows = x.b * oh * ow;
         let mut y = Scratch::take(rows * self.c_out);
         if let Some(packed) = self.winograd.as_ref().filter(|_| winograd_nhwc::enabled()) {
-            packed.forward(&x.data, [x.b, x.h, x.w], &mut y);
             let res = residual.map(|r| &r.data[..rows * self.c_out]);
-            finish(&mut y[..rows * self.c_out], &self.bias, res, relu);
+            let epilogue = (&self.bias[..], res, relu);
+            packed.forward(&x.data, [x.b, x.h, x.w], &mut y, epilogue);
             return Act {
                 data: y,
                 b: x.b,

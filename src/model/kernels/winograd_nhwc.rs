@@ -52,8 +52,16 @@ impl Packed {
         Self { u, c_in, c_out }
     }
 
-    /// `y` `[b][h][w][c_out]` (overwritten; no bias) = the convolution of `x` `[b][h][w][c_in]`.
-    pub(crate) fn forward(&self, x: &[f32], [b, h, w]: [usize; 3], y: &mut [f32]) {
+    /// `y` `[b][h][w][c_out]` (overwritten) = the convolution of `x` `[b][h][w][c_in]` + `bias`
+    /// (+ `residual`, shaped as `y`), then ReLU if asked: the epilogue applied as the output
+    /// tiles are copied into place.
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        [b, h, w]: [usize; 3],
+        y: &mut [f32],
+        (bias, residual, relu): (&[f32], Option<&[f32]>, bool),
+    ) {
         let (c_in, c_out) = (self.c_in, self.c_out);
         let (th, tw) = (h.div_ceil(M), w.div_ceil(M));
         let per_image = th * tw;
@@ -127,6 +135,7 @@ impl Packed {
                     || vec![0f32; (A * M + M * M) * c_out],
                     |buf, (bi, img)| {
                         let (p, yt) = buf.split_at_mut(A * M * c_out);
+                        let res = residual.map(|r| &r[(b0 + bi) * hw * c_out..][..hw * c_out]);
                         for (ti, tj) in (0..th).flat_map(|ti| (0..tw).map(move |tj| (ti, tj))) {
                             let tile = bi * per_image + ti * tw + tj;
                             let mx = |xi: usize| &m[(xi * n + tile) * c_out..][..c_out];
@@ -148,12 +157,37 @@ impl Packed {
                             let (x0, cols) = (M * tj, M.min(w - M * tj));
                             for row in 0..M.min(h - M * ti) {
                                 let at = ((M * ti + row) * w + x0) * c_out;
-                                img[at..at + cols * c_out]
-                                    .copy_from_slice(&yt[M * row * c_out..][..cols * c_out]);
+                                let src = &yt[M * row * c_out..][..cols * c_out];
+                                let dst = &mut img[at..at + cols * c_out];
+                                let res = res.map(|r| &r[at..at + cols * c_out]);
+                                finish(dst, src, bias, res, relu);
                             }
                         }
                     },
                 );
+        }
+    }
+}
+
+/// `dst = src + bias (+ residual)`, then ReLU if asked, over pixels of `bias.len()` channels.
+#[inline(always)]
+fn finish(dst: &mut [f32], src: &[f32], bias: &[f32], residual: Option<&[f32]>, relu: bool) {
+    let c = bias.len();
+    for (i, (d, s)) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)).enumerate() {
+        match residual {
+            Some(r) => {
+                let r = &r[i * c..][..c];
+                for (((d, s), b), r) in d.iter_mut().zip(s).zip(bias).zip(r) {
+                    let v = s + b + r;
+                    *d = if relu { v.max(0.0) } else { v };
+                }
+            }
+            None => {
+                for ((d, s), b) in d.iter_mut().zip(s).zip(bias) {
+                    let v = s + b;
+                    *d = if relu { v.max(0.0) } else { v };
+                }
+            }
         }
     }
 }
