@@ -29,6 +29,12 @@ const MORE_CASES: &[Case] = &[
     // 7×7 on an odd width, a 3×3 on a plane two wide.
     (2, 3, 9, 3, 4, 7, 2, 3),
     (1, 2, 4, 2, 3, 3, 2, 1),
+    // Planes smaller than the kernel's reach (`instrec forward` takes any frames × mels): taps
+    // that read no input column at all, and a unit-stride tap shifted past the whole plane.
+    (2, 8, 1, 1, 4, 3, 1, 1),
+    (1, 3, 1, 1, 4, 7, 2, 3),
+    (2, 5, 2, 3, 4, 7, 2, 3),
+    (1, 4, 1, 2, 3, 5, 1, 2),
     // Several chunks: 64·9 rows × 200·200 positions exceed one chunk per image.
     (2, 64, 200, 200, 4, 3, 1, 1),
     // Stride 1 over larger planes: an even kernel, no padding, 5×5.

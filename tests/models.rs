@@ -8,7 +8,7 @@ use common::rel_err;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use instrec::model::import::{Head, load_resnet_pth};
 use instrec::model::norm::BatchNorm2d;
 use instrec::model::{Arch, Model, ResNet, ResNetDepth};
@@ -319,6 +319,32 @@ fn every_architecture_maps_windows_to_11_logits() {
     for arch in [Arch::ResNet18, Arch::Han] {
         let y = Model::new(arch, 11, &device).forward(x.clone());
         assert_eq!(y.dims(), [2, 11], "{arch}");
+    }
+}
+
+/// `instrec forward` takes any frames × mels (the Han network from 27 of each): planes smaller
+/// than a kernel's reach give logits, not a panic, folded (inference) or not.
+#[test]
+fn every_architecture_runs_on_inputs_smaller_than_its_kernels() {
+    let device = Device::flex();
+    for shape in [[1, 3, 1, 1], [2, 3, 5, 7], [1, 3, 2, 300], [1, 3, 27, 27]] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(-8.0, 3.0), &device);
+        let han = shape[2].min(shape[3]) >= instrec::model::han::MIN_SIDE;
+        let archs = [Arch::ResNet18, Arch::ResNet50]
+            .into_iter()
+            .chain(han.then_some(Arch::Han));
+        for arch in archs {
+            let model = Model::new(arch, 11, &device);
+            for model in [model.clone(), model.fold_batchnorm()] {
+                let y = model
+                    .forward(x.clone())
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                assert_eq!(y.len(), shape[0] * 11, "{arch} on {shape:?}");
+                assert!(y.iter().all(|v| v.is_finite()), "{arch} on {shape:?}");
+            }
+        }
     }
 }
 
@@ -652,6 +678,58 @@ fn forward_cli_writes_logits_and_pooled_features() {
         let exp = NpyArray::read(&dir.join(format!("resnet18.{expected}.npy"))).unwrap();
         assert_eq!(ours.shape, exp.shape);
         assert!(rel_err(&ours.data, &exp.data) <= 1e-4);
+    }
+}
+
+/// `forward` refuses a batch with no frames or no mel bands, and one too small for the Han
+/// network, naming the file and the shape; it never panics on them.
+#[test]
+fn forward_cli_refuses_empty_and_too_small_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("resnet18.safetensors");
+    write_prng_safetensors("resnet18", &weights);
+    for (arch, shape, expected) in [
+        (
+            "resnet18",
+            [1, 3, 0, 128],
+            "at least one frame and one mel band",
+        ),
+        (
+            "resnet18",
+            [2, 3, 43, 0],
+            "at least one frame and one mel band",
+        ),
+        (
+            "han",
+            [1, 3, 26, 128],
+            "at least 27 frames and 27 mel bands",
+        ),
+    ] {
+        let input = tmp.path().join("input.npy");
+        let n = shape.iter().product();
+        NpyArray::new(shape.to_vec(), vec![0.0; n])
+            .write(&input)
+            .unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_instrec"))
+            .args([
+                "forward",
+                "--arch",
+                arch,
+                "--num-classes",
+                "11",
+                "--weights",
+            ])
+            .arg(&weights)
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(tmp.path().join("out.npy"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{arch} {shape:?}: {err}");
+        assert!(err.contains(expected) && err.contains("input.npy"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 

@@ -16,6 +16,10 @@ use burn::tensor::{Device, Tensor};
 
 const SLOPE: f64 = 0.33;
 
+/// The fewest frames and mel bands the network takes: three 3×3 poolings with stride 3 leave
+/// one position of 27.
+pub const MIN_SIDE: usize = 27;
+
 fn glorot() -> Initializer {
     Initializer::XavierUniform { gain: 1.0 }
 }
@@ -79,7 +83,8 @@ impl HanCnn {
         }
     }
 
-    /// Logits `[batch, num_classes]` for input `[batch, 1, frames, mels]`.
+    /// Logits `[batch, num_classes]` for input `[batch, 1, frames, mels]`, both at least
+    /// [`MIN_SIDE`].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         let last = self.blocks.len() - 1;

@@ -100,6 +100,17 @@ pub fn forward_npy(
     if shape[1] != 3 {
         return Err(FileError::at(input, format!("expected 3 channels, got {}", shape[1])).into());
     }
+    if shape[2] == 0 || shape[3] == 0 {
+        let reason = format!("expected at least one frame and one mel band, got shape {shape:?}");
+        return Err(FileError::at(input, reason).into());
+    }
+    if arch == Arch::Han && shape[2].min(shape[3]) < super::han::MIN_SIDE {
+        let reason = format!(
+            "the Han network needs at least {0} frames and {0} mel bands, got shape {shape:?}",
+            super::han::MIN_SIDE
+        );
+        return Err(FileError::at(input, reason).into());
+    }
     let model = load_into(Model::new(arch, num_classes, device), weights, Head::Load)?;
     let x = Tensor::<4>::from_data(TensorData::new(x.data, shape), device);
     let y = match (&model, pooled) {

@@ -104,7 +104,8 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, b0: usize, b1: usize, col: &mut [f
                     // outside it zeroed after.
                     let w = g.w;
                     let shift = (ki * w + kj) as isize - (ph * w + pw) as isize;
-                    let lo = (h_lo * w).max(shift.min(0).unsigned_abs());
+                    // A tap shifted past a plane smaller than the kernel's reach reads none of it.
+                    let lo = (h_lo * w).max(shift.min(0).unsigned_abs()).min(out.len());
                     let hi = (h_hi * w).min((plane.len() as isize - shift).max(0) as usize);
                     out[..lo].fill(0.0);
                     if hi > lo {
@@ -130,6 +131,10 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, b0: usize, b1: usize, col: &mut [f
                     let src = &plane[ih * g.w..(ih + 1) * g.w];
                     orow[..w_lo].fill(0.0);
                     orow[w_hi..].fill(0.0);
+                    if w_hi <= w_lo {
+                        // The tap reads no input column (a plane narrower than its reach).
+                        continue;
+                    }
                     let first = w_lo * sw + kj - pw;
                     if sw == 1 {
                         orow[w_lo..w_hi].copy_from_slice(&src[first..first + (w_hi - w_lo)]);
@@ -172,6 +177,10 @@ pub(super) fn col2im(col: &[f32], g: &Geometry, b0: usize, b1: usize, dx_cb: &mu
                 let src_row = &col[(c * taps + tap) * n..][..n];
                 let (w_lo, w_hi) = valid_range(out_w, g.w, sw, pw, kj);
                 let (h_lo, h_hi) = valid_range(out_h, g.h, sh, ph, ki);
+                if w_hi <= w_lo {
+                    // The tap reads no input column (a plane narrower than its reach).
+                    continue;
+                }
                 for (bi, b) in (b0..b1).enumerate() {
                     let plane = &mut planes[b * hw..(b + 1) * hw];
                     for oh in h_lo..h_hi {

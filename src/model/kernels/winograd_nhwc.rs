@@ -63,6 +63,9 @@ impl Packed {
         (bias, residual, relu): (&[f32], Option<&[f32]>, bool),
     ) {
         let (c_in, c_out) = (self.c_in, self.c_out);
+        if h == 0 || w == 0 {
+            return;
+        }
         let (th, tw) = (h.div_ceil(M), w.div_ceil(M));
         let per_image = th * tw;
         let by_size = CHUNK_FLOATS / (per_image * XIS * (c_in + c_out)).max(1);
