@@ -203,18 +203,12 @@ impl Conv {
     }
 }
 
-/// `out` `[rows][c]` + bias (+ `residual`), then ReLU if asked, in one pass.
+/// `out` `[rows][c]` + bias (+ `residual`), then ReLU if asked, in one pass over the rows.
 fn finish(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>, relu: bool) {
     let c = bias.len();
     out.par_chunks_mut(c).enumerate().for_each(|(i, row)| {
         let res = residual.map(|r| &r[i * c..(i + 1) * c]);
-        for (co, v) in row.iter_mut().enumerate() {
-            let mut s = *v + bias[co];
-            if let Some(r) = res {
-                s += r[co];
-            }
-            *v = if relu { s.max(0.0) } else { s };
-        }
+        winograd_nhwc::epilogue(row, bias, res, relu);
     });
 }
 

@@ -160,10 +160,10 @@ impl Packed {
                             let (x0, cols) = (M * tj, M.min(w - M * tj));
                             for row in 0..M.min(h - M * ti) {
                                 let at = ((M * ti + row) * w + x0) * c_out;
-                                let src = &yt[M * row * c_out..][..cols * c_out];
                                 let dst = &mut img[at..at + cols * c_out];
+                                dst.copy_from_slice(&yt[M * row * c_out..][..cols * c_out]);
                                 let res = res.map(|r| &r[at..at + cols * c_out]);
-                                finish(dst, src, bias, res, relu);
+                                epilogue(dst, bias, res, relu);
                             }
                         }
                     },
@@ -172,25 +172,19 @@ impl Packed {
     }
 }
 
-/// `dst = src + bias (+ residual)`, then ReLU if asked, over pixels of `bias.len()` channels.
+/// Channels-last outputs `out` (pixels of `bias.len()` channels) in place: + bias
+/// (+ `residual`, shaped as `out`), then ReLU if asked.
 #[inline(always)]
-fn finish(dst: &mut [f32], src: &[f32], bias: &[f32], residual: Option<&[f32]>, relu: bool) {
+pub(crate) fn epilogue(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>, relu: bool) {
     let c = bias.len();
-    for (i, (d, s)) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)).enumerate() {
-        match residual {
-            Some(r) => {
-                let r = &r[i * c..][..c];
-                for (((d, s), b), r) in d.iter_mut().zip(s).zip(bias).zip(r) {
-                    let v = s + b + r;
-                    *d = if relu { v.max(0.0) } else { v };
-                }
+    for (i, px) in out.chunks_exact_mut(c).enumerate() {
+        let res = residual.map(|r| &r[i * c..][..c]);
+        for (co, v) in px.iter_mut().enumerate() {
+            let mut s = *v + bias[co];
+            if let Some(r) = res {
+                s += r[co];
             }
-            None => {
-                for ((d, s), b) in d.iter_mut().zip(s).zip(bias) {
-                    let v = s + b;
-                    *d = if relu { v.max(0.0) } else { v };
-                }
-            }
+            *v = if relu { s.max(0.0) } else { s };
         }
     }
 }
