@@ -63,6 +63,12 @@ impl Geometry {
     }
 }
 
+/// Whether `INSTREC_CONV=im2col` asks for im2col + GEMM everywhere (no Winograd, no per-image
+/// 1×1 GEMMs), in training and inference, for side-by-side measurements.
+pub(super) fn everywhere() -> bool {
+    std::env::var_os("INSTREC_CONV").is_some_and(|v| v == "im2col")
+}
+
 /// The output columns `lo..hi` of one kernel tap that read inside the input along one axis.
 pub(super) fn valid_range(
     out: usize,

@@ -20,7 +20,7 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.stride == [1, 1]
         && g.pad == [0, 0]
         && g.h * g.w >= MIN_POSITIONS
-        && std::env::var_os("INSTREC_CONV").is_none_or(|v| v != "im2col")
+        && !super::im2col::everywhere()
 }
 
 /// The convolution's output `[b][k][h][w]` (+ bias, then ReLU if asked).

@@ -55,12 +55,7 @@ pub(super) fn applies(g: &Geometry) -> bool {
             .saturating_mul(g.c_in)
             .saturating_mul(g.h * g.w)
             < u32::MAX as usize
-        && enabled()
-}
-
-/// Whether Winograd may be used at all: `INSTREC_CONV=im2col` asks for im2col everywhere.
-pub(super) fn enabled() -> bool {
-    std::env::var_os("INSTREC_CONV").is_none_or(|v| v != "im2col")
+        && !super::im2col::everywhere()
 }
 
 /// One of Winograd's minimal filterings F(M×M, 3×3) with A = M + 2: the 1-D maps its 2-D

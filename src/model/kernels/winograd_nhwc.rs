@@ -23,7 +23,7 @@ const MIN_TILES: usize = 256;
 /// Whether inference takes this path for a convolution of these channels; `INSTREC_CONV=im2col`
 /// asks for im2col everywhere, as in training.
 pub(crate) fn enabled() -> bool {
-    super::winograd::enabled()
+    !super::im2col::everywhere()
 }
 
 /// A convolution's kernels transformed, `U[ξ][c_in][c_out] = G g Gᵀ`.
