@@ -457,6 +457,7 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
         augment: args.augment,
         perform: args.perform,
         solo: args.solo,
+        neutral_chords: args.neutral_chords,
     };
     let report = synth::render_corpus_with(&libraries, style, &opts, &|done, _| {
         pb.set_position(done as u64)

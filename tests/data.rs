@@ -445,6 +445,63 @@ fn solo_songs_drop_the_accompaniment_and_leave_the_other_files_unchanged() {
     );
 }
 
+/// `Style::neutral_chords`: the chords under every accompanied file (recorded per file) are on a
+/// program of no class, where without it some are a class's (piano, organ, nylon guitar) though
+/// never one of the file's own predominant classes; solo files record none.
+#[test]
+fn neutral_chords_play_no_class_program_and_every_file_records_its_chords() {
+    use instrec::data::library::Library;
+    use instrec::data::synth::{PROGRAMS, Style, file_records, render_corpus_with};
+    let libraries = [Library::load(&SoundFontSource::Embedded).unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let render = |name: &str, neutral_chords: bool| {
+        let opts = SynthOptions {
+            out: dir.path().join(name),
+            train_per_class: 3,
+            test_clips: 6,
+            seed: 9,
+        };
+        let style = Style {
+            solo: 0.3,
+            neutral_chords,
+            ..Default::default()
+        };
+        render_corpus_with(&libraries, style, &opts, &|_, _| {}).unwrap();
+        file_records(&opts.out)
+    };
+    let class_of = |p: u8| PROGRAMS.iter().position(|c| c.contains(&p));
+    for (neutral, records) in [
+        (false, render("irmas", false)),
+        (true, render("neutral", true)),
+    ] {
+        assert_eq!(records.len(), 3 * CLASSES.len() + 6);
+        let mut class_chords = 0;
+        for r in &records {
+            assert_eq!(
+                r.chords.is_none(),
+                r.solo,
+                "{}: chords recorded unless solo",
+                r.path
+            );
+            let Some(chords) = r.chords else { continue };
+            let own: Vec<Option<usize>> = r.programs.iter().map(|&p| class_of(p)).collect();
+            assert!(
+                !own.contains(&class_of(chords)) || class_of(chords).is_none(),
+                "{r:?}"
+            );
+            class_chords += usize::from(class_of(chords).is_some());
+        }
+        if neutral {
+            assert_eq!(class_chords, 0, "neutral chords play no class's program");
+        } else {
+            assert!(
+                class_chords > 3,
+                "IRMAS-like chords play piano, organ or guitar at times"
+            );
+        }
+    }
+}
+
 /// Several libraries and augmentation: the same seed gives the same bytes, every rendered file
 /// has its source in the manifest, and each library is drawn.
 #[test]

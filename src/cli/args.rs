@@ -402,6 +402,11 @@ pub struct SynthArgs {
     /// bass or drums, as in a solo recording (the other songs' files stay the same bytes).
     #[arg(value_parser = instrec::check::flag::share01, long, default_value_t = 0.0)]
     pub solo: f64,
+    /// Play the chords under the lines only on programs of no class (electric piano, harp, pad),
+    /// never piano, organ or guitar: an instrument present but unlabelled teaches the model to
+    /// ignore the quieter of two instruments. The default keeps IRMAS's texture.
+    #[arg(long)]
+    pub neutral_chords: bool,
     /// Training clips (3 s) per instrument.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = SynthOptions::TRAIN_PER_CLASS)]
     pub train_per_class: usize,

@@ -154,6 +154,10 @@ pub struct Style {
     /// 0 ≤ solo ≤ 1; drawn per song from a stream of its own, so the other songs' files are
     /// the same bytes as without it.
     pub solo: f64,
+    /// Chords only on programs of no class (electric piano, harp, pad): a piano, organ or guitar
+    /// under the line would be an instrument present but unlabelled, which teaches the model to
+    /// ignore the quieter of two instruments.
+    pub neutral_chords: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -207,12 +211,15 @@ struct Song {
 }
 
 impl Song {
-    fn random(rng: &mut Rng, avoid: &[usize]) -> Self {
+    /// A song for lines of the classes `avoid`, whose programs its chords do not play (nor any
+    /// class's when `neutral`).
+    fn random(rng: &mut Rng, avoid: &[usize], neutral: bool) -> Self {
         let genre = *rng.choose(&GENRES);
         let chord_choices: Vec<u8> = CHORD_PROGRAMS
             .iter()
             .copied()
             .filter(|p| !avoid.iter().any(|&c| PROGRAMS[c].contains(p)))
+            .filter(|p| !neutral || !PROGRAMS.iter().any(|c| c.contains(p)))
             .collect();
         Self {
             root: rng.range(0, 12) as u8,
@@ -728,6 +735,9 @@ struct Manifest {
     /// The share of training songs played solo (`Style::solo`).
     #[serde(default, skip_serializing_if = "is_zero")]
     solo: f64,
+    /// Chords only on programs of no class (`Style::neutral_chords`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    neutral_chords: bool,
     /// Every file's source, in rendering order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     files: Vec<FileRecord>,
@@ -782,6 +792,9 @@ pub struct FileRecord {
     /// Played solo: no chords, bass or drums (`Style::solo`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub solo: bool,
+    /// The General-MIDI program of the chords under the lines (none when played solo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chords: Option<u8>,
 }
 
 impl Manifest {
@@ -809,6 +822,7 @@ impl Manifest {
             augmented: style.augment,
             performed: style.perform,
             solo: style.solo,
+            neutral_chords: style.neutral_chords,
             files: Vec::new(),
         }
     }
@@ -938,6 +952,7 @@ fn render_job(
         programs,
         augmentation,
         solo: false,
+        chords: None,
     };
     match *job {
         Job::Train {
@@ -947,7 +962,7 @@ fn render_job(
             song_seed,
         } => {
             let mut song_rng = Rng::new(song_seed);
-            let mut song = Song::random(&mut song_rng, &[class]);
+            let mut song = Song::random(&mut song_rng, &[class], style.neutral_chords);
             let solo = style.solo > 0.0 && Rng::derive(song_seed, SOLO_STREAM).f64() < style.solo;
             song.drums &= !solo;
             let melody_program = *song_rng.choose(PROGRAMS[class]);
@@ -992,6 +1007,7 @@ fn render_job(
                 length,
                 FileRecord {
                     solo,
+                    chords: (!solo).then_some(song.chord_program),
                     ..record(
                         &path,
                         vec![melody_program],
@@ -1008,7 +1024,7 @@ fn render_job(
             rng.shuffle(&mut classes);
             classes.truncate(n);
             classes.sort_unstable();
-            let song = Song::random(&mut rng, &classes);
+            let song = Song::random(&mut rng, &classes, style.neutral_chords);
             let (accompaniment_lib, lines) =
                 choose_libraries(libraries, &classes, &mut library_rng);
             let length = 5.0 + 15.0 * rng.f64();
@@ -1068,7 +1084,10 @@ fn render_job(
             write_atomic(&txt, labels.as_bytes()).map_err(|e| FileError::at(&txt, e))?;
             Ok((
                 length,
-                record(&wav, programs, steps, &(accompaniment_lib, lines)),
+                FileRecord {
+                    chords: Some(song.chord_program),
+                    ..record(&wav, programs, steps, &(accompaniment_lib, lines))
+                },
             ))
         }
     }

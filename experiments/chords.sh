@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Does the unlabelled piano, organ or guitar under a line teach the model to drop the quieter of
+# two instruments? Two fine-tunes of the built-in model with version 4's recipe (level
+# augmentation, loudness-matched mixing, six epochs at lr 1e-4) on the same new songs (seed 16,
+# SOLO of them bare), one with today's chords (a third of the programs are piano, organ or
+# nylon guitar), one with `synth --neutral-chords` (electric piano, harp or pad only). Each is
+# scored alone and averaged with the built-in model (version 4's soup step, calibrated on the
+# seed-15 songs), on real-dev (400 mixtures), its loudness-matched 0-dB pairs and the Csound
+# bank's bare lines.
+#
+#     experiments/chords.sh RECORDINGS_DIR [OUT_DIR]     (SOLO=0.5 ARMS="control neutral")
+set -euo pipefail
+rec=$(cd "${1:?usage: chords.sh RECORDINGS_DIR [OUT_DIR]}" && pwd)
+out=${2:-runs/chords}
+bin=$(realpath "${INSTREC:-target/release/instrec}")
+models=$(cd "$(dirname "$0")/../models" && pwd)
+arms=${ARMS:-"control neutral"}
+solo=${SOLO:-0.5}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export INSTREC_CACHE="$out/cache"
+. "$(dirname "$0")/common.sh"
+bare="$out/csound-bare"
+csound_bare "$bare"
+libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
+[ -f "$out/calibration/instrec-synth.json" ] ||
+  "$bin" synth "${libs[@]}" --perform --augment --solo 0.8 --train-per-class 60 --test-clips 1 \
+    --seed 15 --out "$out/calibration"
+
+arm() { # name, extra synth flags...
+  local name=$1; shift
+  case " $arms " in *" $name "*) ;; *) return 0 ;; esac
+  [ -f "$out/$name-data/instrec-synth.json" ] ||
+    "$bin" synth "${libs[@]}" --perform --augment --solo "$solo" --train-per-class 320 \
+      --test-clips 60 --seed 16 --out "$out/$name-data" "$@"
+  [ -f "$out/$name/summary.json" ] ||
+    "$bin" train --data "$out/$name-data" --arch resnet18 --init "$models/default" --seed 16 \
+      --lr 1e-4 --max-epochs 6 --warmup-epochs 1 --patience 6 --mix --mix-partners drums \
+      --spec-augment --spec-level-db 12 --spec-colour-db 0 --spec-freq-masks 0 \
+      --spec-time-masks 0 --mix-match-level --calib-match-level --out "$out/$name"
+  [ -f "$out/$name-soup/config.json" ] || {
+    python3 "$(dirname "$0")/soup.py" "$out/$name-soup-f32" "$out/$name" "$models/default"
+    "$bin" pack --model "$out/$name-soup-f32" --aggregation s2 \
+      --calibrate-on "$out/calibration" --out "$out/$name-soup"
+  }
+}
+arm control
+arm neutral --neutral-chords
+
+printf '| model | real solos top-1 | mixtures LRAP | F1 | oracle F1 | predicted per mixture | Csound bare top-1 | LRAP | F1 |\n'
+printf '|---|---|---|---|---|---|---|---|---|\n'
+names=builtin
+for a in $arms; do names="$names $a $a-soup"; done
+for name in $names; do
+  case $name in builtin) model=$models/default ;; *) model=$out/$name ;; esac
+  e=$out/eval/$name
+  evaluate_sets "$model" "$e" "real:$rec" "bare:$bare/recordings"
+  python3 - "$e" "$name" <<'PY'
+import json, sys
+e, name = sys.argv[1:]
+r, b = (json.load(open(f"{e}/{k}/report.json")) for k in ("real", "bare"))
+print(f"| {name} | {r['solo_top1']:.3f} | {r['mixture_lrap']:.3f} | {r['mixture_micro']['f1']:.3f} | "
+      f"{r['mixture_oracle_f1']:.3f} | {r['mixture_predicted']:.2f} | {b['solo_top1']:.3f} | "
+      f"{b['mixture_lrap']:.3f} | {b['mixture_micro']['f1']:.3f} |")
+PY
+done
