@@ -10,16 +10,9 @@
 #
 #     experiments/chords.sh RECORDINGS_DIR [OUT_DIR]     (SOLO=0.5 ARMS="control neutral")
 set -euo pipefail
-rec=$(cd "${1:?usage: chords.sh RECORDINGS_DIR [OUT_DIR]}" && pwd)
-out=${2:-runs/chords}
-bin=$(realpath "${INSTREC:-target/release/instrec}")
-models=$(cd "$(dirname "$0")/../models" && pwd)
-arms=${ARMS:-"control neutral"}
-solo=${SOLO:-0.5}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export INSTREC_CACHE="$out/cache"
 . "$(dirname "$0")/common.sh"
+experiment_args chords.sh runs/chords "control neutral" "$@"
+solo=${SOLO:-0.5}
 bare="$out/csound-bare"
 csound_bare "$bare"
 libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
@@ -55,12 +48,5 @@ for name in $names; do
   case $name in builtin) model=$models/default ;; *) model=$out/$name ;; esac
   e=$out/eval/$name
   evaluate_sets "$model" "$e" "real:$rec" "bare:$bare/recordings"
-  python3 - "$e" "$name" <<'PY'
-import json, sys
-e, name = sys.argv[1:]
-r, b = (json.load(open(f"{e}/{k}/report.json")) for k in ("real", "bare"))
-print(f"| {name} | {r['solo_top1']:.3f} | {r['mixture_lrap']:.3f} | {r['mixture_micro']['f1']:.3f} | "
-      f"{r['mixture_oracle_f1']:.3f} | {r['mixture_predicted']:.2f} | {b['solo_top1']:.3f} | "
-      f"{b['mixture_lrap']:.3f} | {b['mixture_micro']['f1']:.3f} |")
-PY
+  report_row "$e" "$name" wide
 done

@@ -21,14 +21,8 @@
 # Needs numpy, models/libraries.toml's libraries (models/fetch-libraries.sh and apt) and Debian
 # csound-soundfont. About 15 minutes per arm on a 2-core machine. ARMS="name ..." picks arms.
 set -euo pipefail
-rec=$(cd "${1:?usage: level.sh RECORDINGS_DIR [OUT_DIR]}" && pwd)
-out=${2:-runs/level}
-bin=$(realpath "${INSTREC:-target/release/instrec}")
-models=$(cd "$(dirname "$0")/../models" && pwd)
-arms=${ARMS:-"control level match"}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export INSTREC_CACHE="$out/cache"
+. "$(dirname "$0")/common.sh"
+experiment_args level.sh runs/level "control level match" "$@"
 
 # Level-shifted copies of the recordings and of their pair mixtures (32-bit float WAV, no
 # clipping), all at 22,050 Hz mono.
@@ -68,7 +62,6 @@ for a, b in itertools.combinations(sorted(clips), 2):
 PY
 
 # The held-out library's bare lines, as CLASS__NAME recordings.
-. "$(dirname "$0")/common.sh"
 bare="$out/csound-bare"
 csound_bare "$bare"
 

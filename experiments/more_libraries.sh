@@ -15,17 +15,9 @@
 # Needs the libraries (models/fetch-libraries.sh and apt, Debian csound-soundfont too). About 15
 # minutes per arm on a 2-core machine. ARMS="name ..." picks arms.
 set -euo pipefail
-rec=$(cd "${1:?usage: more_libraries.sh RECORDINGS_DIR [OUT_DIR]}" && pwd)
-out=${2:-runs/more-libraries}
-bin=$(realpath "${INSTREC:-target/release/instrec}")
-models=$(cd "$(dirname "$0")/../models" && pwd)
-arms=${ARMS:-"control more"}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-export INSTREC_CACHE="$out/cache"
-[ -d "$models/libs/instrec-voices" ] || "$bin" synth-voices --out "$models/libs/instrec-voices" --seed 1
-
 . "$(dirname "$0")/common.sh"
+experiment_args more_libraries.sh runs/more-libraries "control more" "$@"
+[ -d "$models/libs/instrec-voices" ] || "$bin" synth-voices --out "$models/libs/instrec-voices" --seed 1
 bare="$out/csound-bare"
 csound_bare "$bare"
 
@@ -50,12 +42,5 @@ printf '|---|---|---|---|---|---|---|\n'
 for name in builtin $arms; do
   e=$out/eval/$name
   evaluate_sets "$(arm_model "$name")" "$e" "real:$rec" "bare:$bare/recordings"
-  python3 - "$e" "$name" <<'PY'
-import json, sys
-e, name = sys.argv[1:]
-real, bare = (json.load(open(f"{e}/{k}/report.json")) for k in ("real", "bare"))
-print(f"| {name} | {real['solo_top1']:.3f} | {real['mixture_lrap']:.3f} | "
-      f"{real['mixture_micro']['f1']:.3f} | {bare['solo_top1']:.3f} | "
-      f"{bare['mixture_lrap']:.3f} | {bare['mixture_micro']['f1']:.3f} |")
-PY
+  report_row "$e" "$name"
 done
