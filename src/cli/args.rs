@@ -403,8 +403,8 @@ pub struct SynthArgs {
     #[arg(value_parser = instrec::check::flag::share01, long, default_value_t = 0.0)]
     pub solo: f64,
     /// Play the chords under the lines only on programs of no class (electric piano, harp, pad),
-    /// never piano, organ or guitar: an instrument present but unlabelled teaches the model to
-    /// ignore the quieter of two instruments. The default keeps IRMAS's texture.
+    /// never an unlabelled piano, organ or guitar. An experiment: trained from scratch it made
+    /// real recordings worse (MODEL.md); the default keeps IRMAS's texture.
     #[arg(long)]
     pub neutral_chords: bool,
     /// Training clips (3 s) per instrument.

@@ -154,9 +154,9 @@ pub struct Style {
     /// 0 ≤ solo ≤ 1; drawn per song from a stream of its own, so the other songs' files are
     /// the same bytes as without it.
     pub solo: f64,
-    /// Chords only on programs of no class (electric piano, harp, pad): a piano, organ or guitar
-    /// under the line would be an instrument present but unlabelled, which teaches the model to
-    /// ignore the quieter of two instruments.
+    /// Chords only on programs of no class (electric piano, harp, pad), so that no instrument
+    /// of a class plays unlabelled under a line (an experiment: from scratch it made real
+    /// recordings worse, MODEL.md).
     pub neutral_chords: bool,
 }
 
