@@ -373,29 +373,42 @@ fn wav_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// Renders a corpus from the built-in SoundFont alone into `out` and returns its file records.
+fn render_embedded(
+    out: &Path,
+    train_per_class: usize,
+    test_clips: usize,
+    seed: u64,
+    style: instrec::data::synth::Style,
+) -> Vec<instrec::data::synth::FileRecord> {
+    use instrec::data::library::Library;
+    use instrec::data::synth::{file_records, render_corpus_with};
+    let libraries = [Library::load(&SoundFontSource::Embedded).unwrap()];
+    let opts = SynthOptions {
+        out: out.to_path_buf(),
+        train_per_class,
+        test_clips,
+        seed,
+    };
+    render_corpus_with(&libraries, style, &opts, &|_, _| {}).unwrap();
+    file_records(out)
+}
+
 /// `Style::solo`: the songs drawn solo are recorded as such, named without drums and play no
 /// accompaniment; every other file is the same bytes as in the corpus rendered without it.
 #[test]
 fn solo_songs_drop_the_accompaniment_and_leave_the_other_files_unchanged() {
-    use instrec::data::library::Library;
-    use instrec::data::synth::{Style, file_records, render_corpus_with};
-    let libraries = [Library::load(&SoundFontSource::Embedded).unwrap()];
+    use instrec::data::synth::Style;
     let dir = tempfile::tempdir().unwrap();
     let render = |name: &str, solo: f64| {
-        let opts = SynthOptions {
-            out: dir.path().join(name),
-            train_per_class: 4,
-            test_clips: 2,
-            seed: 5,
-        };
+        let out = dir.path().join(name);
         let style = Style {
             perform: true,
             solo,
             ..Default::default()
         };
-        render_corpus_with(&libraries, style, &opts, &|_, _| {}).unwrap();
-        let records = file_records(&opts.out);
-        (wav_files(&opts.out), records)
+        let records = render_embedded(&out, 4, 2, 5, style);
+        (wav_files(&out), records)
     };
     let (band, band_records) = render("band", 0.0);
     let (mixed, records) = render("mixed", 0.5);
@@ -450,24 +463,15 @@ fn solo_songs_drop_the_accompaniment_and_leave_the_other_files_unchanged() {
 /// never one of the file's own predominant classes; solo files record none.
 #[test]
 fn neutral_chords_play_no_class_program_and_every_file_records_its_chords() {
-    use instrec::data::library::Library;
-    use instrec::data::synth::{PROGRAMS, Style, file_records, render_corpus_with};
-    let libraries = [Library::load(&SoundFontSource::Embedded).unwrap()];
+    use instrec::data::synth::{PROGRAMS, Style};
     let dir = tempfile::tempdir().unwrap();
     let render = |name: &str, neutral_chords: bool| {
-        let opts = SynthOptions {
-            out: dir.path().join(name),
-            train_per_class: 3,
-            test_clips: 6,
-            seed: 9,
-        };
         let style = Style {
             solo: 0.3,
             neutral_chords,
             ..Default::default()
         };
-        render_corpus_with(&libraries, style, &opts, &|_, _| {}).unwrap();
-        file_records(&opts.out)
+        render_embedded(&dir.path().join(name), 3, 6, 9, style)
     };
     let class_of = |p: u8| PROGRAMS.iter().position(|c| c.contains(&p));
     for (neutral, records) in [
