@@ -458,6 +458,7 @@ fn synth(args: cli::SynthArgs) -> Result<ExitCode> {
         perform: args.perform,
         solo: args.solo,
         neutral_chords: args.neutral_chords,
+        counter_lines: args.counter_lines,
     };
     let report = synth::render_corpus_with(&libraries, style, &opts, &|done, _| {
         pb.set_position(done as u64)

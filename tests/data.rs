@@ -506,6 +506,72 @@ fn neutral_chords_play_no_class_program_and_every_file_records_its_chords() {
     }
 }
 
+/// `Style::counter_lines`: about that share of the accompanied songs carries an unlabelled line
+/// of another class, recorded per file (class, library, 6–14 dB under the rest); solo songs
+/// carry none; every file without one is the same bytes as in the corpus rendered without it,
+/// and a second render gives the same bytes.
+#[test]
+fn counter_lines_are_another_class_recorded_per_file_and_leave_the_other_files_unchanged() {
+    use instrec::data::synth::Style;
+    let dir = tempfile::tempdir().unwrap();
+    let render = |name: &str, counter_lines: f64| {
+        let out = dir.path().join(name);
+        // Plain melodies: the built-in SoundFont holds only the loud notes the corpus plays.
+        let style = Style {
+            solo: 0.2,
+            counter_lines,
+            ..Default::default()
+        };
+        let records = render_embedded(&out, 4, 2, 17, style);
+        (wav_files(&out), records)
+    };
+    let (plain, plain_records) = render("plain", 0.0);
+    let (counter, records) = render("counter", 0.5);
+    assert!(plain_records.iter().all(|r| r.counter.is_none()));
+    assert!(
+        render("again", 0.5).0 == counter,
+        "the same seed, the same bytes"
+    );
+    let plain: std::collections::HashMap<&Path, &Vec<u8>> =
+        plain.iter().map(|(p, b)| (p.as_path(), b)).collect();
+    let mut with = 0;
+    for r in &records {
+        let bytes = &counter
+            .iter()
+            .find(|(p, _)| *p == Path::new(&r.path))
+            .unwrap()
+            .1;
+        let Some(c) = &r.counter else {
+            assert!(
+                *bytes == *plain[Path::new(&r.path)],
+                "{}: no counter line, same bytes",
+                r.path
+            );
+            continue;
+        };
+        with += 1;
+        assert!(!r.solo, "{}: a solo song has no counter line", r.path);
+        let own = Path::new(&r.path).parent().unwrap().file_name().unwrap();
+        assert_ne!(own.to_string_lossy(), c.class, "{}: another class", r.path);
+        assert!(CLASSES.contains(&c.class.as_str()));
+        assert_eq!(c.library, 0, "the only library");
+        assert!((6.0..=14.0).contains(&c.below_db), "{c:?}");
+        assert!(
+            *bytes != *plain[Path::new(&r.path)],
+            "{}: the line is heard",
+            r.path
+        );
+    }
+    let accompanied = records
+        .iter()
+        .filter(|r| r.chords.is_some() && r.path.contains("Training"))
+        .count();
+    assert!(
+        with > accompanied / 5 && with < accompanied * 4 / 5,
+        "about half of {accompanied} accompanied training files: {with}"
+    );
+}
+
 /// Several libraries and augmentation: the same seed gives the same bytes, every rendered file
 /// has its source in the manifest, and each library is drawn.
 #[test]

@@ -407,6 +407,10 @@ pub struct SynthArgs {
     /// real recordings worse (MODEL.md); the default keeps IRMAS's texture.
     #[arg(long)]
     pub neutral_chords: bool,
+    /// Share (0–1) of accompanied training songs in which an instrument of another class plays
+    /// a second line, unlabelled, 6–14 dB under the rest (an experiment, MODEL.md).
+    #[arg(value_parser = instrec::check::flag::share01, long, default_value_t = 0.0)]
+    pub counter_lines: f64,
     /// Training clips (3 s) per instrument.
     #[arg(value_parser = instrec::check::flag::count, long, default_value_t = SynthOptions::TRAIN_PER_CLASS)]
     pub train_per_class: usize,

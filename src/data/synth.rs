@@ -158,6 +158,10 @@ pub struct Style {
     /// of a class plays unlabelled under a line (an experiment: from scratch it made real
     /// recordings worse, MODEL.md).
     pub neutral_chords: bool,
+    /// 0 ≤ share ≤ 1 of accompanied training songs in which an instrument of another class
+    /// plays a second line, unlabelled, 6–14 dB under the rest (an experiment, MODEL.md); drawn
+    /// per song from a stream of its own, so the other songs' files are the same bytes.
+    pub counter_lines: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -411,18 +415,6 @@ fn accompaniment(events: &mut Vec<Event>, rng: &mut Rng, song: &Song, length: f6
     }
 }
 
-/// Renders the events into a stereo clip of `length` seconds, normalised to a random peak.
-fn render(
-    sf: &Arc<SoundFont>,
-    events: Vec<Event>,
-    length: f64,
-    rng: &mut Rng,
-) -> Result<[Vec<f32>; 2], String> {
-    let mut lr = synthesize(sf, events, length)?;
-    normalise(&mut lr, rng);
-    Ok(lr)
-}
-
 /// Renders the events into a stereo clip of `length` seconds as the synthesizer plays them.
 fn synthesize(
     sf: &Arc<SoundFont>,
@@ -481,13 +473,45 @@ struct Score {
     lines: Vec<(i32, usize)>,
     /// The library of the accompaniment (and of lines on it).
     accompaniment: usize,
+    /// An unlabelled line: (channel, library, dB under the rest of the clip).
+    counter: Option<(i32, usize, f64)>,
 }
 
 impl Score {
     /// Renders the score, normalised: in one synthesizer when every line is on the
     /// accompaniment's library (as a one-library corpus always was); else each other library's
-    /// lines on their own, each brought to a random 2–9 dB above the accompaniment's level.
+    /// lines on their own, each brought to a random 2–9 dB above the accompaniment's level. An
+    /// unlabelled counter line is rendered on its own and added at its level under the rest.
     fn render(
+        mut self,
+        libraries: &[Library],
+        length: f64,
+        rng: &mut Rng,
+    ) -> Result<[Vec<f32>; 2], String> {
+        let counter = match self.counter {
+            Some((ch, lib, db)) => {
+                let (mine, rest): (Vec<Event>, Vec<Event>) =
+                    self.events.into_iter().partition(|e| e.channel == ch);
+                self.events = rest;
+                Some((synthesize(&libraries[lib].font, mine, length)?, db))
+            }
+            None => None,
+        };
+        let mut mix = self.mix(libraries, length, rng)?;
+        if let Some((line, db)) = counter {
+            let gain = (rms(&mix) * 10f64.powf(-db / 20.0) / rms(&line).max(1e-6)) as f32;
+            for (m, l) in mix.iter_mut().zip(&line) {
+                for (a, b) in m.iter_mut().zip(l) {
+                    *a += gain * b;
+                }
+            }
+        }
+        normalise(&mut mix, rng);
+        Ok(mix)
+    }
+
+    /// The lines and accompaniment summed, before normalising.
+    fn mix(
         self,
         libraries: &[Library],
         length: f64,
@@ -500,12 +524,7 @@ impl Score {
             .filter(|&(_, l)| l != self.accompaniment)
             .collect();
         if own.is_empty() {
-            return render(
-                &libraries[self.accompaniment].font,
-                self.events,
-                length,
-                rng,
-            );
+            return synthesize(&libraries[self.accompaniment].font, self.events, length);
         }
         let on = |ch: i32| own.iter().any(|&(c, _)| c == ch);
         let (apart, shared): (Vec<Event>, Vec<Event>) =
@@ -523,7 +542,6 @@ impl Score {
                 }
             }
         }
-        normalise(&mut mix, rng);
         Ok(mix)
     }
 }
@@ -547,19 +565,22 @@ fn choose_libraries(
     };
     let lines = classes
         .iter()
-        .map(|&c| {
-            let own: Vec<usize> = (0..libraries.len())
-                .filter(|&i| libraries[i].class == Some(c))
-                .collect();
-            // Half the lines on the General-MIDI library, half on the class's own instruments.
-            if own.is_empty() || rng.f64() < 0.5 {
-                accompaniment
-            } else {
-                own[rng.range(0, own.len())]
-            }
-        })
+        .map(|&c| line_library(libraries, c, accompaniment, rng))
         .collect();
     (accompaniment, lines)
+}
+
+/// The library of a line of `class`: half the time the accompaniment's General-MIDI one, else
+/// one of the class's own instruments (always the accompaniment's where it has none).
+fn line_library(libraries: &[Library], class: usize, accompaniment: usize, rng: &mut Rng) -> usize {
+    let own: Vec<usize> = (0..libraries.len())
+        .filter(|&i| libraries[i].class == Some(class))
+        .collect();
+    if own.is_empty() || rng.f64() < 0.5 {
+        accompaniment
+    } else {
+        own[rng.range(0, own.len())]
+    }
 }
 
 /// A class's melodic range inside the keys its library plays.
@@ -570,6 +591,59 @@ fn line_range(class: usize, library: &Library) -> (u8, u8) {
         Some((a, b)) if a + 12 <= b => (a, b),
         _ => (lo, hi),
     }
+}
+
+/// The channel of a counter line (lines 0–2, chords 3, bass 4, drums 9).
+const COUNTER_CHANNEL: i32 = 5;
+
+/// With probability `style.counter_lines` per song, a line of another class (its class,
+/// program and library drawn per song, its notes and level per excerpt, all from a stream of
+/// its own) written into `events`.
+fn counter_line(
+    libraries: &[Library],
+    style: Style,
+    class: usize,
+    accompaniment: usize,
+    song: &Song,
+    (song_seed, excerpt, length): (u64, usize, f64),
+    events: &mut Vec<Event>,
+) -> Option<CounterLine> {
+    if style.counter_lines <= 0.0 {
+        return None;
+    }
+    let mut rng = Rng::derive(song_seed, COUNTER_STREAM);
+    if rng.f64() >= style.counter_lines {
+        return None;
+    }
+    let other = (class + rng.range(1, CLASSES.len())) % CLASSES.len();
+    let program_no = *rng.choose(PROGRAMS[other]);
+    let library = line_library(libraries, other, accompaniment, &mut rng);
+    let mut rng = Rng::derive(rng.next_u64(), excerpt as u64 + 1);
+    program(
+        events,
+        COUNTER_CHANNEL,
+        program_no,
+        120,
+        rng.range(30, 98) as i32,
+    );
+    let range = line_range(other, &libraries[library]);
+    play_line(
+        events,
+        &mut rng,
+        song,
+        other,
+        range,
+        COUNTER_CHANNEL,
+        length,
+        0.3,
+        style,
+    );
+    Some(CounterLine {
+        class: CLASSES[other].to_string(),
+        program: program_no,
+        library,
+        below_db: 6.0 + 8.0 * rng.f64(),
+    })
 }
 
 fn train_name(class: usize, song: &Song, song_no: usize, excerpt: usize) -> String {
@@ -595,6 +669,7 @@ pub struct SynthReport {
 const LIBRARY_STREAM: u64 = 0x6C69_6272;
 const AUGMENT_STREAM: u64 = 0x6175_676D;
 const SOLO_STREAM: u64 = 0x736F_6C6F;
+const COUNTER_STREAM: u64 = 0x636E_7472;
 
 /// Renders the corpus into `opts.out` (created; existing files with the same names are
 /// replaced), calling `progress(done, total)` as files are written.
@@ -738,6 +813,9 @@ struct Manifest {
     /// Chords only on programs of no class (`Style::neutral_chords`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     neutral_chords: bool,
+    /// The share of accompanied training songs with an unlabelled counter line.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    counter_lines: f64,
     /// Every file's source, in rendering order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     files: Vec<FileRecord>,
@@ -795,6 +873,20 @@ pub struct FileRecord {
     /// The General-MIDI program of the chords under the lines (none when played solo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chords: Option<u8>,
+    /// The unlabelled counter line, where one plays (`Style::counter_lines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<CounterLine>,
+}
+
+/// An unlabelled line of another class under a training clip's predominant line.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CounterLine {
+    pub class: String,
+    pub program: u8,
+    /// Index into the manifest's libraries.
+    pub library: usize,
+    /// Its level under the rest of the clip (RMS, dB).
+    pub below_db: f64,
 }
 
 impl Manifest {
@@ -823,6 +915,7 @@ impl Manifest {
             performed: style.perform,
             solo: style.solo,
             neutral_chords: style.neutral_chords,
+            counter_lines: style.counter_lines,
             files: Vec::new(),
         }
     }
@@ -953,6 +1046,7 @@ fn render_job(
         augmentation,
         solo: false,
         chords: None,
+        counter: None,
     };
     match *job {
         Job::Train {
@@ -988,10 +1082,27 @@ fn render_job(
             if !solo {
                 accompaniment(&mut events, &mut rng, &song, length);
             }
+            let counter = if solo {
+                None
+            } else {
+                let at = (song_seed, excerpt, length);
+                counter_line(
+                    libraries,
+                    style,
+                    class,
+                    accompaniment_lib,
+                    &song,
+                    at,
+                    &mut events,
+                )
+            };
             let score = Score {
                 events,
                 lines: vec![(0, lines[0])],
                 accompaniment: accompaniment_lib,
+                counter: counter
+                    .as_ref()
+                    .map(|c| (COUNTER_CHANNEL, c.library, c.below_db)),
             };
             let rendered = score
                 .render(libraries, length, &mut rng)
@@ -1008,6 +1119,7 @@ fn render_job(
                 FileRecord {
                     solo,
                     chords: (!solo).then_some(song.chord_program),
+                    counter,
                     ..record(
                         &path,
                         vec![melody_program],
@@ -1058,6 +1170,7 @@ fn render_job(
                     .map(|(ch, &l)| (ch as i32, l))
                     .collect(),
                 accompaniment: accompaniment_lib,
+                counter: None,
             };
             let rendered = score
                 .render(libraries, length, &mut rng)
