@@ -46,16 +46,75 @@ arm_model() { # NAME
 }
 
 # A markdown row of EVAL's real and bare report.json: solo top-1, mixture LRAP and F1 of each
-# (and, with "wide", the real mixtures' oracle F1 and instruments named per mixture).
-report_row() { # EVAL NAME [wide]
+# (and, with "wide", the real mixtures' oracle F1 and instruments named per mixture), then any
+# EXTRA cells.
+report_row() { # EVAL NAME [wide|narrow [EXTRA...]]
   python3 - "$@" <<'PY'
 import json, sys
-e, name, wide = sys.argv[1], sys.argv[2], len(sys.argv) > 3
+e, name = sys.argv[1], sys.argv[2]
+wide, extra = sys.argv[3:4] == ["wide"], sys.argv[4:]
 real, bare = (json.load(open(f"{e}/{k}/report.json")) for k in ("real", "bare"))
 cells = [name, real["solo_top1"], real["mixture_lrap"], real["mixture_micro"]["f1"]]
 if wide:
     cells += [real["mixture_oracle_f1"], f"{real['mixture_predicted']:.2f}"]
-cells += [bare["solo_top1"], bare["mixture_lrap"], bare["mixture_micro"]["f1"]]
+cells += [bare["solo_top1"], bare["mixture_lrap"], bare["mixture_micro"]["f1"]] + extra
 print("| " + " | ".join(c if isinstance(c, str) else f"{c:.3f}" for c in cells) + " |")
+PY
+}
+
+# Level-shifted copies of RECORDINGS_DIR's recordings (DIR/solo-20, solo-10, solo+10) and every
+# pair of recordings of two classes, loudness-matched and summed at −6, 0 and +6 dB
+# (DIR/pairs-20 … pairs+10, named A+B@REL.wav): 32-bit float WAV, no clipping, 22,050 Hz mono.
+level_copies() { # RECORDINGS_DIR DIR
+  [ -d "$2" ] || python3 - "$1" "$2" <<'PY'
+import glob, itertools, os, struct, sys, wave
+import numpy as np
+src, dst = sys.argv[1:]
+def read(f):
+    with wave.open(f) as w:
+        n, ch, sw, r = w.getnframes(), w.getnchannels(), w.getsampwidth(), w.getframerate()
+        a = np.frombuffer(w.readframes(n), dtype={2: np.int16, 4: np.int32}[sw])
+    a = a.astype(np.float64).reshape(-1, ch).mean(1) / 2 ** (8 * sw - 1)
+    if r != 22050:  # linear interpolation: the level, not the bandwidth, is what is varied here
+        a = np.interp(np.arange(int(len(a) * 22050 / r)) * r / 22050, np.arange(len(a)), a)
+    return a
+def write(path, a):
+    data = a.astype("<f4").tobytes()
+    head = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 3, 1,
+                       22050, 22050 * 4, 4, 32, b"data", len(data))
+    open(path, "wb").write(head + data)
+clips = {os.path.basename(f)[:-4]: read(f) for f in sorted(glob.glob(f"{src}/*.wav"))}
+for g in (-20, -10, 10):
+    os.makedirs(f"{dst}/solo{g:+d}")
+    for name, a in clips.items():
+        write(f"{dst}/solo{g:+d}/{name}.wav", a * 10 ** (g / 20))
+for g in (-20, -10, 0, 10):
+    os.makedirs(f"{dst}/pairs{g:+d}")
+for a, b in itertools.combinations(sorted(clips), 2):
+    if a.split("__")[0] == b.split("__")[0]:
+        continue
+    n = min(len(clips[a]), len(clips[b]))
+    x, y = (c[:n] / np.sqrt((c[:n] ** 2).mean()) for c in (clips[a], clips[b]))
+    for rel in (-6, 0, 6):
+        m = 0.1 * x * 10 ** (rel / 40) + 0.1 * y * 10 ** (-rel / 40)
+        for g in (-20, -10, 0, 10):
+            write(f"{dst}/pairs{g:+d}/{a}+{b}@{rel:+d}.wav", m * 10 ** (g / 20))
+PY
+}
+
+# The mean LRAP of the two labels over the pair files scored in JSON (`tag --format json` of a
+# level_copies pairs folder).
+pair_lrap() { # JSON
+  python3 - "$1" <<'PY'
+import json, os, sys
+import numpy as np
+d = json.load(open(sys.argv[1]))
+classes, out = d["classes"], []
+for f in d["files"]:
+    a, b = os.path.basename(f["path"]).split("@")[0].split("+")
+    s = np.array(f["scores"])
+    t = {classes.index(a.split("__")[0]), classes.index(b.split("__")[0])}
+    out.append(np.mean([sum(s[k] >= s[c] for k in t) / (s >= s[c]).sum() for c in t]))
+print(f"{np.mean(out):.3f}")
 PY
 }

@@ -24,42 +24,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 experiment_args level.sh runs/level "control level match" "$@"
 
-# Level-shifted copies of the recordings and of their pair mixtures (32-bit float WAV, no
-# clipping), all at 22,050 Hz mono.
-[ -d "$out/levels" ] || python3 - "$rec" "$out/levels" <<'PY'
-import glob, itertools, os, struct, sys, wave
-import numpy as np
-src, dst = sys.argv[1:]
-def read(f):
-    with wave.open(f) as w:
-        n, ch, sw, r = w.getnframes(), w.getnchannels(), w.getsampwidth(), w.getframerate()
-        a = np.frombuffer(w.readframes(n), dtype={2: np.int16, 4: np.int32}[sw])
-    a = a.astype(np.float64).reshape(-1, ch).mean(1) / 2 ** (8 * sw - 1)
-    if r != 22050:  # linear interpolation: the level, not the bandwidth, is what is varied here
-        a = np.interp(np.arange(int(len(a) * 22050 / r)) * r / 22050, np.arange(len(a)), a)
-    return a
-def write(path, a):
-    data = a.astype("<f4").tobytes()
-    head = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 3, 1,
-                       22050, 22050 * 4, 4, 32, b"data", len(data))
-    open(path, "wb").write(head + data)
-clips = {os.path.basename(f)[:-4]: read(f) for f in sorted(glob.glob(f"{src}/*.wav"))}
-for g in (-20, -10, 10):
-    os.makedirs(f"{dst}/solo{g:+d}")
-    for name, a in clips.items():
-        write(f"{dst}/solo{g:+d}/{name}.wav", a * 10 ** (g / 20))
-for g in (-20, -10, 0, 10):
-    os.makedirs(f"{dst}/pairs{g:+d}")
-for a, b in itertools.combinations(sorted(clips), 2):
-    if a.split("__")[0] == b.split("__")[0]:
-        continue
-    n = min(len(clips[a]), len(clips[b]))
-    x, y = (c[:n] / np.sqrt((c[:n] ** 2).mean()) for c in (clips[a], clips[b]))
-    for rel in (-6, 0, 6):
-        m = 0.1 * x * 10 ** (rel / 40) + 0.1 * y * 10 ** (-rel / 40)
-        for g in (-20, -10, 0, 10):
-            write(f"{dst}/pairs{g:+d}/{a}+{b}@{rel:+d}.wav", m * 10 ** (g / 20))
-PY
+level_copies "$rec" "$out/levels"
 
 # The held-out library's bare lines, as CLASS__NAME recordings.
 bare="$out/csound-bare"
@@ -96,24 +61,15 @@ for name in builtin $arms; do
     [ -f "$e/pairs$g.json" ] ||
       "$bin" tag --model "$model" "$out/levels/pairs$g" --format json > "$e/pairs$g.json"
   done
-  python3 - "$e" "$name" <<'PY'
-import json, os, sys
-import numpy as np
-e, name = sys.argv[1:]
+  pairs=""
+  for g in -20 -10 +0 +10; do pairs="$pairs${pairs:+ / }$(pair_lrap "$e/pairs$g.json")"; done
+  python3 - "$e" "$name" "$pairs" <<'PY'
+import json, sys
+e, name, pairs = sys.argv[1:]
 def report(k):
     return json.load(open(f"{e}/{k}/report.json"))
-def pair_lrap(g):
-    d = json.load(open(f"{e}/pairs{g}.json"))
-    classes, out = d["classes"], []
-    for f in d["files"]:
-        a, b = os.path.basename(f["path"]).split("@")[0].split("+")
-        s = np.array(f["scores"])
-        t = {classes.index(a.split("__")[0]), classes.index(b.split("__")[0])}
-        out.append(np.mean([sum(s[k] >= s[c] for k in t) / (s >= s[c]).sum() for c in t]))
-    return np.mean(out)
 real, bare = report("real"), report("bare")
 solos = " / ".join(f"{report(f'solo{g}')['solo_top1']:.3f}" for g in ("-20", "-10", "+10"))
-pairs = " / ".join(f"{pair_lrap(g):.3f}" for g in ("-20", "-10", "+0", "+10"))
 print(f"| {name} | {real['solo_top1']:.3f} | {real['mixture_lrap']:.3f} | "
       f"{real['mixture_micro']['f1']:.3f} | {solos} | {pairs} | {bare['solo_top1']:.3f} | "
       f"{bare['mixture_lrap']:.3f} | {bare['mixture_micro']['f1']:.3f} |")
