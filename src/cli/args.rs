@@ -408,7 +408,8 @@ pub struct SynthArgs {
     #[arg(long)]
     pub neutral_chords: bool,
     /// Share (0–1) of accompanied training songs in which an instrument of another class plays
-    /// a second line, unlabelled, 6–14 dB under the rest (an experiment, MODEL.md).
+    /// a second line, unlabelled, 6–14 dB under the rest. An experiment: at 0.5, trained from
+    /// scratch, it made real recordings worse (MODEL.md).
     #[arg(value_parser = instrec::check::flag::share01, long, default_value_t = 0.0)]
     pub counter_lines: f64,
     /// Training clips (3 s) per instrument.

@@ -159,8 +159,9 @@ pub struct Style {
     /// recordings worse, MODEL.md).
     pub neutral_chords: bool,
     /// 0 ≤ share ≤ 1 of accompanied training songs in which an instrument of another class
-    /// plays a second line, unlabelled, 6–14 dB under the rest (an experiment, MODEL.md); drawn
-    /// per song from a stream of its own, so the other songs' files are the same bytes.
+    /// plays a second line, unlabelled, 6–14 dB under the rest; drawn per song from a stream of
+    /// its own, so the other songs' files are the same bytes (an experiment: at 0.5, from
+    /// scratch, it made real recordings worse, MODEL.md).
     pub counter_lines: f64,
 }
 
