@@ -456,6 +456,16 @@ fn normalise([left, right]: &mut [Vec<f32>; 2], rng: &mut Rng) {
     }
 }
 
+/// Adds `line` into `mix` scaled to an RMS of `target`.
+fn add_at_level(mix: &mut [Vec<f32>; 2], line: &[Vec<f32>; 2], target: f64) {
+    let gain = (target / rms(line).max(1e-6)) as f32;
+    for (m, l) in mix.iter_mut().zip(line) {
+        for (a, b) in m.iter_mut().zip(l) {
+            *a += gain * b;
+        }
+    }
+}
+
 fn rms([left, right]: &[Vec<f32>; 2]) -> f64 {
     let n = (left.len() + right.len()).max(1) as f64;
     (left
@@ -500,12 +510,8 @@ impl Score {
         };
         let mut mix = self.mix(libraries, length, rng)?;
         if let Some((line, db)) = counter {
-            let gain = (rms(&mix) * 10f64.powf(-db / 20.0) / rms(&line).max(1e-6)) as f32;
-            for (m, l) in mix.iter_mut().zip(&line) {
-                for (a, b) in m.iter_mut().zip(l) {
-                    *a += gain * b;
-                }
-            }
+            let target = rms(&mix) * 10f64.powf(-db / 20.0);
+            add_at_level(&mut mix, &line, target);
         }
         normalise(&mut mix, rng);
         Ok(mix)
@@ -535,13 +541,11 @@ impl Score {
         for &(ch, lib) in &own {
             let mine: Vec<Event> = apart.iter().copied().filter(|e| e.channel == ch).collect();
             let line = synthesize(&libraries[lib].font, mine, length)?;
-            let gain =
-                (level * 10f64.powf((2.0 + 7.0 * rng.f64()) / 20.0) / rms(&line).max(1e-6)) as f32;
-            for (m, l) in mix.iter_mut().zip(&line) {
-                for (a, b) in m.iter_mut().zip(l) {
-                    *a += gain * b;
-                }
-            }
+            add_at_level(
+                &mut mix,
+                &line,
+                level * 10f64.powf((2.0 + 7.0 * rng.f64()) / 20.0),
+            );
         }
         Ok(mix)
     }
