@@ -12,7 +12,8 @@
 # one go (about 5 minutes of GPU time):
 #   1. `instrec bench model --backend tch --device cuda:N` for ResNet18 and ResNet50 (batch 64):
 #      training with LibTorch's fused Adam (what `train` uses), with burn's (--burn-adam, the
-#      code before it) and with --precision bf16, and inference;
+#      code before it), in LibTorch's default NCHW layout (INSTREC_MEMORY_FORMAT=nchw; training
+#      convolves channels-last otherwise) and with --precision bf16, and inference;
 #   2. benches/pytorch_bench.py model --device cuda for the same models: fp32 with PyTorch's
 #      default Adam (foreach) and its fused one, and bf16 autocast with channels-last memory
 #      (what PyTorch users on an H100/H200 train with);
@@ -46,10 +47,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs", torch.cuda.device_count())'
 "$INSTREC" --version
 
-echo "== instrec bench model, tch on $DEVICE: fused Adam, burn's Adam, fused Adam with bf16"
+echo "== instrec bench model, tch on $DEVICE: fused Adam, burn's Adam, NCHW, fused Adam with bf16"
 for arch in resnet18 resnet50; do
   "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS"
   "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS" --burn-adam | grep train
+  INSTREC_MEMORY_FORMAT=nchw "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" \
+    --steps "$STEPS" | grep train
   "$INSTREC" bench model --arch "$arch" --backend tch --device "$DEVICE" --steps "$STEPS" --precision bf16 | grep train
 done
 

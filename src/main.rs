@@ -129,8 +129,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (true, Backend::Tch) => "fused Adam",
                     (true, _) => "one-pass Adam",
                 };
+                // LibTorch training's layout (`model::channels_last`); flex keeps its own.
+                #[cfg(feature = "tch")]
+                let layout = match compute.backend {
+                    Backend::Tch if instrec::model::channels_last::enabled() => ", channels-last",
+                    Backend::Tch => ", NCHW",
+                    _ => "",
+                };
+                #[cfg(not(feature = "tch"))]
+                let layout = "";
                 out!(
-                    "{arch} on {compute}, batch {batch}, {steps} timed steps, {adam}, {precision}"
+                    "{arch} on {compute}, batch {batch}, {steps} timed steps, {adam}, {precision}{layout}"
                 );
                 let r = bench::bench_model(arch, &device, batch, steps, optim, precision)?;
                 out!(

@@ -519,3 +519,96 @@ fn bce_with_logits_through_libtorch_matches_burns_ops() {
     let flex = Tensor::<2>::zeros([2, 11], &Device::flex().autodiff());
     assert!(bce_with_logits_train(&flex, &flex).is_none());
 }
+
+/// The loss of `model` on (`x`, `y`) and every trained parameter's gradient, in visiting order.
+fn loss_and_gradients(
+    model: &instrec::model::Model,
+    x: &Tensor<4>,
+    y: &Tensor<2>,
+) -> (f32, Vec<Vec<f32>>, burn::optim::GradientsParams) {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    let loss = instrec::model::bce_with_logits(model.forward(x.clone()), y.clone());
+    let l = values(loss.clone())[0];
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    struct Collect<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                let g = self
+                    .0
+                    .get::<D>(param.id)
+                    .expect("a trained parameter has a gradient");
+                self.1.push(values(g));
+            }
+        }
+    }
+    let mut c = Collect(&grads, Vec::new());
+    model.visit(&mut c);
+    (l, c.1, grads)
+}
+
+/// Whether each 4-D trained parameter (the convolutions' kernels) of `model` is stored
+/// channels-last on LibTorch.
+fn kernels_channels_last(model: &instrec::model::Model) -> Vec<bool> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Layouts(Vec<bool>);
+    impl ModuleVisitor for Layouts {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D == 4 && param.is_require_grad() {
+                let t = param
+                    .val()
+                    .inner()
+                    .try_into_primitive::<burn::backend::LibTorch>();
+                self.0
+                    .push(t.is_ok_and(|t| instrec::model::channels_last::is(&t.tensor)));
+            }
+        }
+    }
+    let mut l = Layouts(Vec::new());
+    model.visit(&mut l);
+    l.0
+}
+
+/// LibTorch training convolves channels-last by default (`model::channels_last`): the loss and
+/// every gradient equal LibTorch's NCHW ones, the fused optimizer then keeps the kernels
+/// channels-last (NCHW training leaves them NCHW), and kernels stored so give the same loss and
+/// gradients again in either layout.
+#[test]
+fn channels_last_training_equals_nchw_and_keeps_the_kernels_channels_last() {
+    use instrec::model::channels_last;
+    use instrec::train::{OptimizerKind, RunOptimizer};
+    let device = Device::libtorch().autodiff();
+    let x = Tensor::<4>::random([6, 3, 43, 128], Distribution::Normal(-8.0, 3.0), &device);
+    let y = Tensor::<2>::random([6, 11], Distribution::Bernoulli(0.2), &device);
+    let (model, _) = small_resnet();
+    let close = |what: &str, (la, ga): &(f32, Vec<Vec<f32>>), (lb, gb): &(f32, Vec<Vec<f32>>)| {
+        let loss_err = ((la - lb) / lb).abs();
+        let grad_err = parameter_err(ga, gb);
+        println!("{what}: loss {loss_err:.2e}, gradients {grad_err:.2e} relative");
+        assert!(loss_err < 1e-5, "{what}: losses {la} and {lb}");
+        assert!(
+            grad_err < 1e-4,
+            "{what}: gradients differ by {grad_err:.2e}"
+        );
+    };
+    let step = |cl: bool| {
+        channels_last::with(cl, || {
+            let (l, g, grads) = loss_and_gradients(&model, &x, &y);
+            let mut optim = RunOptimizer::new(OptimizerKind::Adam, WD, true);
+            ((l, g), optim.step(LR, model.clone(), grads).unwrap())
+        })
+    };
+    let ((cl, stepped_cl), (nchw, stepped_nchw)) = (step(true), step(false));
+    close("first step", &cl, &nchw);
+    assert!(kernels_channels_last(&stepped_cl).iter().all(|&c| c));
+    // The stem's 7×7 kernel on 3 channels (1×1 kernels are both layouts at once).
+    assert!(!kernels_channels_last(&stepped_nchw)[0]);
+    let again = |cl: bool| {
+        channels_last::with(cl, || {
+            let (l, g, _) = loss_and_gradients(&stepped_cl, &x, &y);
+            (l, g)
+        })
+    };
+    close("kernels stored channels-last", &again(true), &again(false));
+}

@@ -19,6 +19,8 @@
 //! with its settings and thresholds).
 
 pub mod bundle;
+#[cfg(feature = "tch")]
+pub mod channels_last;
 pub mod default;
 pub mod export;
 pub mod fast;

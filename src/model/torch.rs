@@ -174,6 +174,15 @@ pub fn conv_bn_train(
     let to_i64 = |v: [usize; 2]| v.map(|u| u as i64);
     let out = tch::with_grad(|| {
         let [x, w, g, b] = [0, 1, 2, 3].map(|i| &leaves[i].tensor);
+        // Channels-last from the first block on (later blocks' inputs have it already); the
+        // weights once, until the optimizer keeps them so (`train::fused_adam`).
+        let (xc, wc);
+        let (x, w) = if super::channels_last::enabled() {
+            (xc, wc) = (super::channels_last::to(x)?, super::channels_last::to(w)?);
+            (&xc, &wc)
+        } else {
+            (x, w)
+        };
         let conv2d = |x: &tch::Tensor, w: &tch::Tensor| {
             x.f_conv2d(
                 w,

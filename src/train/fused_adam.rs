@@ -18,6 +18,7 @@ use burn::backend::libtorch::TchTensor;
 use burn::optim::{LearningRate, ModuleOptimizer};
 use burn::tensor::Tensor;
 
+use crate::model::channels_last;
 use crate::model::torch::call_shim;
 
 use super::one_pass_adam::{Hyper, Momentum, StepKernel, WithKernel, with_one_pass};
@@ -197,13 +198,12 @@ impl StepKernel for Queue {
         grad: Tensor<D>,
         momentum: Option<Momentum<D>>,
     ) -> (Tensor<D>, Momentum<D>) {
-        let (param, g) = match (writable(tensor), writable(grad)) {
-            (Some(p), Some(g)) => (p, g),
-            _ => unreachable_declined(),
-        };
+        let param = writable_param(tensor).unwrap_or_else(|| unreachable_declined());
+        let like = |t: Tensor<D>| writable_like(t, &param.tensor);
+        let g = like(grad).unwrap_or_else(|| unreachable_declined());
         let time = momentum.as_ref().map_or(0, |m| m.time) + 1;
         let (m, v) = match momentum {
-            Some(s) => match (writable(s.moment_1), writable(s.moment_2)) {
+            Some(s) => match (like(s.moment_1), like(s.moment_2)) {
                 (Some(m), Some(v)) => (m, v),
                 _ => unreachable_declined(),
             },
@@ -227,15 +227,36 @@ impl StepKernel for Queue {
     }
 }
 
-/// `t`'s LibTorch tensor, copied unless burn holds no other reference to its storage (the kernel
-/// writes in place).
-fn writable<const D: usize>(t: Tensor<D>) -> Option<TchTensor> {
+/// The parameter's LibTorch tensor, updated in place by the kernel: copied where burn holds
+/// another reference to its storage, and a convolution's kernel once into channels-last
+/// (`model::channels_last`), so that the training convolutions need not convert it each step.
+fn writable_param<const D: usize>(t: Tensor<D>) -> Option<TchTensor> {
     let t = t.try_into_primitive::<LibTorch>().ok()?;
-    Some(if t.can_mut() && t.tensor.is_contiguous() {
+    let wanted = if D == 4 && channels_last::enabled() {
+        channels_last::is
+    } else {
+        tch::Tensor::is_contiguous
+    };
+    Some(if t.can_mut() && wanted(&t.tensor) {
         t
+    } else if D == 4 && channels_last::enabled() {
+        TchTensor::new(channels_last::to(&t.tensor).ok()?.copy())
     } else {
         TchTensor::new(t.tensor.contiguous().copy())
     })
+}
+
+/// `t`'s LibTorch tensor with the strides of `param`, which the kernel needs (it walks all of a
+/// step's tensors in memory order), copied unless it has them and burn holds no other reference
+/// to its storage.
+fn writable_like<const D: usize>(t: Tensor<D>, param: &tch::Tensor) -> Option<TchTensor> {
+    let t = t.try_into_primitive::<LibTorch>().ok()?;
+    if t.can_mut() && t.tensor.stride() == param.stride() {
+        return Some(t);
+    }
+    let mut out = param.f_empty_like().ok()?;
+    out.f_copy_(&t.tensor).ok()?;
+    Some(TchTensor::new(out))
 }
 
 fn burn_tensor<const D: usize>(t: TchTensor) -> Tensor<D> {
