@@ -9,6 +9,8 @@
 Runs, one after the other (never two at once), the model benchmarks interleaved:
   - `instrec bench model` (flex; and `--backend tch` with --tch) and benches/pytorch_bench.py
     model, for ResNet18 and ResNet50, batch 64, with RAYON_NUM_THREADS / torch threads = --threads;
+    with --tch also PyTorch with channels-last memory (`--channels-last`), the layout instrec's
+    LibTorch training runs in, as a second reference for its training rows;
   - `instrec bench features` and benches/pytorch_bench.py features on one thread, on --audio or a
     20-s 44.1 kHz stereo 16-bit WAV written here (the IRMAS test-clip format).
 Prints a Markdown table (ratio = instrec / PyTorch of the best runs, above 1 is faster; and each
@@ -48,10 +50,11 @@ def instrec_model(binary, arch, threads, steps, backend="flex"):
     return train, infer
 
 
-def torch_model(arch, threads, steps):
+def torch_model(arch, threads, steps, channels_last=False):
     out = run(
         [sys.executable, os.path.join(HERE, "pytorch_bench.py"), "model", "--arch", arch,
          "--threads", str(threads), "--steps", str(steps)]
+        + (["--channels-last"] if channels_last else [])
     )
     r = json.loads(out.strip().splitlines()[-1])
     return r["train_samples_per_s"], r["infer_samples_per_s"], r["torch"]
@@ -118,22 +121,29 @@ def main():
     for arch in a.archs.split(","):
         # Interleaved (instrec, PyTorch, instrec tch, instrec, ...): this VM's speed drifts, and
         # a drift then reaches every side rather than one.
-        runs = {"flex": [], "torch": [], "tch": []}
+        runs = {"flex": [], "torch": [], "tch": [], "torch-cl": []}
         for _ in range(a.repeat):
             runs["flex"].append(instrec_model(a.binary, arch, a.threads, a.steps))
             runs["torch"].append(torch_model(arch, a.threads, a.steps))
             if a.tch:
                 runs["tch"].append(instrec_model(a.tch, arch, a.threads, a.steps, "tch"))
-        theirs = best(runs["torch"])
-        torch_version = theirs[2]
-        for backend in ("flex", "tch") if a.tch else ("flex",):
-            ours = best(runs[backend])
+                # tch trains channels-last: PyTorch in that layout too, as a second reference.
+                runs["torch-cl"].append(torch_model(arch, a.threads, a.steps, True))
+        torch_version = best(runs["torch"])[2]
+        pairs = [("flex", "torch"), ("tch", "torch"), ("tch", "torch-cl")] if a.tch else [
+            ("flex", "torch")]
+        for backend, reference in pairs:
+            ours, theirs = best(runs[backend]), best(runs[reference])
             for i, what in ((0, "training step"), (1, "inference")):
+                if reference == "torch-cl" and i == 1:
+                    continue
                 # Each round's own ratio (instrec and PyTorch run back to back): a drift of the
                 # machine between rounds moves both sides of it alike.
-                paired = [o[i] / t[i] for o, t in zip(runs[backend], runs["torch"])]
-                rows.append((f"{arch} {what}, batch 64 (samples/s)", backend, ours[i], theirs[i],
-                             paired))
+                paired = [o[i] / t[i] for o, t in zip(runs[backend], runs[reference])]
+                label = f"{arch} {what}, batch 64 (samples/s)"
+                if reference == "torch-cl":
+                    label += ", PyTorch channels-last"
+                rows.append((label, backend, ours[i], theirs[i], paired))
 
     with tempfile.TemporaryDirectory() as tmp:
         audio = a.audio

@@ -10,7 +10,8 @@ model: torchvision ResNet18/50 with 11 outputs on random [64, 3, 43, 128] window
 step is forward + BCEWithLogits + backward + Adam(5e-4, weight decay 5e-4); inference is the
 eval-mode forward under torch.inference_mode. One untimed warm-up step each, as instrec does.
 --precision bf16 is what PyTorch users on an H100/H200 train with: torch.autocast(bfloat16) and
-channels-last memory (fp32 weights, loss and optimizer). --adam picks Adam's implementation
+channels-last memory (fp32 weights, loss and optimizer); --channels-last gives fp32 that layout
+too (what instrec's LibTorch training runs in). --adam picks Adam's implementation
 (default: PyTorch's own choice, foreach on CUDA and a for-loop on the CPU).
 features: soundfile decode, channel mean, torchaudio.functional.resample to 22,050 Hz,
 MelSpectrogram(n_fft=2048, hop_length=512, n_mels=128), ln(x + 1e-6), one thread.
@@ -33,7 +34,7 @@ def bench_model(a):
     x = (torch.randn(a.batch, 3, 43, 128) * 3 - 8).to(dev)
     y = (torch.rand(a.batch, 11) < 0.2).float().to(dev)
     bf16 = a.precision == "bf16"
-    if bf16:
+    if bf16 or a.channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     impl = {"fused": {"fused": True}, "foreach": {"foreach": True},
@@ -88,6 +89,7 @@ def bench_model(a):
         "batch": a.batch,
         "precision": a.precision,
         "adam": a.adam,
+        "channels_last": bf16 or a.channels_last,
         "train_samples_per_s": a.batch * a.steps / tr,
         "optimizer_share": tr_opt / tr,
         "infer_samples_per_s": a.batch * a.steps / inf,
@@ -137,6 +139,8 @@ def main():
     m.add_argument("--device", default="cpu")
     m.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     m.add_argument("--adam", default="default", choices=["default", "fused", "foreach", "for-loop"])
+    m.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory in fp32 too (instrec's LibTorch training layout)")
     f = sub.add_parser("features")
     f.add_argument("audio")
     f.add_argument("--clips", type=int, default=20)

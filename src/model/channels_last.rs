@@ -56,6 +56,23 @@ pub fn to(t: &tch::Tensor) -> Result<tch::Tensor, tch::TchError> {
         .f_permute([0, 3, 1, 2])
 }
 
+/// An inference batch on LibTorch (no autodiff) in channels-last, which LibTorch's
+/// convolutions, BatchNorm and pooling then keep; other tensors as they are.
+pub fn inference_input(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+    use burn::backend::LibTorch;
+    use burn::backend::libtorch::TchTensor;
+    if !enabled() || x.device().is_autodiff() {
+        return x;
+    }
+    match x.clone().try_into_primitive::<LibTorch>() {
+        Ok(t) => match to(&t.tensor) {
+            Ok(c) => burn::tensor::Tensor::from_primitive::<LibTorch>(TchTensor::new(c)),
+            Err(_) => x,
+        },
+        Err(_) => x,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

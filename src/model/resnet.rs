@@ -381,6 +381,8 @@ impl ResNet {
         if let Some((pooled, _)) = self.fast_forward(&x) {
             return pooled;
         }
+        #[cfg(feature = "tch")]
+        let x = super::channels_last::inference_input(x);
         let x = conv_bn(&self.conv1, &self.bn1, x, true);
         let mut x = super::kernels::max_pool2d(&self.maxpool, x);
         for block in self.blocks() {
