@@ -112,8 +112,11 @@ fn train_learns(
 }
 
 /// bf16 training on LibTorch (feature `tch`) learns the corpus as fp32 does: the same run in
-/// fp32 and in bf16 (same seed), each with the validation loss falling well below its start, and
-/// bf16's test micro-F1 (tuned and oracle thresholds) within 0.05 of fp32's. Ignored by default:
+/// fp32 and in bf16 (same seed), each with the validation loss falling well below its start,
+/// bf16's test micro-F1 at the oracle threshold within 0.03 of fp32's, and at the
+/// validation-tuned one well above the constant predictor's. (The tuned F1 is no comparison: over
+/// seeds 1–4 fp32 gave 0.469, 0.339, 0.455, 0.523 and bf16 0.492, 0.514, 0.400, 0.500; the
+/// oracle F1 0.624, 0.584, 0.634, 0.640 and 0.615, 0.598, 0.630, 0.625.) Ignored by default:
 /// on a CPU without bf16 instructions LibTorch emulates bf16 (ResNet18 training 2 samples/s
 /// against 42 in fp32 on a 2-core VM: about 30 minutes; 2 minutes with AVX512-BF16);
 /// `tests/tch.rs` has a short bf16 learning test.
@@ -134,13 +137,13 @@ fn bf16_training_on_libtorch_learns_the_synthetic_corpus_as_fp32_does() {
             "{precision} test micro-F1: tuned {tuned:.3}, oracle {oracle:.3}, constant {:.3}",
             report.constant_baseline_f1
         );
-        (tuned, oracle)
+        (tuned, oracle, report.constant_baseline_f1)
     };
     let fp32 = f1s(instrec::backend::Precision::Fp32);
     let bf16 = f1s(instrec::backend::Precision::Bf16);
     assert!(
-        (bf16.0 - fp32.0).abs() < 0.05 && (bf16.1 - fp32.1).abs() < 0.05,
-        "bf16 {bf16:?} against fp32 {fp32:?}"
+        (bf16.1 - fp32.1).abs() < 0.03 && bf16.0 > bf16.2 + 0.05,
+        "bf16 {bf16:?} against fp32 {fp32:?} (tuned, oracle, constant)"
     );
 }
 

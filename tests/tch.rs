@@ -390,8 +390,9 @@ fn a_fused_run_resumes_exactly_and_from_burns_state() {
     }
 }
 
-/// Under `--precision bf16` the fused conv → BN → ReLU blocks convolve in bf16 (as PyTorch's
-/// autocast): output and gradients stay near fp32's, and do differ from them.
+/// Under `--precision bf16` the fused conv → BN → ReLU blocks convolve in bf16 and hand on bf16
+/// activations (as PyTorch's autocast): output and gradients stay near fp32's, and do differ
+/// from them.
 #[test]
 fn bf16_blocks_convolve_in_bf16_and_stay_near_fp32() {
     use instrec::backend::Precision;
@@ -405,6 +406,17 @@ fn bf16_blocks_convolve_in_bf16_and_stay_near_fp32() {
             with_precision(precision, || {
                 let x = x0.clone().detach().require_grad();
                 let y = conv_bn_train(conv, bn, &x, None, true).expect("the LibTorch path applies");
+                // Blocks hand each other activations in the precision they convolve in.
+                let expected = match precision {
+                    Precision::Fp32 => burn::tensor::DType::F32,
+                    Precision::Bf16 => burn::tensor::DType::BF16,
+                };
+                assert_eq!(y.dtype(), expected);
+                // The next block takes that activation as it comes (where the shapes chain).
+                if conv.weight.dims()[1] == y.dims()[1] {
+                    let next = conv_bn_train(conv, bn, &y.clone().detach(), None, true);
+                    assert_eq!(next.map(|n| n.dtype()), Some(expected));
+                }
                 // A fixed random upstream gradient (ones would vanish through BatchNorm).
                 let n = y.dims().iter().product::<usize>();
                 let r = Tensor::<1>::from_floats(

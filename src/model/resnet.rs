@@ -389,6 +389,12 @@ impl ResNet {
             x = block.forward(x);
         }
         let [b, c, _, _] = x.dims();
+        // bf16 training's activations (`model::torch`) back to f32 for the head and the loss.
+        let x = if x.dtype() == burn::tensor::DType::F32 {
+            x
+        } else {
+            x.cast(burn::tensor::DType::F32)
+        };
         x.mean_dim(3).mean_dim(2).reshape([b, c])
     }
 

@@ -20,7 +20,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::backend::{Autodiff, LibTorch};
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 use super::norm::BatchNorm2d;
 
@@ -148,7 +148,13 @@ pub fn conv_bn_train(
     residual: Option<&Tensor<4>>,
     relu: bool,
 ) -> Option<Tensor<4>> {
-    if !matches!(super::kernels::route(x), super::kernels::Route::TchAutodiff)
+    // The weight's route: under bf16 the blocks hand each other bf16 activations.
+    let activation = matches!(x.dtype(), DType::F32 | DType::BF16);
+    if !activation
+        || !matches!(
+            super::kernels::route(&conv.weight.val()),
+            super::kernels::Route::TchAutodiff
+        )
         || !bn.training.is_enabled()
         || bn.folded
         || conv.bias.is_some()
@@ -193,11 +199,12 @@ pub fn conv_bn_train(
                 1,
             )
         };
-        // As autocast: the convolution in bf16 on bf16 copies (their gradients come back in
-        // fp32 through the casts), BatchNorm and all after it in fp32.
+        // As autocast: the convolution in bf16 on bf16 copies (the weight's gradient comes back
+        // in fp32 through the cast), BatchNorm (fp32 parameters and statistics) on its bf16
+        // output, and the block's output, which the next block takes as it is, in bf16.
+        let bf = tch::Kind::BFloat16;
         let y = if bf16 {
-            let bf = tch::Kind::BFloat16;
-            conv2d(&x.f_to_kind(bf)?, &w.f_to_kind(bf)?)?.f_to_kind(tch::Kind::Float)?
+            conv2d(&x.f_to_kind(bf)?, &w.f_to_kind(bf)?)?
         } else {
             conv2d(x, w)?
         };
@@ -212,7 +219,8 @@ pub fn conv_bn_train(
             true,
         )?;
         let y = match leaves.get(4) {
-            Some(r) => y.f_add(&r.tensor)?,
+            // In y's precision: bf16 + f32 would promote to f32.
+            Some(r) => y.f_add(&r.tensor.f_to_kind(y.kind())?)?,
             None => y,
         };
         if relu { y.f_relu() } else { Ok(y) }
