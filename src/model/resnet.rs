@@ -29,7 +29,18 @@ fn conv_bn_add_relu(
     if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, Some(&identity), true) {
         return y;
     }
+    let (x, identity) = (f32(x), f32(identity));
     bn.forward_with(conv2d(conv, x, false), Some(identity), true)
+}
+
+/// `x` in f32: burn's ops take bf16 training's activations (`model::torch`) only so, where the
+/// LibTorch block declined one (it never has for a ResNet; this keeps a decline from failing).
+fn f32(x: Tensor<4>) -> Tensor<4> {
+    if x.dtype() == burn::tensor::DType::F32 {
+        x
+    } else {
+        x.cast(burn::tensor::DType::F32)
+    }
 }
 
 /// conv → BN (→ ReLU). With the BN folded into the convolution (inference), one kernel does it
@@ -42,7 +53,7 @@ fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, then_relu: bool) -> Te
     if let Some(y) = super::torch::conv_bn_train(conv, bn, &x, None, then_relu) {
         return y;
     }
-    bn.forward_with(conv2d(conv, x, false), None, then_relu)
+    bn.forward_with(conv2d(conv, f32(x), false), None, then_relu)
 }
 
 /// The two torchvision ResNets of the paper.
@@ -390,12 +401,7 @@ impl ResNet {
         }
         let [b, c, _, _] = x.dims();
         // bf16 training's activations (`model::torch`) back to f32 for the head and the loss.
-        let x = if x.dtype() == burn::tensor::DType::F32 {
-            x
-        } else {
-            x.cast(burn::tensor::DType::F32)
-        };
-        x.mean_dim(3).mean_dim(2).reshape([b, c])
+        f32(x).mean_dim(3).mean_dim(2).reshape([b, c])
     }
 
     /// Logits `[batch, num_classes]` for input `[batch, 3, frames, mels]`.
