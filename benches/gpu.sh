@@ -15,7 +15,8 @@
 #      code before it), in LibTorch's default NCHW layout (INSTREC_MEMORY_FORMAT=nchw; training
 #      convolves channels-last otherwise) and with --precision bf16, and inference;
 #   2. benches/pytorch_bench.py model --device cuda for the same models: fp32 with PyTorch's
-#      default Adam (foreach) and its fused one, and bf16 autocast with channels-last memory
+#      default Adam (foreach) and its fused one (NCHW, and channels-last as instrec's LibTorch
+#      training runs), and bf16 autocast with channels-last memory
 #      (what PyTorch users on an H100/H200 train with);
 #   3. a short real training run: a small synthetic corpus (`instrec synth`) and 3 epochs of
 #      `instrec train --backend tch --device cuda:N`, with its wall time and each epoch's
@@ -58,7 +59,8 @@ done
 
 echo "== PyTorch on ${DEVICE}: fp32 (default Adam, fused Adam), bf16 autocast + channels-last"
 for arch in resnet18 resnet50; do
-  for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision bf16" "--precision bf16 --adam fused"; do
+  for opts in "--precision fp32" "--precision fp32 --adam fused" "--precision fp32 --adam fused --channels-last" \
+    "--precision bf16" "--precision bf16 --adam fused"; do
     # shellcheck disable=SC2086
     CUDA_VISIBLE_DEVICES="${DEVICE#cuda:}" "$PYTHON" "$HERE/pytorch_bench.py" model --arch "$arch" \
       --device cuda --steps "$STEPS" $opts
