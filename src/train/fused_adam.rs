@@ -251,12 +251,21 @@ fn writable_param<const D: usize>(t: Tensor<D>) -> Option<TchTensor> {
 /// to its storage.
 fn writable_like<const D: usize>(t: Tensor<D>, param: &tch::Tensor) -> Option<TchTensor> {
     let t = t.try_into_primitive::<LibTorch>().ok()?;
-    if t.can_mut() && t.tensor.stride() == param.stride() {
+    if t.can_mut() && same_order(&t.tensor, param) {
         return Some(t);
     }
     let mut out = param.f_empty_like().ok()?;
     out.f_copy_(&t.tensor).ok()?;
     Some(TchTensor::new(out))
+}
+
+/// Whether `a` and `b` (dense, of one shape) hold their elements in the same memory order: equal
+/// strides but along dimensions of size 1, which LibTorch strides either way (a 1×1 kernel's
+/// gradient comes back strided as channels-last, the kernel itself as NCHW).
+fn same_order(a: &tch::Tensor, b: &tch::Tensor) -> bool {
+    let size = a.size();
+    size == b.size()
+        && (a.stride().iter().zip(b.stride()).zip(&size)).all(|((x, y), &n)| n == 1 || *x == y)
 }
 
 fn burn_tensor<const D: usize>(t: TchTensor) -> Tensor<D> {
