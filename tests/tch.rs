@@ -632,3 +632,52 @@ fn channels_last_inference_equals_nchw() {
     println!("channels-last against NCHW logits: {err:.2e} relative");
     assert!(err < 1e-5, "logits differ by {err:.2e}");
 }
+
+/// ResNet's head (global mean, then the linear layer) as one LibTorch node equals burn's ops:
+/// the logits and the gradients of the activations, the weight and the bias, from f32 and from
+/// bf16 activations (pooled in f32 either way).
+#[test]
+fn pooled_head_through_libtorch_matches_burns_ops() {
+    use burn::nn::LinearConfig;
+    use instrec::model::torch::pool_linear_train;
+    let device = Device::libtorch().autodiff();
+    let fc = LinearConfig::new(512, 11).init(&device);
+    let x0 = Tensor::<4>::random([8, 512, 2, 4], Distribution::Normal(0.5, 1.0), &device);
+    let r = Tensor::<2>::random([8, 11], Distribution::Normal(0.0, 1.0), &device);
+    for dtype in [burn::tensor::DType::F32, burn::tensor::DType::BF16] {
+        let run = |fused: bool| {
+            let x = x0.clone().cast(dtype).detach().require_grad();
+            let logits = if fused {
+                pool_linear_train(&x, &fc).expect("the LibTorch path applies")
+            } else {
+                let pooled = x
+                    .clone()
+                    .cast(burn::tensor::DType::F32)
+                    .mean_dim(3)
+                    .mean_dim(2);
+                fc.forward(pooled.reshape([8, 512]))
+            };
+            let grads = (logits.clone() * r.clone()).sum().backward();
+            let dx = x.grad(&grads).unwrap().cast(burn::tensor::DType::F32);
+            vec![
+                values(logits),
+                values(dx),
+                values(fc.weight.val().grad(&grads).unwrap()),
+                values(fc.bias.as_ref().unwrap().val().grad(&grads).unwrap()),
+            ]
+        };
+        let (reference, ours) = (run(false), run(true));
+        for (what, (o, e)) in ["logits", "dx", "dW", "db"]
+            .iter()
+            .zip(ours.iter().zip(&reference))
+        {
+            let err = rel_err(o, e);
+            println!("{dtype:?} {what}: {err:.2e}");
+            assert!(err < 1e-5, "{dtype:?} {what}: {err:.2e}");
+        }
+    }
+    // Not on other backends.
+    let flex = Device::flex().autodiff();
+    let fc = LinearConfig::new(4, 11).init(&flex);
+    assert!(pool_linear_train(&Tensor::<4>::zeros([2, 4, 1, 1], &flex), &fc).is_none());
+}

@@ -387,11 +387,8 @@ impl ResNet {
         }
     }
 
-    /// Globally average-pooled features before `fc`: `[batch, 512 or 2048]`.
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        if let Some((pooled, _)) = self.fast_forward(&x) {
-            return pooled;
-        }
+    /// The last stage's activations, before the global pooling.
+    fn trunk(&self, x: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "tch")]
         let x = super::channels_last::inference_input(x);
         let x = conv_bn(&self.conv1, &self.bn1, x, true);
@@ -399,9 +396,22 @@ impl ResNet {
         for block in self.blocks() {
             x = block.forward(x);
         }
+        x
+    }
+
+    /// Global average pooling: `[batch, channels]`.
+    fn pool(x: Tensor<4>) -> Tensor<2> {
         let [b, c, _, _] = x.dims();
         // bf16 training's activations (`model::torch`) back to f32 for the head and the loss.
         f32(x).mean_dim(3).mean_dim(2).reshape([b, c])
+    }
+
+    /// Globally average-pooled features before `fc`: `[batch, 512 or 2048]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        if let Some((pooled, _)) = self.fast_forward(&x) {
+            return pooled;
+        }
+        Self::pool(self.trunk(x))
     }
 
     /// Logits `[batch, num_classes]` for input `[batch, 3, frames, mels]`.
@@ -409,6 +419,11 @@ impl ResNet {
         if let Some((_, logits)) = self.fast_forward(&x) {
             return logits;
         }
-        self.fc.forward(self.features(x))
+        let x = self.trunk(x);
+        #[cfg(feature = "tch")]
+        if let Some(logits) = super::torch::pool_linear_train(&x, &self.fc) {
+            return logits;
+        }
+        self.fc.forward(Self::pool(x))
     }
 }

@@ -274,6 +274,38 @@ pub fn bce_with_logits_train(logits: &Tensor<2>, targets: &Tensor<2>) -> Option<
     Some(Tensor::from_primitive::<Ad>(y))
 }
 
+/// ResNet's head in training, `fc(mean over the plane of x)`, as one LibTorch autograd node
+/// (a mean and an `addmm`), where burn composes two means, a reshape, a matmul and an add, each
+/// a launch on a GPU, forward and backward; bf16 activations are pooled in f32. `None` where
+/// this is not LibTorch autodiff or the head has no bias: the caller then runs burn's ops.
+pub fn pool_linear_train(x: &Tensor<4>, fc: &burn::nn::Linear) -> Option<Tensor<2>> {
+    if !matches!(x.dtype(), DType::F32 | DType::BF16)
+        || !matches!(
+            super::kernels::route(&fc.weight.val()),
+            super::kernels::Route::TchAutodiff
+        )
+    {
+        return None;
+    }
+    let xa = primitive(x.clone())?;
+    let wa = primitive(fc.weight.val())?;
+    let ba = primitive(fc.bias.as_ref()?.val())?;
+    let leaves = vec![leaf(&xa), leaf(&wa), leaf(&ba)];
+    let out = tch::with_grad(|| {
+        let [x, w, b] = [0, 1, 2].map(|i| &leaves[i].tensor);
+        let kind = tch::Kind::Float;
+        let pooled = x
+            .f_to_kind(kind)?
+            .f_mean_dim([2i64, 3].as_slice(), false, kind)?;
+        // burn's Linear keeps its weight [in, out]: b + pooled · w.
+        b.f_addmm(&pooled, w)
+    })
+    .ok()?;
+    let (output, result) = output_and_result(out);
+    let y = record([xa.node(), wa.node(), ba.node()], leaves, output, result)?;
+    Some(Tensor::from_primitive::<Ad>(y))
+}
+
 /// A graph leaf for `a`: its LibTorch tensor detached (tracked where burn tracks `a`), holding
 /// burn's storage handle so that burn does not reuse the memory in place while the graph reads it.
 fn leaf(a: &AdTensor) -> TchTensor {
