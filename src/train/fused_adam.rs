@@ -272,6 +272,11 @@ fn burn_tensor<const D: usize>(t: TchTensor) -> Tensor<D> {
     Tensor::from_primitive::<LibTorch>(t)
 }
 
+/// A tensor `takes` accepted is not LibTorch's after all, or LibTorch failed to allocate a
+/// copy of it (out of memory): burn's optimizer interface has no error to return.
 fn unreachable_declined() -> ! {
-    unreachable!("a tensor on LibTorch converts to LibTorch's primitive")
+    panic!(
+        "the fused optimizer could not take a LibTorch tensor (not LibTorch's primitive, or \
+         LibTorch could not allocate a copy: out of memory?)"
+    )
 }
