@@ -148,13 +148,7 @@ pub fn conv_bn_train(
     residual: Option<&Tensor<4>>,
     relu: bool,
 ) -> Option<Tensor<4>> {
-    // The weight's route: under bf16 the blocks hand each other bf16 activations.
-    let activation = matches!(x.dtype(), DType::F32 | DType::BF16);
-    if !activation
-        || !matches!(
-            super::kernels::route(&conv.weight.val()),
-            super::kernels::Route::TchAutodiff
-        )
+    if !libtorch_training(x, &conv.weight.val())
         || !bn.training.is_enabled()
         || bn.folded
         || conv.bias.is_some()
@@ -279,12 +273,7 @@ pub fn bce_with_logits_train(logits: &Tensor<2>, targets: &Tensor<2>) -> Option<
 /// a launch on a GPU, forward and backward; bf16 activations are pooled in f32. `None` where
 /// this is not LibTorch autodiff or the head has no bias: the caller then runs burn's ops.
 pub fn pool_linear_train(x: &Tensor<4>, fc: &burn::nn::Linear) -> Option<Tensor<2>> {
-    if !matches!(x.dtype(), DType::F32 | DType::BF16)
-        || !matches!(
-            super::kernels::route(&fc.weight.val()),
-            super::kernels::Route::TchAutodiff
-        )
-    {
+    if !libtorch_training(x, &fc.weight.val()) {
         return None;
     }
     let xa = primitive(x.clone())?;
@@ -304,6 +293,16 @@ pub fn pool_linear_train(x: &Tensor<4>, fc: &burn::nn::Linear) -> Option<Tensor<
     let (output, result) = output_and_result(out);
     let y = record([xa.node(), wa.node(), ba.node()], leaves, output, result)?;
     Some(Tensor::from_primitive::<Ad>(y))
+}
+
+/// Whether a layer with this `weight` trains on LibTorch autodiff, taking activation `x`: the
+/// weight's route decides, as under bf16 the layers hand each other bf16 activations.
+fn libtorch_training<const D: usize>(x: &Tensor<4>, weight: &Tensor<D>) -> bool {
+    matches!(x.dtype(), DType::F32 | DType::BF16)
+        && matches!(
+            super::kernels::route(weight),
+            super::kernels::Route::TchAutodiff
+        )
 }
 
 /// A graph leaf for `a`: its LibTorch tensor detached (tracked where burn tracks `a`), holding
