@@ -232,14 +232,15 @@ impl StepKernel for Queue {
 /// (`model::channels_last`), so that the training convolutions need not convert it each step.
 fn writable_param<const D: usize>(t: Tensor<D>) -> Option<TchTensor> {
     let t = t.try_into_primitive::<LibTorch>().ok()?;
-    let wanted = if D == 4 && channels_last::enabled() {
-        channels_last::is
+    let nhwc = D == 4 && channels_last::enabled();
+    let in_layout = if nhwc {
+        channels_last::is(&t.tensor)
     } else {
-        tch::Tensor::is_contiguous
+        t.tensor.is_contiguous()
     };
-    Some(if t.can_mut() && wanted(&t.tensor) {
+    Some(if t.can_mut() && in_layout {
         t
-    } else if D == 4 && channels_last::enabled() {
+    } else if nhwc {
         TchTensor::new(channels_last::to(&t.tensor).ok()?.copy())
     } else {
         TchTensor::new(t.tensor.contiguous().copy())
