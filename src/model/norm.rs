@@ -330,7 +330,7 @@ fn fused_train(
         .iter()
         .map(|s| (1.0 / (s.1 + eps).sqrt()) as f32)
         .collect();
-    let mut y = vec![0f32; xs.len()];
+    let mut y = super::kernels::zeroed(xs.len());
     y.par_chunks_mut(hw)
         .zip(xs.par_chunks(hw))
         .enumerate()
@@ -424,7 +424,7 @@ fn fused_train(
             let n = (b * hw) as f32;
             let [node_x, node_w, node_b] = [0, 1, 2].map(|i| ops.parents[i].clone());
             if let Some(node) = node_x {
-                let mut dx = vec![0f32; xs.len()];
+                let mut dx = super::kernels::zeroed(xs.len());
                 dx.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
                     let ch = plane % c;
                     let at = plane * hw;

@@ -41,7 +41,7 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, g: &Geome
         return pointwise::forward(x, w, bias, relu, g);
     }
     let (k, p, c_out) = (g.k(), g.p(), g.c_out);
-    let mut y = vec![0f32; g.batch * c_out * p];
+    let mut y = super::zeroed(g.batch * c_out * p);
     let per = g.images_per_chunk();
     // Chunk i's images into `y`'s slice of them, the GEMM on every thread if `parallel`.
     let chunk = |i: usize, y: &mut [f32], parallel: bool| {
@@ -113,7 +113,7 @@ pub fn backward(
     let parts = weight_parts(c_out * k);
     // dWᵀ `[k][co]`, in parts.
     let mut dwt = want_dw.then(|| vec![0f32; parts * k * c_out]);
-    let mut dx_cb = want_dx.then(|| vec![0f32; g.c_in * g.batch * g.h * g.w]);
+    let mut dx_cb = want_dx.then(|| super::zeroed(g.c_in * g.batch * g.h * g.w));
     for (i, (b0, b1)) in g.chunks().enumerate() {
         let n = (b1 - b0) * p;
         gather_images(dy, [c_out, p], b0, b1, &mut dyc.0);
@@ -130,7 +130,7 @@ pub fn backward(
     let dw = dwt.map(|dwt| transpose_weight_gradient(&sum_parts(dwt, k * c_out), g));
     // [c][b][hw] → [b][c][hw]
     let dx = dx_cb.map(|cb| {
-        let mut dx = vec![0f32; cb.len()];
+        let mut dx = super::zeroed(cb.len());
         scatter_images(&cb, [g.c_in, g.h * g.w], 0, g.batch, &mut dx, None, false);
         dx
     });
@@ -178,7 +178,7 @@ fn strided_chunks_in_parallel(
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (k, p, c_out, c_in, hw) = (g.k(), g.p(), g.c_out, g.c_in, g.h * g.w);
-    let mut dx = want_dx.then(|| vec![0f32; g.batch * c_in * hw]);
+    let mut dx = want_dx.then(|| super::zeroed(g.batch * c_in * hw));
     let sizes = [c_in * hw, k * c_out];
     let dwt = chunk_groups(g, dx.as_deref_mut(), sizes, want_dw, |b0, b1, dx, dwt| {
         let n = (b1 - b0) * p;
@@ -305,7 +305,7 @@ fn backward_unit_stride(
         });
         wf
     });
-    let mut dx = want.dx.then(|| vec![0f32; g.batch * c_in * hw]);
+    let mut dx = want.dx.then(|| super::zeroed(g.batch * c_in * hw));
     if chunks_in_parallel(&t) {
         let gw = unit_stride_chunks_in_parallel(
             [x, dy],

@@ -3,7 +3,7 @@
 //! max pooling with argmax, their autodiff nodes, and the scratch buffers they share.
 //!
 //! - `route`: which kernels a tensor takes;
-//! - `scratch`: reused buffers;
+//! - `scratch`: reused buffers, and zeroed ones cleared on all threads;
 //! - `im2col`: the unrolled images and their geometry;
 //! - `gemm`: the matrix products;
 //! - [`conv`]: the convolution forward, backward and autodiff node;
@@ -30,4 +30,4 @@ pub use im2col::Geometry;
 pub(crate) use im2col::out_len;
 pub use pool::max_pool2d;
 pub(crate) use route::{FlexAd, Route, flex_tensor, host_f32, route, symmetric_padding};
-pub(crate) use scratch::Scratch;
+pub(crate) use scratch::{Scratch, zeroed};

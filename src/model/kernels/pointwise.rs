@@ -32,7 +32,7 @@ pub(super) fn forward(
     g: &Geometry,
 ) -> Vec<f32> {
     let (c_in, c_out, hw) = (g.c_in, g.c_out, g.h * g.w);
-    let mut y = vec![0f32; g.batch * c_out * hw];
+    let mut y = super::zeroed(g.batch * c_out * hw);
     y.par_chunks_mut(c_out * hw)
         .zip(x.par_chunks(c_in * hw))
         .for_each(|(y, x)| {
@@ -53,7 +53,7 @@ pub(super) fn backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (batch, c_in, c_out, hw) = (g.batch, g.c_in, g.c_out, g.h * g.w);
     let dx = want_dx.then(|| {
-        let mut dx = vec![0f32; batch * c_in * hw];
+        let mut dx = super::zeroed(batch * c_in * hw);
         dx.par_chunks_mut(c_in * hw)
             .zip(dy.par_chunks(c_out * hw))
             .for_each(|(dx, dy)| {

@@ -151,7 +151,7 @@ fn pool_planes(x: &[f32], g: &PoolGeometry, arg: Option<&mut [u32]>) -> Vec<f32>
     let (o_h, o_w) = (g.out_h(), g.out_w());
     let ([k_h, k_w], [s_h, s_w], [p_h, p_w]) = (g.kernel, g.stride, g.pad);
     let per = o_h * o_w;
-    let mut y = vec![0f32; x.len() / (h * w).max(1) * per];
+    let mut y = super::zeroed(x.len() / (h * w).max(1) * per);
     // A whole output row at a time, window element by window element in scan order, each over
     // the full row: an input row, padded with −∞ (which never wins, so padding counts as
     // absent), is split into its `s_w` column phases, so that [`keep_larger`] runs over
@@ -227,7 +227,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         };
         let (arg, [b, c, h, w]) = ops.state;
         let per = arg.len() / (b * c).max(1);
-        let mut dx = vec![0f32; b * c * h * w];
+        let mut dx = super::zeroed(b * c * h * w);
         dx.par_chunks_mut(h * w)
             .zip(dy.storage::<f32>().par_chunks(per.max(1)))
             .zip(arg.par_chunks(per.max(1)))

@@ -650,7 +650,7 @@ fn forward_with<T: Tile<M, A>, const M: usize, const A: usize>(
     let (c_in, c_out, xis) = (g.c_in, g.c_out, A * A);
     let t = Tiles::of(g, M);
     let u = transform_weights::<T, M, A>(w, c_in, c_out);
-    let mut y = vec![0f32; g.batch * c_out * g.h * g.w];
+    let mut y = super::zeroed(g.batch * c_out * g.h * g.w);
     for chunk in t.chunks(g, xis) {
         let n = (chunk.1 - chunk.0) * t.per_image();
         let mut v = Scratch::take(c_in * xis * n);
@@ -695,7 +695,7 @@ fn backward_with<T: Tile<M, A>, const M: usize, const A: usize>(
     let (c_in, c_out, xis) = (g.c_in, g.c_out, A * A);
     let t = Tiles::of(g, M);
     let u = want_dx.then(|| transform_weights::<T, M, A>(w, c_in, c_out));
-    let mut dx = want_dx.then(|| vec![0f32; g.batch * c_in * g.h * g.w]);
+    let mut dx = want_dx.then(|| super::zeroed(g.batch * c_in * g.h * g.w));
     let mut du = want_dw.then(|| Scratch::take(xis * c_out * c_in));
     for (i, chunk) in t.chunks(g, xis).into_iter().enumerate() {
         let n = (chunk.1 - chunk.0) * t.per_image();
