@@ -8,6 +8,7 @@
 #
 #     experiments/recipe.sh RECORDINGS_DIR OUT_DIR [SYNTH_FLAG...]
 #     experiments/recipe.sh ../shared/real-dev runs/counter --counter-lines 0.5
+#     TRAIN_FLAGS=--label-chords experiments/recipe.sh ../shared/real-dev runs/labelled
 #
 # About 80 minutes on a 2-core machine (FETCH=0 when models/libs/ is in place).
 set -euo pipefail

@@ -427,6 +427,63 @@ fn calibration_mixtures_come_from_the_validation_split_only() {
     assert!(sizes[1..].iter().all(|&k| k > 90), "{sizes:?}");
 }
 
+/// `--label-chords`: a training clip whose chords an instrument of a class plays carries that
+/// class beside its line's, in its label set and in every example made of it; without the flag
+/// every clip has one label; a folder without a corpus manifest is refused by name.
+#[test]
+fn label_chords_adds_the_chords_instrument_to_a_clips_labels() {
+    use instrec::data::mix::Mixture;
+    use instrec::data::synth::{PROGRAMS, chord_classes, file_records};
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 1);
+    let plain = instrec::train::load_run_data(&c, &Quiet).unwrap();
+    assert!(plain.train.iter().all(|(_, l)| l.len() == 1));
+    c.label_chords = true;
+    let data = instrec::train::load_run_data(&c, &Quiet).unwrap();
+    assert_eq!(data.train_paths, plain.train_paths);
+    let records = file_records(corpus());
+    let class_of = |p: u8| PROGRAMS.iter().position(|c| c.contains(&p));
+    let mut labelled = 0;
+    let clips = data.train.iter().chain(&data.valid);
+    let infos = data.train_info.iter().chain(&data.valid_info);
+    let paths = data.train_paths.iter().chain(&data.valid_paths);
+    for ((path, (_, labels)), info) in paths.zip(clips).zip(infos) {
+        let rel = path.strip_prefix(corpus()).unwrap().to_string_lossy();
+        let r = records.iter().find(|r| r.path == rel).unwrap();
+        let mut want = vec![info.label];
+        want.extend(r.chords.and_then(class_of));
+        want.sort_unstable();
+        assert_eq!(labels, &want, "{rel}");
+        assert_eq!(Mixture::single(0, 0, info).labels, want, "{rel}");
+        labelled += usize::from(want.len() == 2);
+    }
+    assert!(labelled > 5, "{labelled} clips with a class's chords");
+    // Mixtures hold every source's labels, chords included.
+    let starts: Vec<Vec<usize>> = data.train.iter().map(|_| vec![0]).collect();
+    let order: Vec<(usize, usize)> = (0..data.train.len()).map(|i| (i, 0)).collect();
+    let mix = instrec::data::mix::MixConfig {
+        prob: 1.0,
+        ..Default::default()
+    };
+    let mut rng = instrec::util::Rng::new(5);
+    for m in
+        instrec::data::mix::training_examples(&order, &data.train_info, &starts, &mix, &mut rng)
+    {
+        for &(i, _) in &m.sources {
+            assert!(
+                data.train[i].1.iter().all(|l| m.labels.contains(l)),
+                "{m:?}"
+            );
+        }
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let e = chord_classes(empty.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("instrec-synth.json") && e.contains("instrec synth"),
+        "{e}"
+    );
+}
+
 /// `--val-data`: every clip of the corpus trains, the other corpus's clips validate, the bundle
 /// names the validation corpus and its libraries, and a corpus cannot validate itself.
 #[test]

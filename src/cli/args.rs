@@ -90,6 +90,11 @@ pub struct TrainArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub mixing: MixArgs,
+    /// Label the chords of a synthetic corpus's training clips too where an instrument of a class
+    /// plays them (piano, organ, nylon guitar; read from its instrec-synth.json), beside the
+    /// predominant line (beyond the paper; IRMAS labels only the predominant instrument).
+    #[arg(long)]
+    pub label_chords: bool,
     /// Augment each training window in the log-mel domain (beyond the paper; off by default): a
     /// new level (±10 dB) and spectral colour (tilt and bumps, ±6 dB) every epoch, and
     /// SpecAugment's masks (two of up to 12 bands, two of up to 5 frames).

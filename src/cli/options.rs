@@ -38,6 +38,7 @@ impl TrainArgs {
         c.backend = self.compute.backend;
         c.device = self.compute.device;
         c.precision = self.precision;
+        c.label_chords = self.label_chords;
         if let Some(d) = &self.cache_dir {
             c.cache_dir = d.clone();
         }

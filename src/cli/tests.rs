@@ -88,6 +88,7 @@ fn each_train_flag_sets_its_setting() {
         "1,2",
         "--calib-gain-db=-9,-1",
         "--calib-match-level",
+        "--label-chords",
     ]);
     let want = instrec::train::Recipe {
         batch_size: 32,
@@ -107,6 +108,7 @@ fn each_train_flag_sets_its_setting() {
     );
     assert_eq!(c.cache_dir, PathBuf::from("cc"));
     assert_eq!(c.val_data, Some(PathBuf::from("v")));
+    assert!(c.label_chords);
     assert_eq!(
         c.mix,
         Some(MixConfig {

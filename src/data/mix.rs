@@ -128,8 +128,18 @@ impl CalibrationConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {
     pub label: usize,
+    /// Other classes heard in the clip that count as its labels too (`train --label-chords`: the
+    /// instrument of its chords); empty for the paper's one-label clips.
+    pub also: Vec<usize>,
     pub genre: Option<String>,
     pub drums: Option<bool>,
+}
+
+impl SourceInfo {
+    /// The clip's label and the classes it also counts as heard.
+    fn labels(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.label).chain(self.also.iter().copied())
+    }
 }
 
 /// One example: windows of clips (clip index, start frame), their power weights and the labels.
@@ -143,12 +153,15 @@ pub struct Mixture {
 }
 
 impl Mixture {
-    /// One window on its own: the paper's training example.
-    pub fn single(clip: usize, start: usize, label: usize) -> Self {
+    /// One window on its own, with its clip's labels: the paper's training example.
+    pub fn single(clip: usize, start: usize, info: &SourceInfo) -> Self {
+        let mut labels: Vec<usize> = info.labels().collect();
+        labels.sort_unstable();
+        labels.dedup();
         Self {
             sources: vec![(clip, start)],
             weights: vec![1.0],
-            labels: vec![label],
+            labels,
         }
     }
 }
@@ -201,15 +214,16 @@ fn build(
     start_of: &dyn Fn(usize, &mut Rng) -> usize,
 ) -> Mixture {
     let mut sources = vec![anchor];
-    let mut labels = vec![info[anchor.0].label];
+    let mut labels: Vec<usize> = info[anchor.0].labels().collect();
     while sources.len() < n {
         let Some(p) = partner(rng, info, anchor.0, &labels, rule) else {
             break;
         };
         sources.push((p, start_of(p, rng)));
-        labels.push(info[p].label);
+        labels.extend(info[p].labels());
     }
     labels.sort_unstable();
+    labels.dedup();
     let weights = if sources.len() == 1 {
         vec![1.0]
     } else {
@@ -237,7 +251,7 @@ pub fn training_examples(
         .iter()
         .map(|&(clip, start)| {
             if rng.f64() >= config.prob {
-                return Mixture::single(clip, start, info[clip].label);
+                return Mixture::single(clip, start, &info[clip]);
             }
             let n = rng.range(2, config.max_sources + 1);
             build(
@@ -425,6 +439,7 @@ mod tests {
             .enumerate()
             .map(|(i, &label)| SourceInfo {
                 label,
+                also: Vec::new(),
                 genre: Some(if i % 2 == 0 { "cla" } else { "pop_roc" }.into()),
                 drums: Some(i % 3 == 0),
             })
@@ -579,7 +594,7 @@ mod tests {
         let mut m2 = m.clone();
         match_levels(&mut m2, &[4.0, 0.0], offset);
         assert_eq!(m2.weights, m.weights);
-        let mut one = Mixture::single(0, 0, 0);
+        let mut one = Mixture::single(0, 0, &info(&[0])[0]);
         match_levels(&mut one, &[0.5], offset);
         assert_eq!(one.weights, vec![1.0]);
     }

@@ -941,6 +941,26 @@ pub fn file_records(dir: &Path) -> Vec<FileRecord> {
     read_manifest(dir).map_or_else(Vec::new, |m| m.files)
 }
 
+/// The class of each file whose chords a class's General-MIDI program plays (piano, organ, nylon
+/// guitar), keyed by its path in the manifest (relative to the corpus folder): what
+/// `train --label-chords` labels beside the line. A folder without a manifest is refused.
+pub fn chord_classes(dir: &Path) -> Result<std::collections::HashMap<String, usize>, FileError> {
+    let m = read_manifest(dir).ok_or_else(|| {
+        FileError::at(
+            &dir.join(MANIFEST),
+            "missing or unreadable: labelling chords needs a corpus made by instrec synth",
+        )
+    })?;
+    Ok(m.files
+        .iter()
+        .filter_map(|f| {
+            let program = f.chords?;
+            let class = PROGRAMS.iter().position(|ps| ps.contains(&program))?;
+            Some((f.path.clone(), class))
+        })
+        .collect())
+}
+
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), FileError> {
     std::fs::create_dir_all(dir).map_err(|e| FileError::at(dir, e))?;
     let path = dir.join(MANIFEST);

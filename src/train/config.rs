@@ -101,6 +101,10 @@ pub struct TrainConfig {
     /// The arithmetic of the training steps (`--precision`; bf16 on LibTorch only).
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// Label a synthetic clip's chords too where a class's instrument plays them
+    /// (`--label-chords`; IRMAS, like the paper, labels the predominant instrument only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub label_chords: bool,
 }
 
 impl TrainConfig {
@@ -147,6 +151,7 @@ impl TrainConfig {
             spec_augment: None,
             calibration: CalibrationConfig::default(),
             precision: Precision::Fp32,
+            label_chords: false,
         }
     }
 }

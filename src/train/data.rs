@@ -50,7 +50,8 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
         ),
     };
     let mut features = load_features(&set, config.channels, &config.cache_dir, obs)?;
-    let (train, train_meta) = take_clips(&set, &split.train, &mut features);
+    let chords = chord_labels(&config.data, config.label_chords)?;
+    let (train, train_meta) = take_clips(&set, &split.train, &mut features, &chords);
     let (valid, valid_meta) = match &config.val_data {
         Some(dir) => {
             let vset = read_training_clips(dir, obs)?;
@@ -71,12 +72,23 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
             }
             let mut vfeatures = load_features(&vset, config.channels, &config.cache_dir, obs)?;
             let all: Vec<usize> = (0..vset.train.len()).collect();
-            take_clips(&vset, &all, &mut vfeatures)
+            let vchords = chord_labels(dir, config.label_chords)?;
+            take_clips(&vset, &all, &mut vfeatures, &vchords)
         }
-        None => take_clips(&set, &split.valid, &mut features),
+        None => take_clips(&set, &split.valid, &mut features, &chords),
     };
-    let (train_paths, train_info) = train_meta.into_iter().unzip();
-    let (valid_paths, valid_info) = valid_meta.into_iter().unzip();
+    let (train_paths, train_info): (Vec<PathBuf>, Vec<SourceInfo>) = train_meta.into_iter().unzip();
+    let (valid_paths, valid_info): (Vec<PathBuf>, Vec<SourceInfo>) = valid_meta.into_iter().unzip();
+    if config.label_chords {
+        let labelled = |info: &[SourceInfo]| info.iter().filter(|i| !i.also.is_empty()).count();
+        obs.message(&format!(
+            "--label-chords: {} of {} training and {} of {} validation clips also labelled with their chords' instrument",
+            labelled(&train_info),
+            train_info.len(),
+            labelled(&valid_info),
+            valid_info.len()
+        ));
+    }
     if train.is_empty() || valid.is_empty() {
         fail!(
             "{}: too few training clips for a validation split ({} train, {} validation)",
@@ -106,7 +118,7 @@ pub fn load_validation_clips(
     let set = read_training_clips(dir, obs)?;
     let mut features = load_features(&set, channels, cache_dir, obs)?;
     let all: Vec<usize> = (0..set.train.len()).collect();
-    let (valid, meta) = take_clips(&set, &all, &mut features);
+    let (valid, meta) = take_clips(&set, &all, &mut features, &ChordLabels::default());
     if valid.is_empty() {
         fail!("{}: no usable training clips", dir.display());
     }
@@ -131,6 +143,32 @@ fn read_training_clips(dir: &Path, obs: &dyn Observer) -> Result<Irmas> {
         fail!("{}: no training clips", dir.display());
     }
     Ok(set)
+}
+
+/// The class of each corpus file's chords (`--label-chords`), keyed by the file's path.
+#[derive(Default)]
+struct ChordLabels {
+    dir: PathBuf,
+    classes: std::collections::HashMap<String, usize>,
+}
+
+impl ChordLabels {
+    /// The chord class of a clip, if it has one to label.
+    fn of(&self, path: &Path) -> Option<usize> {
+        let rel = path.strip_prefix(&self.dir).ok()?;
+        self.classes.get(&*rel.to_string_lossy()).copied()
+    }
+}
+
+/// The chord classes of the corpus in `dir` when `wanted` (else none).
+fn chord_labels(dir: &Path, wanted: bool) -> Result<ChordLabels> {
+    if !wanted {
+        return Ok(ChordLabels::default());
+    }
+    Ok(ChordLabels {
+        dir: dir.to_path_buf(),
+        classes: crate::data::synth::chord_classes(dir)?,
+    })
 }
 
 /// Clips with their labels, and their files with instrument and tags (for mixture partners).
@@ -166,20 +204,35 @@ fn load_features(
     Ok(features)
 }
 
-/// The training clips `idx` of `set` with their labels, files and tags, moved out of the
-/// cache's features, not copied: training holds each clip's features once.
-fn take_clips(set: &Irmas, idx: &[usize], features: &mut cache::FeatureCache) -> Picked {
+/// The training clips `idx` of `set` with their labels (and their chords' class, where
+/// `chords` has one), files and tags, moved out of the cache's features, not copied: training
+/// holds each clip's features once.
+fn take_clips(
+    set: &Irmas,
+    idx: &[usize],
+    features: &mut cache::FeatureCache,
+    chords: &ChordLabels,
+) -> Picked {
     idx.iter()
         .filter_map(|&i| {
             let clip = &set.train[i];
+            let also: Vec<usize> = chords
+                .of(&clip.path)
+                .filter(|&c| c != clip.label)
+                .into_iter()
+                .collect();
+            let mut labels = vec![clip.label];
+            labels.extend(&also);
+            labels.sort_unstable();
             let info = SourceInfo {
                 label: clip.label,
+                also,
                 genre: clip.genre.clone(),
                 drums: clip.drums,
             };
             features
                 .take(&clip.path)
-                .map(|f| ((f, vec![clip.label]), (clip.path.clone(), info)))
+                .map(|f| ((f, labels), (clip.path.clone(), info)))
         })
         .unzip()
 }

@@ -271,7 +271,7 @@ impl<'a> Run<'a> {
             }
             None => order
                 .iter()
-                .map(|&(c, s)| Mixture::single(c, s, self.data.train_info[c].label))
+                .map(|&(c, s)| Mixture::single(c, s, &self.data.train_info[c]))
                 .collect(),
         }
     }
