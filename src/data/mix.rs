@@ -140,6 +140,14 @@ impl SourceInfo {
     fn labels(&self) -> impl Iterator<Item = usize> + '_ {
         std::iter::once(self.label).chain(self.also.iter().copied())
     }
+
+    /// The clip's label set, sorted: its line's class and those it also counts as heard.
+    pub fn label_set(&self) -> Vec<usize> {
+        let mut labels: Vec<usize> = self.labels().collect();
+        labels.sort_unstable();
+        labels.dedup();
+        labels
+    }
 }
 
 /// One example: windows of clips (clip index, start frame), their power weights and the labels.
@@ -155,13 +163,10 @@ pub struct Mixture {
 impl Mixture {
     /// One window on its own, with its clip's labels: the paper's training example.
     pub fn single(clip: usize, start: usize, info: &SourceInfo) -> Self {
-        let mut labels: Vec<usize> = info.labels().collect();
-        labels.sort_unstable();
-        labels.dedup();
         Self {
             sources: vec![(clip, start)],
             weights: vec![1.0],
-            labels,
+            labels: info.label_set(),
         }
     }
 }

@@ -221,15 +221,13 @@ fn take_clips(
                 .filter(|&c| c != clip.label)
                 .into_iter()
                 .collect();
-            let mut labels = vec![clip.label];
-            labels.extend(&also);
-            labels.sort_unstable();
             let info = SourceInfo {
                 label: clip.label,
                 also,
                 genre: clip.genre.clone(),
                 drums: clip.drums,
             };
+            let labels = info.label_set();
             features
                 .take(&clip.path)
                 .map(|f| ((f, labels), (clip.path.clone(), info)))
