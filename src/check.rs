@@ -122,6 +122,11 @@ pub fn db_bound(what: &str, v: f64) -> Result<f64, SettingError> {
     real(what, v, 0.0, 40.0, true)
 }
 
+/// A frequency warp's largest relative scaling: 0 ≤ v ≤ 0.3 (about ±4.5 semitones).
+pub fn warp(what: &str, v: f64) -> Result<f64, SettingError> {
+    real(what, v, 0.0, 0.3, true)
+}
+
 /// Masks per window: 0 ≤ n ≤ 16.
 pub fn masks(what: &str, n: usize) -> Result<usize, SettingError> {
     within(what, n, 0, 16)
@@ -166,6 +171,7 @@ pub mod flag {
         share01 -> f64 = share01;
         db_bound -> f64 = db_bound;
         masks -> usize = masks;
+        warp -> f64 = warp;
     }
     /// `LOW,HIGH` in dB.
     pub fn db_range(s: &str) -> Result<[f64; 2], String> {

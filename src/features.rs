@@ -139,6 +139,18 @@ fn mel_to_hz_htk(m: f64) -> f64 {
     700.0 * (10f64.powf(m / 2595.0) - 1.0)
 }
 
+/// The centre frequency of mel band `m` (fractional `m` allowed), as [`mel_filterbank`] places it.
+pub fn band_centre_hz(settings: &FeatureSettings, m: f64) -> f64 {
+    let (lo, hi) = (hz_to_mel_htk(settings.f_min), hz_to_mel_htk(settings.f_max));
+    mel_to_hz_htk(lo + (hi - lo) * (m + 1.0) / (settings.n_mels + 1) as f64)
+}
+
+/// Where `hz` falls on the mel bands' axis: the fractional band whose centre it is.
+pub fn band_position(settings: &FeatureSettings, hz: f64) -> f64 {
+    let (lo, hi) = (hz_to_mel_htk(settings.f_min), hz_to_mel_htk(settings.f_max));
+    (hz_to_mel_htk(hz.max(0.0)) - lo) / (hi - lo) * (settings.n_mels + 1) as f64 - 1.0
+}
+
 /// torchaudio's `melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm=None,
 /// mel_scale="htk")`, as `[n_freqs][n_mels]`.
 pub fn mel_filterbank(settings: &FeatureSettings) -> Vec<Vec<f64>> {

@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// Time masks per window with --spec-augment (each up to 5 frames).
     #[arg(value_parser = instrec::check::flag::masks, long, requires = "spec_augment", default_value_t = SpecAugmentConfig::default().time_masks)]
     pub spec_time_masks: usize,
+    /// With --spec-augment, scale each window's frequencies by one factor drawn from 1 ± this
+    /// (0: none; at most 0.3).
+    #[arg(value_parser = instrec::check::flag::warp, long, requires = "spec_augment", default_value_t = SpecAugmentConfig::default().warp)]
+    pub spec_warp: f64,
 }
 
 /// How folders are walked (`tag`, `prepare`, `dataset check`).

@@ -48,6 +48,7 @@ impl TrainArgs {
             colour_db: self.spec_colour_db,
             freq_masks: self.spec_freq_masks,
             time_masks: self.spec_time_masks,
+            warp: self.spec_warp,
             ..SpecAugmentConfig::default()
         });
         c

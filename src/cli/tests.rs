@@ -89,6 +89,17 @@ fn each_train_flag_sets_its_setting() {
         "--calib-gain-db=-9,-1",
         "--calib-match-level",
         "--label-chords",
+        "--spec-augment",
+        "--spec-level-db",
+        "12",
+        "--spec-colour-db",
+        "0",
+        "--spec-freq-masks",
+        "0",
+        "--spec-time-masks",
+        "1",
+        "--spec-warp",
+        "0.08",
     ]);
     let want = instrec::train::Recipe {
         batch_size: 32,
@@ -127,5 +138,16 @@ fn each_train_flag_sets_its_setting() {
             gain_db: [-9.0, -1.0],
             match_level: true,
         }
+    );
+    assert_eq!(
+        c.spec_augment,
+        Some(instrec::data::spec_augment::SpecAugmentConfig {
+            level_db: 12.0,
+            colour_db: 0.0,
+            freq_masks: 0,
+            time_masks: 1,
+            warp: 0.08,
+            ..Default::default()
+        })
     );
 }
