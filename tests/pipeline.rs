@@ -378,6 +378,11 @@ fn resume_with_spec_augment_ends_with_the_same_model_as_an_uninterrupted_run() {
 }
 
 #[test]
+fn resume_with_the_asymmetric_loss_ends_with_the_same_model_as_an_uninterrupted_run() {
+    assert_augmented_run_resumes_and_differs(|c| c.loss = instrec::train::Loss::Asl);
+}
+
+#[test]
 fn calibration_mixtures_come_from_the_validation_split_only() {
     use instrec::data::mix::{Mixture, calibration_set, mix_clips};
     let cache = tempfile::tempdir().unwrap();

@@ -95,6 +95,10 @@ pub struct TrainArgs {
     /// predominant line (beyond the paper; IRMAS labels only the predominant instrument).
     #[arg(long)]
     pub label_chords: bool,
+    /// The training loss: bce (the paper's) or asl, the asymmetric loss (beyond the paper: easy
+    /// negatives weigh less); the validation loss, early stopping and the kept epoch use it too.
+    #[arg(long, default_value = "bce")]
+    pub loss: instrec::train::Loss,
     /// Augment each training window in the log-mel domain (beyond the paper; off by default): a
     /// new level (±10 dB) and spectral colour (tilt and bumps, ±6 dB) every epoch, and
     /// SpecAugment's masks (two of up to 12 bands, two of up to 5 frames).

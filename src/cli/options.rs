@@ -39,6 +39,7 @@ impl TrainArgs {
         c.device = self.compute.device;
         c.precision = self.precision;
         c.label_chords = self.label_chords;
+        c.loss = self.loss;
         if let Some(d) = &self.cache_dir {
             c.cache_dir = d.clone();
         }

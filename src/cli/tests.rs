@@ -89,6 +89,8 @@ fn each_train_flag_sets_its_setting() {
         "--calib-gain-db=-9,-1",
         "--calib-match-level",
         "--label-chords",
+        "--loss",
+        "asl",
         "--spec-augment",
         "--spec-level-db",
         "12",
@@ -120,6 +122,7 @@ fn each_train_flag_sets_its_setting() {
     assert_eq!(c.cache_dir, PathBuf::from("cc"));
     assert_eq!(c.val_data, Some(PathBuf::from("v")));
     assert!(c.label_chords);
+    assert_eq!(c.loss, instrec::train::Loss::Asl);
     assert_eq!(
         c.mix,
         Some(MixConfig {

@@ -37,5 +37,7 @@ pub mod torch;
 
 pub use han::HanCnn;
 pub use load::{Init, build_model, forward_npy, load_into};
-pub use network::{Arch, Model, backend_rng, bce_with_logits, on_kernel_pool, with_precision};
+pub use network::{
+    Arch, Model, asymmetric_loss, backend_rng, bce_with_logits, on_kernel_pool, with_precision,
+};
 pub use resnet::{ResNet, ResNetDepth};

@@ -164,3 +164,69 @@ pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     let softplus = logits.clone().abs().neg().exp().log1p();
     (logits.clone().clamp_min(0.0) - logits * targets + softplus).mean()
 }
+
+/// The asymmetric loss of Ridnik et al. (ICCV 2021) with γ+ = 0, averaged like
+/// [`bce_with_logits`]: a positive costs `−ln p` as in BCE; a negative costs
+/// `p_m^γ · −ln(1 − p_m)` with `p_m = max(p − clip, 0)`, so negatives the network already scores
+/// low stop pulling every other class down, and a negative under `clip` (perhaps an unlabelled
+/// instrument that is there) costs nothing.
+pub fn asymmetric_loss(
+    logits: Tensor<2>,
+    targets: Tensor<2>,
+    gamma_neg: f32,
+    clip: f32,
+) -> Tensor<1> {
+    // −ln p = softplus(−z), in the stable form of `bce_with_logits`.
+    let softplus_neg =
+        logits.clone().neg().clamp_min(0.0) + logits.clone().abs().neg().exp().log1p();
+    let p_m = (burn::tensor::activation::sigmoid(logits) - clip).clamp_min(0.0);
+    // 1 − p_m ≥ 1 − p, which f32 can round to 0 for a confident wrong negative.
+    let neg_log = (p_m.clone().neg() + 1.0).clamp_min(1e-7).log().neg();
+    let negatives = p_m.powf_scalar(gamma_neg) * neg_log;
+    let ones = targets.ones_like();
+    (targets.clone() * softplus_neg + (ones - targets) * negatives).mean()
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+
+    fn loss_of(f: fn(Tensor<2>, Tensor<2>) -> Tensor<1>, z: &[f32], y: &[f32]) -> f64 {
+        let device = Device::flex();
+        let t =
+            |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &device);
+        f(t(z), t(y)).into_data().try_to_vec::<f32>().unwrap()[0] as f64
+    }
+
+    fn asl(z: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
+        asymmetric_loss(z, y, 4.0, 0.05)
+    }
+
+    #[test]
+    fn asymmetric_loss_keeps_bce_for_positives_and_spares_easy_negatives() {
+        let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+        // Positives cost what BCE charges them, even far out.
+        for z in [-30.0f32, -2.0, 0.0, 1.5, 30.0] {
+            let (a, b) = (
+                loss_of(asl, &[z], &[1.0]),
+                loss_of(bce_with_logits, &[z], &[1.0]),
+            );
+            assert!((a - b).abs() < 1e-5 * b.max(1.0), "z {z}: {a} vs {b}");
+        }
+        // A negative scored under the margin costs nothing.
+        assert_eq!(loss_of(asl, &[-4.0], &[0.0]), 0.0);
+        // A confident wrong negative: (p − 0.05)^4 · −ln(1 − p + 0.05).
+        let p = sigmoid(2.0);
+        let want = (p - 0.05).powi(4) * -(1.0 - p + 0.05).ln();
+        assert!((loss_of(asl, &[2.0], &[0.0]) - want).abs() < 1e-6);
+        // Under half what BCE charges it, and finite where f32 rounds p to 1.
+        assert!(want < 0.5 * loss_of(bce_with_logits, &[2.0], &[0.0]));
+        assert!(loss_of(asl, &[60.0], &[0.0]).is_finite());
+        // The mean over a batch's cells, as BCE's.
+        let two = loss_of(asl, &[2.0, 1.5], &[0.0, 1.0]);
+        let one = (want + loss_of(bce_with_logits, &[1.5], &[1.0])) / 2.0;
+        assert!((two - one).abs() < 1e-5);
+    }
+}

@@ -30,6 +30,28 @@ pub enum OptimizerKind {
 
 crate::util::display_as_value!(OptimizerKind);
 
+/// The training loss (`--loss`), which the validation loss, early stopping and the kept epoch
+/// use too (a run trained on one loss and judged by another keeps the wrong epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lower")]
+pub enum Loss {
+    /// Binary cross-entropy over the sigmoids (the paper's).
+    #[default]
+    Bce,
+    /// The asymmetric loss (Ridnik et al. 2021; γ− 4, γ+ 0, probability margin 0.05): easy
+    /// negatives weigh less, so one loud instrument does not teach the network to silence the rest.
+    Asl,
+}
+
+crate::util::display_as_value!(Loss);
+
+impl Loss {
+    pub fn is_bce(&self) -> bool {
+        *self == Loss::Bce
+    }
+}
+
 /// The training hyper-parameters (Section 4.3); missing ones in a TOML `[train]` section are the
 /// paper's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -105,6 +127,9 @@ pub struct TrainConfig {
     /// (`--label-chords`; IRMAS, like the paper, labels the predominant instrument only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub label_chords: bool,
+    /// The training loss (`--loss`; BCE is the paper's).
+    #[serde(default, skip_serializing_if = "Loss::is_bce")]
+    pub loss: Loss,
 }
 
 impl TrainConfig {
@@ -152,6 +177,7 @@ impl TrainConfig {
             calibration: CalibrationConfig::default(),
             precision: Precision::Fp32,
             label_chords: false,
+            loss: Loss::Bce,
         }
     }
 }

@@ -35,7 +35,7 @@ use crate::error::Result;
 use crate::util::write_atomic;
 
 pub use checkpoint::EpochLog;
-pub use config::{OptimizerKind, PAPER, Recipe, TrainConfig, read_config};
+pub use config::{Loss, OptimizerKind, PAPER, Recipe, TrainConfig, read_config};
 pub use data::{RunData, load_run_data};
 pub use early_stop::EarlyStopping;
 pub use layout::{CONFIG_FILE, LOG_FILE, MODEL_DIR, SUMMARY_FILE, bundle_dir};

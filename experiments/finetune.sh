@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Does scaling each training window's frequency axis (`train --spec-warp`, a larger or smaller
-# instrument body every epoch) help the network hear real instruments? Two fine-tunes of the
-# built-in model with version 4's recipe (level augmentation, loudness-matched mixing, six epochs
-# at lr 1e-4) on the same new songs (seed 16, 80 % bare), one without the warp (control), one
-# with frequencies scaled by 1 ± WARP per window. Each is scored alone and averaged with the
-# built-in model (version 4's soup step, calibrated on the seed-15 songs), on real-dev (400
-# mixtures) and the Csound bank's bare lines.
+# One training flag at a time, as a fine-tune of the built-in model: each arm is version 4's
+# fine-tune recipe (level augmentation, loudness-matched mixing, six epochs at lr 1e-4) on the
+# same new songs (seed 16, 80 % bare) with its flag, scored alone and averaged with the built-in
+# model (version 4's soup step, calibrated on the seed-15 songs), on real-dev (400 mixtures) and
+# the Csound bank's bare lines. Arms: control (no flag), warp (`--spec-warp WARP`: each window's
+# frequency axis scaled, a larger or smaller instrument body every epoch), asl (`--loss asl`:
+# the asymmetric loss, easy negatives weigh less).
 #
-#     experiments/warp.sh RECORDINGS_DIR [OUT_DIR]     (WARP=0.1 ARMS="control warp")
+#     experiments/finetune.sh RECORDINGS_DIR [OUT_DIR]     (WARP=0.1 ARMS="control warp asl")
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-experiment_args warp.sh runs/warp "control warp" "$@"
+experiment_args finetune.sh runs/finetune "control warp asl" "$@"
 warp=${WARP:-0.1}
 bare="$out/csound-bare"
 csound_bare "$bare"
@@ -38,6 +38,7 @@ arm() { # name, extra train flags...
 }
 arm control
 arm warp --spec-warp "$warp"
+arm asl --loss asl
 
 printf '| model | real solos top-1 | mixtures LRAP | F1 | oracle F1 | predicted per mixture | Csound bare top-1 | LRAP | F1 |\n'
 printf '|---|---|---|---|---|---|---|---|---|\n'
