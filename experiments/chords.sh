@@ -14,9 +14,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 experiment_args chords.sh runs/chords "control neutral labelled" "$@"
 solo=${SOLO:-0.5}
-bare="$out/csound-bare"
-csound_bare "$bare"
-libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
+fine_tune_inputs
 [ -f "$out/calibration/instrec-synth.json" ] ||
   "$bin" synth "${libs[@]}" --perform --augment --solo 0.8 --train-per-class 60 --test-clips 1 \
     --seed 15 --out "$out/calibration"

@@ -27,6 +27,14 @@ csound_bare() { # DIR
   done
 }
 
+# The Csound bank's bare lines in $out/csound-bare (as bare) and the built-in model's libraries
+# as synth flags (as libs): what the fine-tune experiments render from and score on.
+fine_tune_inputs() {
+  bare="$out/csound-bare"
+  csound_bare "$bare"
+  libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
+}
+
 # `evaluate --recordings` (s2, 400 mixtures) of MODEL on each NAME:DIR set, into EVAL/NAME,
 # skipping sets already scored.
 evaluate_sets() { # MODEL EVAL NAME:DIR...

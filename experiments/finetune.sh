@@ -12,9 +12,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 experiment_args finetune.sh runs/finetune "control warp asl" "$@"
 warp=${WARP:-0.1}
-bare="$out/csound-bare"
-csound_bare "$bare"
-libs=(--libraries "$models/libraries.toml" --libraries "$models/libraries-voices.toml")
+fine_tune_inputs
 for s in 15 16; do
   case $s in 15) n=60 t=1 d=calibration ;; *) n=320 t=60 d=songs ;; esac
   [ -f "$out/$d/instrec-synth.json" ] ||

@@ -176,6 +176,18 @@ mod tests {
         [plane.clone(), plane.clone(), plane].concat()
     }
 
+    /// [`augment_window`] on a `dup` window.
+    fn augment_dup(
+        x: &mut [f32],
+        length: usize,
+        n_mels: usize,
+        silence: f32,
+        config: &SpecAugmentConfig,
+        rng: &mut Rng,
+    ) {
+        augment_window(x, ChannelMode::Dup, length, n_mels, silence, config, rng);
+    }
+
     #[test]
     fn augmentation_is_seeded_and_changes_the_window() {
         let (length, n_mels, silence) = (43, 128, (1e-6f64).ln() as f32);
@@ -184,15 +196,7 @@ mod tests {
         let run = |seed| {
             let mut x = original.clone();
             let mut rng = Rng::new(seed);
-            augment_window(
-                &mut x,
-                ChannelMode::Dup,
-                length,
-                n_mels,
-                silence,
-                &config,
-                &mut rng,
-            );
+            augment_dup(&mut x, length, n_mels, silence, &config, &mut rng);
             x
         };
         let (a, b, c) = (run(7), run(7), run(8));
@@ -289,15 +293,7 @@ mod tests {
         for seed in 0..20 {
             let mut rng = Rng::new(seed);
             let mut x = x0.clone();
-            augment_window(
-                &mut x,
-                ChannelMode::Dup,
-                length,
-                n_mels,
-                silence,
-                &config,
-                &mut rng,
-            );
+            augment_dup(&mut x, length, n_mels, silence, &config, &mut rng);
             // The factor this seed drew, drawn again the same way.
             let factor = 1.0 + (Rng::new(seed).f64() * 2.0 - 1.0) * config.warp;
             let want = features::band_position(&settings, 1000.0 * factor);
@@ -317,15 +313,7 @@ mod tests {
         let x0 = window(length, n_mels);
         let mut x = x0.clone();
         let mut rng = Rng::new(3);
-        augment_window(
-            &mut x,
-            ChannelMode::Dup,
-            length,
-            n_mels,
-            -100.0,
-            &warp_only(0.0),
-            &mut rng,
-        );
+        augment_dup(&mut x, length, n_mels, -100.0, &warp_only(0.0), &mut rng);
         // The level, tilt and bumps are drawn (and are 0), the warp is not.
         let mut fresh = Rng::new(3);
         for _ in 0..8 {
