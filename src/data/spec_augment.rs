@@ -1,9 +1,10 @@
 //! Augmentation of training windows in the log-mel domain (beyond the paper; `train
 //! --spec-augment`): each window gets its own level, a random spectral colour (a tilt and two
 //! broad bumps) and SpecAugment's frequency and time masks, and optionally (`--spec-warp`) its
-//! frequency axis scaled, as vocal-tract-length perturbation does for speech. The corpus's acoustic chain
-//! ([`super::augment`]) colours each clip once when it is rendered; this draws a new colour every
-//! epoch, so the network cannot learn one clip's recording chain as its instrument.
+//! frequency axis scaled, as vocal-tract-length perturbation does for speech. The corpus's
+//! acoustic chain ([`super::augment`]) colours each clip once when it is rendered; this draws a
+//! new colour every epoch, so the network cannot learn one clip's recording chain as its
+//! instrument.
 
 use serde::{Deserialize, Serialize};
 
