@@ -382,6 +382,56 @@ fn resume_with_the_asymmetric_loss_ends_with_the_same_model_as_an_uninterrupted_
     assert_augmented_run_resumes_and_differs(|c| c.loss = instrec::train::Loss::Asl);
 }
 
+/// A run judges its validation windows by the loss it trains with: the validation loss logged for
+/// the kept epoch is `--loss asl`'s loss of the saved model on them, not their BCE.
+#[test]
+fn an_asl_runs_validation_loss_is_the_asymmetric_loss() {
+    use burn::tensor::TensorData;
+    use instrec::features::{FeatureSettings, Windowing};
+    use instrec::train::Loss;
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path(), 1);
+    c.recipe.batch_size = 32;
+    c.loss = Loss::Asl;
+    let dir = tempfile::tempdir().unwrap();
+    finished(start(&c, dir.path(), &Quiet));
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let logged: instrec::train::EpochLog =
+        serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    // The validation windows as training lays them, with their labels.
+    let data = instrec::train::load_run_data(&c, &Quiet).unwrap();
+    let silence = FeatureSettings::default().silence();
+    let classes = instrec::CLASSES.len();
+    let (mut x, mut y, mut n) = (Vec::new(), Vec::new(), 0);
+    for (f, labels) in &data.valid {
+        for s in Windowing::training().starts(f.frames()) {
+            x.extend(f.input(s, 43, silence));
+            let mut row = vec![0f32; classes];
+            labels.iter().for_each(|&l| row[l] = 1.0);
+            y.extend(row);
+            n += 1;
+        }
+    }
+    let device = Device::flex();
+    let (m, _) = load_bundle(&dir.path().join("model"), &device).unwrap();
+    let logits = m.forward(Tensor::from_data(
+        TensorData::new(x, [n, 3, 43, 128]),
+        &device,
+    ));
+    let y = Tensor::<2>::from_data(TensorData::new(y, [n, classes]), &device);
+    let loss = |kind: Loss| {
+        let t = kind.of(logits.clone(), y.clone());
+        t.into_data().try_to_vec::<f32>().unwrap()[0] as f64
+    };
+    let (asl, bce) = (loss(Loss::Asl), loss(Loss::Bce));
+    assert!(
+        (asl - logged.val_loss).abs() < 1e-3 * asl,
+        "logged {} vs asl {asl} (bce {bce})",
+        logged.val_loss
+    );
+    assert!((bce - asl).abs() > 0.1 * asl, "bce {bce} vs asl {asl}");
+}
+
 #[test]
 fn calibration_mixtures_come_from_the_validation_split_only() {
     use instrec::data::mix::{Mixture, calibration_set, mix_clips};

@@ -13,7 +13,8 @@ use crate::data::spec_augment::SpecAugmentConfig;
 use crate::error::Result;
 use crate::error::{FileError, SettingError};
 use crate::features::ChannelMode;
-use crate::model::Arch;
+use crate::model::{Arch, asymmetric_loss, bce_with_logits};
+use burn::tensor::Tensor;
 
 use super::layout::CONFIG_FILE;
 use super::optim::RunOptimizer;
@@ -47,8 +48,20 @@ pub enum Loss {
 crate::util::display_as_value!(Loss);
 
 impl Loss {
+    /// `asl`'s settings, the asymmetric-loss paper's for multi-label tagging.
+    pub const ASL_GAMMA_NEG: f32 = 4.0;
+    pub const ASL_CLIP: f32 = 0.05;
+
     pub fn is_bce(&self) -> bool {
         *self == Loss::Bce
+    }
+
+    /// The loss of a batch's logits against its 0/1 targets (a mean over the cells).
+    pub fn of(self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        match self {
+            Loss::Bce => bce_with_logits(logits, targets),
+            Loss::Asl => asymmetric_loss(logits, targets, Self::ASL_GAMMA_NEG, Self::ASL_CLIP),
+        }
     }
 }
 

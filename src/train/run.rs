@@ -17,7 +17,7 @@ use crate::eval::metrics::{self, Aggregation};
 use crate::eval::sigmoid_scores;
 use crate::features::{ClipFeatures, Windowing};
 use crate::model::bundle::{Thresholds, save_bundle};
-use crate::model::{Init, Model, asymmetric_loss, backend_rng, bce_with_logits, build_model};
+use crate::model::{Init, Model, backend_rng, build_model};
 use crate::util::{Rng, write_atomic};
 
 use super::checkpoint::{self, CheckpointState, EpochLog};
@@ -79,10 +79,6 @@ const MIX_STREAM: u64 = 0x6D69_7869_6E67;
 /// Salt of the log-mel augmentation stream (`--spec-augment`).
 const SPEC_AUGMENT_STREAM: u64 = 0x7370_6563_6175;
 
-/// `--loss asl`'s settings, the asymmetric-loss paper's for multi-label tagging.
-const ASL_GAMMA_NEG: f32 = 4.0;
-const ASL_CLIP: f32 = 0.05;
-
 /// Validation loss (the training loss's mean over windows: the epoch it keeps is the one that
 /// loss likes best) and clip-level micro-F1 (s1, threshold 0.5).
 fn validate(
@@ -108,7 +104,7 @@ fn validate(
     for batch in examples.chunks(batch_size) {
         let (x, y) = batch_tensors(valid, batch, n_classes, device, None);
         let logits = eval.forward(x);
-        loss_sum += scalar(loss_of(loss_kind, logits.clone(), y)) * batch.len() as f64;
+        loss_sum += scalar(loss_kind.of(logits.clone(), y)) * batch.len() as f64;
         for (m, s) in batch.iter().zip(sigmoid_scores(logits)) {
             per_clip[m.sources[0].0].push(s);
         }
@@ -122,14 +118,6 @@ fn validate(
         .micro
         .f1;
     (loss_sum / windows.len() as f64, f1)
-}
-
-/// The run's loss of a batch (`--loss`).
-fn loss_of(kind: Loss, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
-    match kind {
-        Loss::Bce => bce_with_logits(logits, targets),
-        Loss::Asl => asymmetric_loss(logits, targets, ASL_GAMMA_NEG, ASL_CLIP),
-    }
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -327,7 +315,7 @@ impl<'a> Run<'a> {
                         }
                         Model::ResNet(_) => model.forward(x),
                     };
-                    let loss = loss_of(loss_kind, logits, y);
+                    let loss = loss_kind.of(logits, y);
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
                     (optim.step(lr_now, model, grads), scalar(loss))
                 })
