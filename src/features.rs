@@ -161,10 +161,9 @@ pub fn mel_filterbank(settings: &FeatureSettings) -> Vec<Vec<f64>> {
     let all_freqs: Vec<f64> = (0..n_freqs)
         .map(|i| nyquist * i as f64 / (n_freqs - 1) as f64)
         .collect();
-    let m_min = hz_to_mel_htk(settings.f_min);
-    let m_max = hz_to_mel_htk(settings.f_max);
+    // The triangles' corners: the band centres, with one more at each end (f_min and f_max).
     let f_pts: Vec<f64> = (0..n_mels + 2)
-        .map(|i| mel_to_hz_htk(m_min + (m_max - m_min) * i as f64 / (n_mels + 1) as f64))
+        .map(|i| band_centre_hz(settings, i as f64 - 1.0))
         .collect();
     let mut fb = vec![vec![0.0; n_mels]; n_freqs];
     for (f, row) in fb.iter_mut().enumerate() {
