@@ -552,6 +552,7 @@ fn evaluate_recordings(
     let opts = RecordingOptions {
         mixtures: a.mixtures,
         seed: a.seed,
+        walk: a.walk.options(),
         ..Default::default()
     };
     let report = evaluate_recordings(&tagger, dir, &opts)?;
@@ -703,21 +704,8 @@ fn walk_report(w: &instrec::walk::Walked) -> Vec<String> {
             failures.push(p.to_string());
         }
     }
-    let mut skipped = Vec::new();
-    if w.skipped_hidden > 0 {
-        skipped.push(format!(
-            "{} hidden file(s) or folder(s) (--hidden includes them)",
-            w.skipped_hidden
-        ));
-    }
-    if w.skipped_links > 0 {
-        skipped.push(format!(
-            "{} symbolic link(s) (--follow follows them)",
-            w.skipped_links
-        ));
-    }
-    if !skipped.is_empty() {
-        eprintln!("note: skipped {}", skipped.join(" and "));
+    if let Some(skipped) = w.skipped_summary() {
+        eprintln!("note: skipped {skipped}");
     }
     failures
 }

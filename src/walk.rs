@@ -49,6 +49,24 @@ impl Walked {
         self.skipped_links += other.skipped_links;
         self.skipped_hidden += other.skipped_hidden;
     }
+
+    /// What the walk passed over and the flag that includes it, or `None` when nothing was.
+    pub fn skipped_summary(&self) -> Option<String> {
+        let mut skipped = Vec::new();
+        if self.skipped_hidden > 0 {
+            skipped.push(format!(
+                "{} hidden file(s) or folder(s) (--hidden includes them)",
+                self.skipped_hidden
+            ));
+        }
+        if self.skipped_links > 0 {
+            skipped.push(format!(
+                "{} symbolic link(s) (--follow follows them)",
+                self.skipped_links
+            ));
+        }
+        (!skipped.is_empty()).then(|| skipped.join(" and "))
+    }
 }
 
 /// Whether a file or folder name is hidden: it starts with `.` (so do `._*` resource forks).

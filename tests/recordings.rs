@@ -103,3 +103,50 @@ fn a_folder_without_named_recordings_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains("no recordings named CLASS__NAME"), "{e}");
 }
+
+#[cfg(unix)]
+#[test]
+fn linked_recordings_are_named_in_the_error_and_read_with_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&rec).unwrap();
+    for (name, freq) in [("pia__a.wav", 262.0), ("vio__b.wav", 660.0)] {
+        std::fs::write(store.join(name), tone(freq, 22_050, 1.0)).unwrap();
+        std::os::unix::fs::symlink(store.join(name), rec.join(name)).unwrap();
+    }
+    // A link back to the folder: walked once with --follow, not a reason to stop.
+    std::os::unix::fs::symlink(&rec, rec.join("loop")).unwrap();
+    let bundle = random_bundle(&dir.path().join("bundle"));
+    let run = |follow: bool| {
+        let out = dir.path().join("out");
+        let mut args = vec![
+            "evaluate",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--recordings",
+            rec.to_str().unwrap(),
+            "--mixtures",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if follow {
+            args.push("--follow");
+        }
+        instrec(&args)
+    };
+    let o = run(false);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("skipped 3 symbolic link(s) (--follow follows them)"),
+        "{e}"
+    );
+    let o = run(true);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report = std::fs::read_to_string(dir.path().join("out/report.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["solos"].as_array().unwrap().len(), 2);
+}

@@ -90,6 +90,8 @@ pub struct TrainArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub mixing: MixArgs,
+    #[command(flatten)]
+    pub walk: WalkArgs,
     /// Label the chords of a synthetic corpus's training clips too where an instrument of a class
     /// plays them (piano, organ, nylon guitar; read from its instrec-synth.json), beside the
     /// predominant line (beyond the paper; IRMAS labels only the predominant instrument).
@@ -122,7 +124,7 @@ pub struct TrainArgs {
     pub spec_warp: f64,
 }
 
-/// How folders are walked (`tag`, `prepare`, `dataset check`).
+/// How folders are walked (`tag`, `prepare`, `dataset check`, `train`, `evaluate`).
 #[derive(Args, Debug, Clone, Copy, Default)]
 pub struct WalkArgs {
     /// Follow symbolic links inside folders (loops are detected and reported once); without
@@ -218,6 +220,8 @@ pub struct EvaluateArgs {
     /// Feature cache folder (default: $INSTREC_CACHE, else ~/.cache/instrec).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub walk: WalkArgs,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

@@ -40,6 +40,7 @@ impl TrainArgs {
         c.precision = self.precision;
         c.label_chords = self.label_chords;
         c.loss = self.loss;
+        (c.follow, c.hidden) = (self.walk.follow, self.walk.hidden);
         if let Some(d) = &self.cache_dir {
             c.cache_dir = d.clone();
         }
@@ -81,6 +82,7 @@ impl EvaluateArgs {
             aggregation: self.aggregation,
             fixed_threshold: self.threshold,
             hop: self.hop,
+            walk: self.walk.options(),
             ..EvalOptions::paper(cache_dir(&self.cache_dir))
         }
     }

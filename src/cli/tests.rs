@@ -102,6 +102,8 @@ fn each_train_flag_sets_its_setting() {
         "1",
         "--spec-warp",
         "0.08",
+        "--follow",
+        "--hidden",
     ]);
     let want = instrec::train::Recipe {
         batch_size: 32,
@@ -123,6 +125,13 @@ fn each_train_flag_sets_its_setting() {
     assert_eq!(c.val_data, Some(PathBuf::from("v")));
     assert!(c.label_chords);
     assert_eq!(c.loss, instrec::train::Loss::Asl);
+    assert_eq!(
+        c.walk(),
+        instrec::walk::WalkOptions {
+            follow: true,
+            hidden: true
+        }
+    );
     assert_eq!(
         c.mix,
         Some(MixConfig {
@@ -153,4 +162,20 @@ fn each_train_flag_sets_its_setting() {
             ..Default::default()
         })
     );
+}
+
+/// `evaluate --follow --hidden` walks the test folders (and `--recordings`) that way.
+#[test]
+fn evaluate_walk_flags_reach_its_options() {
+    let parse = |extra: &[&str]| {
+        let mut args = vec!["instrec", "evaluate", "--model", "m", "--data", "d"];
+        args.extend(extra);
+        let Command::Evaluate(a) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not evaluate")
+        };
+        a.options().walk
+    };
+    assert_eq!(parse(&[]), instrec::walk::WalkOptions::default());
+    let w = parse(&["--follow", "--hidden"]);
+    assert!(w.follow && w.hidden);
 }

@@ -25,6 +25,7 @@ use crate::features::{ClipFeatures, Windowing};
 use crate::model::Model;
 use crate::model::bundle::{BundleConfig, Thresholds, load_bundle};
 use crate::util::write_atomic;
+use crate::walk::WalkOptions;
 use metrics::{Aggregation, Metrics};
 
 use crate::error::{Error, Result, fail};
@@ -187,6 +188,8 @@ pub struct EvalOptions {
     pub hop: usize,
     pub batch_size: usize,
     pub cache_dir: PathBuf,
+    /// How the test folders are walked (symbolic links, hidden entries).
+    pub walk: WalkOptions,
 }
 
 impl EvalOptions {
@@ -198,6 +201,7 @@ impl EvalOptions {
             hop: Windowing::analysis().hop,
             batch_size: 64,
             cache_dir,
+            walk: WalkOptions::default(),
         }
     }
 }
@@ -218,7 +222,7 @@ pub fn evaluate(
     let aggregation = opts
         .aggregation
         .unwrap_or(config.aggregation.unwrap_or_default());
-    let set = Irmas::read(data)?;
+    let set = Irmas::read_with(data, opts.walk)?;
     if set.test.is_empty() {
         fail!(
             "{}: no test clips (IRMAS-TestingData-Part*/)",

@@ -29,6 +29,8 @@ pub struct RecordingOptions {
     /// Each part's gain range in dB after loudness matching.
     pub gain_db: [f64; 2],
     pub seed: u64,
+    /// How the folder is walked (symbolic links, hidden entries).
+    pub walk: WalkOptions,
 }
 
 impl Default for RecordingOptions {
@@ -38,6 +40,7 @@ impl Default for RecordingOptions {
             max_sources: 3,
             gain_db: [-6.0, 0.0],
             seed: 1,
+            walk: WalkOptions::default(),
         }
     }
 }
@@ -158,10 +161,15 @@ pub fn evaluate_recordings(
     opts: &RecordingOptions,
 ) -> Result<RecordingReport> {
     let classes = &tagger.config.classes;
-    let walked = walk(dir, WalkOptions::default());
-    if let Some(p) = walked.problems.first() {
+    let walked = walk(dir, opts.walk);
+    // A link loop is walked once and is no reason to stop; an unreadable entry is.
+    if let Some(p) = walked.problems.iter().find(|p| !p.is_loop) {
         fail!("{p}");
     }
+    let skipped = walked
+        .skipped_summary()
+        .map(|s| format!("; skipped {s}"))
+        .unwrap_or_default();
     let files: Vec<(PathBuf, usize)> = walked
         .files
         .into_iter()
@@ -169,7 +177,7 @@ pub fn evaluate_recordings(
         .collect();
     if files.is_empty() {
         fail!(
-            "{}: no recordings named CLASS__NAME (CLASS one of {})",
+            "{}: no recordings named CLASS__NAME (CLASS one of {}){skipped}",
             dir.display(),
             classes.join(", ")
         );

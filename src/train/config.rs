@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::error::{FileError, SettingError};
 use crate::features::ChannelMode;
 use crate::model::{Arch, asymmetric_loss, bce_with_logits};
+use crate::walk::WalkOptions;
 use burn::tensor::Tensor;
 
 use super::layout::CONFIG_FILE;
@@ -143,6 +144,12 @@ pub struct TrainConfig {
     /// The training loss (`--loss`; BCE is the paper's).
     #[serde(default, skip_serializing_if = "Loss::is_bce")]
     pub loss: Loss,
+    /// `--follow`: symbolic links inside the data folders are followed (a loop is walked once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
+    /// `--hidden`: hidden files and folders inside the data folders are read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 impl TrainConfig {
@@ -191,6 +198,16 @@ impl TrainConfig {
             precision: Precision::Fp32,
             label_chords: false,
             loss: Loss::Bce,
+            follow: false,
+            hidden: false,
+        }
+    }
+
+    /// How the data folders are walked.
+    pub fn walk(&self) -> WalkOptions {
+        WalkOptions {
+            follow: self.follow,
+            hidden: self.hidden,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::data::{Irmas, Split, cache, split_validation};
 use crate::error::{Result, fail};
 use crate::features::{ChannelMode, ClipFeatures, FeatureSettings, Windowing};
 use crate::util::Rng;
+use crate::walk::WalkOptions;
 
 use super::config::TrainConfig;
 use super::observer::Observer;
@@ -35,7 +36,7 @@ pub struct RunData {
 /// Reads the data set, splits it (or takes the validation clips from `config.val_data`) and
 /// loads (or builds) the feature cache.
 pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData> {
-    let set = read_training_clips(&config.data, obs)?;
+    let set = read_training_clips(&config.data, config.walk(), obs)?;
     let split = match &config.val_data {
         // Every clip trains: validation is another corpus (e.g. libraries left out of training).
         Some(_) => Split {
@@ -54,7 +55,7 @@ pub fn load_run_data(config: &TrainConfig, obs: &dyn Observer) -> Result<RunData
     let (train, train_meta) = take_clips(&set, &split.train, &mut features, &chords);
     let (valid, valid_meta) = match &config.val_data {
         Some(dir) => {
-            let vset = read_training_clips(dir, obs)?;
+            let vset = read_training_clips(dir, config.walk(), obs)?;
             // Compared as canonical paths: the same corpus may be named two ways.
             let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
             let trained: std::collections::HashSet<PathBuf> =
@@ -115,7 +116,7 @@ pub fn load_validation_clips(
     cache_dir: &Path,
     obs: &dyn Observer,
 ) -> Result<RunData> {
-    let set = read_training_clips(dir, obs)?;
+    let set = read_training_clips(dir, WalkOptions::default(), obs)?;
     let mut features = load_features(&set, channels, cache_dir, obs)?;
     let all: Vec<usize> = (0..set.train.len()).collect();
     let (valid, meta) = take_clips(&set, &all, &mut features, &ChordLabels::default());
@@ -134,8 +135,8 @@ pub fn load_validation_clips(
 }
 
 /// An IRMAS-layout data set's training clips (warnings go to the observer).
-fn read_training_clips(dir: &Path, obs: &dyn Observer) -> Result<Irmas> {
-    let set = Irmas::read(dir)?;
+fn read_training_clips(dir: &Path, walk: WalkOptions, obs: &dyn Observer) -> Result<Irmas> {
+    let set = Irmas::read_with(dir, walk)?;
     for i in &set.issues {
         obs.message(&format!("warning: {i}"));
     }
