@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{WavFormat, instrec, random_bundle, stderr, wav_bytes};
 
 fn tone(freq: f32, rate: u32, seconds: f32) -> Vec<u8> {
@@ -10,6 +12,21 @@ fn tone(freq: f32, rate: u32, seconds: f32) -> Vec<u8> {
         .map(|i| 0.3 * (i as f32 * freq * std::f32::consts::TAU / rate as f32).sin())
         .collect();
     wav_bytes(1, rate, WavFormat::I16, &x)
+}
+
+/// `instrec evaluate --model BUNDLE --recordings REC --out OUT` and `more` flags.
+fn evaluate(bundle: &Path, rec: &Path, out: &Path, more: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "evaluate",
+        "--model",
+        bundle.to_str().unwrap(),
+        "--recordings",
+        rec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(more);
+    instrec(&args)
 }
 
 #[test]
@@ -26,19 +43,7 @@ fn recordings_give_top1_per_class_and_reproducible_mixture_scores() {
     let bundle = random_bundle(&dir.path().join("bundle"));
     let run = |out: &str, seed: &str| {
         let out = dir.path().join(out);
-        let o = instrec(&[
-            "evaluate",
-            "--model",
-            bundle.to_str().unwrap(),
-            "--recordings",
-            rec.to_str().unwrap(),
-            "--mixtures",
-            "25",
-            "--seed",
-            seed,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = evaluate(&bundle, &rec, &out, &["--mixtures", "25", "--seed", seed]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         std::fs::read_to_string(out.join("report.json")).unwrap()
     };
@@ -92,13 +97,7 @@ fn a_folder_without_named_recordings_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("song.wav"), tone(440.0, 22_050, 1.0)).unwrap();
     let bundle = random_bundle(&dir.path().join("bundle"));
-    let o = instrec(&[
-        "evaluate",
-        "--model",
-        bundle.to_str().unwrap(),
-        "--recordings",
-        dir.path().to_str().unwrap(),
-    ]);
+    let o = evaluate(&bundle, dir.path(), &dir.path().join("out"), &[]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains("no recordings named CLASS__NAME"), "{e}");
@@ -119,23 +118,10 @@ fn linked_recordings_are_named_in_the_error_and_read_with_follow() {
     // A link back to the folder: walked once with --follow, not a reason to stop.
     std::os::unix::fs::symlink(&rec, rec.join("loop")).unwrap();
     let bundle = random_bundle(&dir.path().join("bundle"));
+    let out = dir.path().join("out");
     let run = |follow: bool| {
-        let out = dir.path().join("out");
-        let mut args = vec![
-            "evaluate",
-            "--model",
-            bundle.to_str().unwrap(),
-            "--recordings",
-            rec.to_str().unwrap(),
-            "--mixtures",
-            "5",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        if follow {
-            args.push("--follow");
-        }
-        instrec(&args)
+        let flags: &[&str] = if follow { &["--follow"] } else { &[] };
+        evaluate(&bundle, &rec, &out, &[&["--mixtures", "5"], flags].concat())
     };
     let o = run(false);
     let e = stderr(&o);
@@ -146,7 +132,7 @@ fn linked_recordings_are_named_in_the_error_and_read_with_follow() {
     );
     let o = run(true);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let report = std::fs::read_to_string(dir.path().join("out/report.json")).unwrap();
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(v["solos"].as_array().unwrap().len(), 2);
 }
