@@ -13,6 +13,8 @@
 #   - the same recordings played 20 and 10 dB quieter and 10 dB louder (solo top-1);
 #   - every pair of recordings of two classes, loudness-matched and summed at −6, 0 and +6 dB,
 #     played at −20, −10, 0 and +10 dB (LRAP of the two labels, `tag`);
+#   the copies at other levels are scored as they are (`--no-boost-quiet`): the model's own
+#   dependence on level, not what `tag`'s default raising of quiet files makes of it;
 #   - bare lines of Csound's General-MIDI bank, which no model here trained on (solos and 400
 #     mixtures, as bare_lines.sh makes them without the tonejs instruments).
 #
@@ -55,11 +57,12 @@ for name in builtin $arms; do
   for g in -20 -10 +10; do
     [ -f "$e/solo$g/report.json" ] ||
       "$bin" evaluate --model "$model" --recordings "$out/levels/solo$g" --aggregation s2 \
-        --mixtures 1 --out "$e/solo$g" > /dev/null
+        --mixtures 1 --no-boost-quiet --out "$e/solo$g" > /dev/null
   done
   for g in -20 -10 +0 +10; do
     [ -f "$e/pairs$g.json" ] ||
-      "$bin" tag --model "$model" "$out/levels/pairs$g" --format json > "$e/pairs$g.json"
+      "$bin" tag --model "$model" "$out/levels/pairs$g" --no-boost-quiet --format json \
+        > "$e/pairs$g.json"
   done
   pairs=""
   for g in -20 -10 +0 +10; do pairs="$pairs${pairs:+ / }$(pair_lrap "$e/pairs$g.json")"; done

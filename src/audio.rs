@@ -216,6 +216,19 @@ pub struct Level {
     pub peak_dbfs: f64,
 }
 
+impl Level {
+    /// The level of samples in memory (non-finite ones count in neither).
+    pub fn of(samples: &[f32]) -> Self {
+        let finite = || samples.iter().filter(|v| v.is_finite()).map(|&v| v as f64);
+        let sum_sq: f64 = finite().map(|v| v * v).sum();
+        let peak = finite().fold(0f64, |p, v| p.max(v.abs()));
+        Level {
+            rms_dbfs: power_dbfs(sum_sq / samples.len().max(1) as f64),
+            peak_dbfs: power_dbfs(peak * peak),
+        }
+    }
+}
+
 /// Decodes `path` once, block by block, to measure its [`Level`] (a pass before tagging it with a
 /// gain; constant memory).
 pub fn measure_level(path: &Path) -> Result<Level, FileError> {

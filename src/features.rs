@@ -335,6 +335,8 @@ pub struct MelStream<'a> {
     finished: bool,
     /// Σx² and the count of the first source's samples at the model's rate: its level.
     energy: (f64, usize),
+    /// The largest finite |x| of those samples: its peak.
+    peak: f32,
     /// What every decoded sample is multiplied by first.
     gain: f32,
 }
@@ -353,6 +355,7 @@ impl<'a> MelStream<'a> {
             samples: 0,
             finished: false,
             energy: (0.0, 0),
+            peak: 0.0,
             gain: 1.0,
         }
     }
@@ -386,6 +389,10 @@ impl<'a> MelStream<'a> {
                     .map(|&v| (v as f64) * (v as f64))
                     .sum::<f64>();
                 self.energy.1 += resampled.len();
+                self.peak = resampled
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .fold(self.peak, |p, v| p.max(v.abs()));
             }
             self.mels[k].push(&resampled, &mut out[k]);
             if block.is_none() {
@@ -408,6 +415,12 @@ impl<'a> MelStream<'a> {
     /// model's rate, after the gain), floored at [`crate::audio::LEVEL_FLOOR_DBFS`].
     pub fn level_dbfs(&self) -> f64 {
         crate::audio::power_dbfs(self.energy.0 / self.energy.1.max(1) as f64)
+    }
+
+    /// The peak in dBFS of the same samples, floored likewise.
+    pub fn peak_dbfs(&self) -> f64 {
+        let p = self.peak as f64;
+        crate::audio::power_dbfs(p * p)
     }
 
     /// Samples per channel decoded so far, at the file's own rate.

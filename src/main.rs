@@ -544,7 +544,8 @@ fn evaluate_recordings(
         .recordings
         .as_ref()
         .expect("clap requires --data or --recordings");
-    let mut tagger = instrec::tag::Tagger::load_or_default(model, device)?;
+    let mut tagger =
+        instrec::tag::Tagger::load_or_default(model, device)?.with_boost_quiet(!a.no_boost_quiet);
     tagger.windowing.hop = a.hop;
     if let Some(how) = a.aggregation {
         tagger = tagger.with_aggregation(how);
@@ -573,7 +574,7 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
     let device = a.compute.device()?;
     let model = a.model.as_deref().map(bundle_dir);
     let mut tagger = instrec::tag::Tagger::load_or_default(model.as_deref(), &device)?
-        .with_boost_quiet(a.boost_quiet);
+        .with_boost_quiet(!a.no_boost_quiet);
     tagger.windowing.hop = a.hop;
     if let Some(how) = a.aggregation {
         tagger = tagger.with_aggregation(how);
@@ -643,17 +644,17 @@ fn tag_cmd(a: cli::TagArgs) -> Result<ExitCode> {
         out!("{}", serde_json::to_string_pretty(&report)?);
     }
     let quiet = results.iter().filter(|r| r.is_quiet()).count();
-    quiet_note(quiet, results.len(), a.boost_quiet);
+    quiet_note(quiet, results.len(), !a.no_boost_quiet);
     Ok(finish(&failures, files.len() + unreadable, "failed"))
 }
 
-/// Says on stderr that `quiet` of `of` tagged files lay below the quiet line, unless
-/// `--boost-quiet` already raised them.
+/// Says on stderr that `quiet` of `of` tagged files lay below the quiet line, unless they were
+/// raised (the default; `--no-boost-quiet` keeps them as they are).
 fn quiet_note(quiet: usize, of: usize, boosted: bool) {
     if quiet > 0 && !boosted {
         eprintln!(
             "note: {quiet} of {of} files are quiet (RMS below {} dBFS), where the built-in model \
-             hears worse; --boost-quiet raises them first",
+             hears worse; without --no-boost-quiet they are raised first",
             instrec::tag::QUIET_DBFS
         );
     }
@@ -685,7 +686,7 @@ fn tag_library(
     pb.finish_and_clear();
     out!("{}", summary.text(out));
     let tagged = summary.attempted - summary.failures.len();
-    quiet_note(summary.quiet, tagged, a.boost_quiet);
+    quiet_note(summary.quiet, tagged, !a.no_boost_quiet);
     let attempted = summary.attempted + walk_failures.len();
     let failures: Vec<String> = walk_failures.into_iter().chain(summary.failures).collect();
     Ok(finish(&failures, attempted, "failed"))

@@ -261,11 +261,12 @@ fn tag_needs_no_model_flag() {
     assert!((top - 1.0).abs() < 1e-6, "{v}");
 }
 
-/// A quiet file is reported as quiet with its level; `--boost-quiet` raises it by the gain
-/// `boost_db` gives for its measured level, and tags it exactly as it tags the same samples
-/// multiplied by that gain; a file at a normal level is neither flagged nor raised.
+/// A quiet file is raised by default by the gain `boost_db` gives for its level as the model
+/// takes it, and tagged exactly as the same samples multiplied by that gain; with
+/// `--no-boost-quiet` it is reported as quiet with its level and tagged as it is; a file at a
+/// normal level is neither flagged nor raised.
 #[test]
-fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
+fn tag_raises_quiet_files_unless_told_not_to() {
     use instrec::audio::{Level, decode_file, measure_level};
     use instrec::tag::{BOOST_MAX_DB, QUIET_DBFS, boost_db};
     // The gain rule: none at or above the quiet line, to the target, under the peak and the cap.
@@ -300,12 +301,6 @@ fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
     let quiet = write("soft.wav", &interleave(10f32.powf(-30.0 / 20.0)));
     let level = measure_level(&quiet).unwrap();
     assert!(level.rms_dbfs < QUIET_DBFS, "{level:?}");
-    let gain_db = boost_db(level);
-    assert!(gain_db > 5.0, "{level:?}");
-    let g = 10f64.powf(gain_db / 20.0) as f32;
-    let quiet_samples = interleave(10f32.powf(-30.0 / 20.0));
-    let raised: Vec<f32> = quiet_samples.iter().map(|v| v * g).collect();
-    let loud = write("raised.wav", &raised);
 
     let tag = |args: &[&str], file: &Path| -> serde_json::Value {
         let mut all = vec!["tag", "--format", "json"];
@@ -315,19 +310,32 @@ fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["files"][0].clone()
     };
-    let plain = tag(&[], &quiet);
-    let boosted = tag(&["--boost-quiet"], &quiet);
-    let reference = tag(&[], &loud);
+    let plain = tag(&["--no-boost-quiet"], &quiet);
+    let boosted = tag(&[], &quiet);
+    // The flag of the releases before raising was the default still works, and changes nothing.
+    assert_eq!(tag(&["--boost-quiet"], &quiet), boosted);
     // Levels as the model takes the file (after resampling): within a fraction of a dB of the
-    // decoder's own measure.
+    // decoder's own measure, and so is the gain.
     let reported = plain["level_dbfs"].as_f64().unwrap();
     assert!(
         (reported - level.rms_dbfs).abs() < 0.5,
         "{reported} {level:?}"
     );
     assert_eq!(plain["gain_db"].as_f64(), Some(0.0));
-    assert!((boosted["gain_db"].as_f64().unwrap() - gain_db).abs() < 1e-9);
+    let gain_db = boosted["gain_db"].as_f64().unwrap();
+    assert!(
+        gain_db > 5.0 && (gain_db - boost_db(level)).abs() < 0.5,
+        "{gain_db} {level:?}"
+    );
     assert!((boosted["level_dbfs"].as_f64().unwrap() - reported).abs() < 1e-6);
+    let g = 10f64.powf(gain_db / 20.0) as f32;
+    let raised: Vec<f32> = interleave(10f32.powf(-30.0 / 20.0))
+        .iter()
+        .map(|v| v * g)
+        .collect();
+    let loud = write("raised.wav", &raised);
+    let reference = tag(&[], &loud);
+    assert_eq!(reference["gain_db"].as_f64(), Some(0.0));
     let scores = |v: &serde_json::Value| -> Vec<f64> {
         v["scores"]
             .as_array()
@@ -339,7 +347,12 @@ fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
     assert_eq!(scores(&boosted), scores(&reference));
     assert_ne!(scores(&plain), scores(&reference));
     // The table line and the run's note say so; a file at its own level says nothing.
-    let o = instrec(&["tag", quiet.to_str().unwrap(), loud.to_str().unwrap()]);
+    let o = instrec(&[
+        "tag",
+        "--no-boost-quiet",
+        quiet.to_str().unwrap(),
+        loud.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
@@ -352,18 +365,18 @@ fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
         "{}",
         stderr(&o)
     );
-    let o = instrec(&["tag", "--boost-quiet", quiet.to_str().unwrap()]);
+    let o = instrec(&["tag", quiet.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         table.contains(&format!("raised {gain_db:.1} dB]")),
         "{table}"
     );
     assert!(!stderr(&o).contains("quiet"), "{}", stderr(&o));
-    // A library run records both in each line and counts them in its summary.
+    // A library run records both in each line and counts them in its summary; the quiet file,
+    // made again with its gain in the pipeline, scores as tagged alone.
     let out = dir.path().join("tags.jsonl");
     let o = instrec(&[
         "tag",
-        "--boost-quiet",
         quiet.to_str().unwrap(),
         loud.to_str().unwrap(),
         "--out",
@@ -381,6 +394,12 @@ fn tag_reports_quiet_files_and_boost_quiet_raises_them() {
         (soft["gain_db"].as_f64().unwrap() - gain_db).abs() < 1e-9,
         "{soft}"
     );
+    let alone = scores(&boosted);
+    let close = instrec::CLASSES
+        .iter()
+        .zip(&alone)
+        .all(|(c, b)| (soft["scores"][c].as_f64().unwrap() - b).abs() < 1e-5);
+    assert!(close, "{soft} {boosted}");
     let other = lines
         .iter()
         .find(|l| l["path"] == loud.to_str().unwrap())

@@ -7,11 +7,15 @@ use std::path::Path;
 use common::{WavFormat, instrec, random_bundle, stderr, wav_bytes};
 
 fn tone(freq: f32, rate: u32, seconds: f32) -> Vec<u8> {
+    tone_at(0.3, freq, rate, seconds)
+}
+
+fn tone_at(amplitude: f32, freq: f32, rate: u32, seconds: f32) -> Vec<u8> {
     let n = (rate as f32 * seconds) as usize;
     let x: Vec<f32> = (0..n)
-        .map(|i| 0.3 * (i as f32 * freq * std::f32::consts::TAU / rate as f32).sin())
+        .map(|i| amplitude * (i as f32 * freq * std::f32::consts::TAU / rate as f32).sin())
         .collect();
-    wav_bytes(1, rate, WavFormat::I16, &x)
+    wav_bytes(1, rate, WavFormat::F32, &x)
 }
 
 /// `instrec evaluate --model BUNDLE --recordings REC --out OUT` and `more` flags.
@@ -135,4 +139,30 @@ fn linked_recordings_are_named_in_the_error_and_read_with_follow() {
     let report = std::fs::read_to_string(out.join("report.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(v["solos"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn quiet_recordings_are_raised_as_tag_raises_them_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    std::fs::write(rec.join("vio__loud.wav"), tone(660.0, 22_050, 1.0)).unwrap();
+    // A sine of amplitude 0.003: about −53 dBFS, far below the quiet line.
+    std::fs::write(
+        rec.join("pia__quiet.wav"),
+        tone_at(0.003, 262.0, 22_050, 1.0),
+    )
+    .unwrap();
+    let bundle = random_bundle(&dir.path().join("bundle"));
+    let raised = |flags: &[&str], out: &str| {
+        let out = dir.path().join(out);
+        let o = evaluate(&bundle, &rec, &out, &[&["--mixtures", "3"], flags].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        (v["boost_quiet"].as_bool(), v["solos_raised"].as_u64())
+    };
+    assert_eq!(raised(&[], "a"), (Some(true), Some(1)));
+    assert_eq!(raised(&["--no-boost-quiet"], "b"), (Some(false), Some(0)));
 }

@@ -202,6 +202,10 @@ pub struct EvaluateArgs {
     /// With --recordings: the mixtures' seed.
     #[arg(long, default_value_t = RecordingOptions::default().seed, requires = "recordings")]
     pub seed: u64,
+    /// With --recordings: score quiet recordings as they are (`tag --no-boost-quiet`), not
+    /// raised first as `tag` raises quiet files by default.
+    #[arg(long, requires = "recordings")]
+    pub no_boost_quiet: bool,
     /// s1 (mean of window sigmoids, the paper's) or s2 (sum divided by its maximum); default:
     /// the bundle's own, as `tag` uses it (s1 unless it was packed with another).
     #[arg(long)]
@@ -260,10 +264,14 @@ pub struct TagArgs {
     /// Hop between analysis windows in frames.
     #[arg(value_parser = instrec::check::flag::hop, long, default_value_t = ANALYSIS_HOP)]
     pub hop: usize,
-    /// Raise each quiet file (RMS below −30 dBFS, where the built-in model hears worse) toward
-    /// −18.7 dBFS, its training clips' median, by at most 30 dB and with its peak at 0 dBFS at
-    /// most, before tagging it; costs a decoding pass per file. Its level and gain are reported.
+    /// Tag quiet files as they are. By default a quiet file (RMS below −30 dBFS, where the
+    /// built-in model hears worse) is raised toward −18.7 dBFS, its training clips' median, by at
+    /// most 30 dB and with its peak at 0 dBFS at most, and tagged again (a second decoding pass
+    /// for quiet files only); its level and gain are reported.
     #[arg(long)]
+    pub no_boost_quiet: bool,
+    /// The default since 2026-12-05: accepted, and does nothing more.
+    #[arg(long, hide = true, conflicts_with = "no_boost_quiet")]
     pub boost_quiet: bool,
     #[command(flatten)]
     pub compute: Compute,

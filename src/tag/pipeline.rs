@@ -13,7 +13,9 @@ impl Tagger {
     /// scores full batches drawn from several files, so the cores and the batch stay busy. The
     /// windows waiting at any time are bounded by the batch and a queue of `2 × threads` decoder
     /// blocks' worth, however many or long the files ([`TagStats::max_waiting`]). `done` gets
-    /// each file's result as soon as its last window is scored (in completion order).
+    /// each file's result as soon as its last window is scored (in completion order). A quiet
+    /// file ([`Tagger::boost_quiet`]) is made again with its gain once its level is known, and
+    /// the windows of its first pass are dropped.
     pub fn tag_many(
         &self,
         files: &[PathBuf],
@@ -24,6 +26,8 @@ impl Tagger {
         use std::sync::mpsc::sync_channel;
         enum Msg {
             Windows(usize, Vec<Vec<f32>>),
+            /// The file's windows so far are void: it is being made again with a gain.
+            Again(usize),
             End(usize, Result<FileEnd, FileError>),
         }
         let threads = threads.max(1);
@@ -39,12 +43,19 @@ impl Tagger {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = files.get(i) else { break };
-                        let end = self.windows_of(path, &mut |w| {
+                        let mut emit = |w: Vec<Vec<f32>>| {
                             if !w.is_empty() {
                                 waiting.fetch_add(w.len(), Ordering::Relaxed);
                                 let _ = tx.send(Msg::Windows(i, w));
                             }
-                        });
+                        };
+                        let mut end = self.windows_of(path, 0.0, &mut emit);
+                        if let Some(gain_db) = end.as_ref().ok().and_then(|e| self.boost_for(e)) {
+                            if tx.send(Msg::Again(i)).is_err() {
+                                break;
+                            }
+                            end = self.windows_of(path, gain_db, &mut emit);
+                        }
                         if tx.send(Msg::End(i, end)).is_err() {
                             break;
                         }
@@ -69,11 +80,9 @@ impl Tagger {
                         p.ends.insert(i, end);
                         p.finish(self, &[i], files, done);
                     }
+                    Msg::Again(i) => p.drop_file(i, &waiting),
                     Msg::End(i, Err(e)) => {
-                        let before = p.batch.len();
-                        p.batch.retain(|(j, _)| *j != i);
-                        waiting.fetch_sub(before - p.batch.len(), Ordering::Relaxed);
-                        p.scores.remove(&i);
+                        p.drop_file(i, &waiting);
                         stats.failed += 1;
                         done(&files[i], Err(e));
                     }
@@ -98,6 +107,17 @@ struct Pending {
 }
 
 impl Pending {
+    /// Forgets a file's waiting windows and scores.
+    fn drop_file(&mut self, i: usize, waiting: &std::sync::atomic::AtomicUsize) {
+        let before = self.batch.len();
+        self.batch.retain(|(j, _)| *j != i);
+        waiting.fetch_sub(
+            before - self.batch.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.scores.remove(&i);
+    }
+
     /// Scores the first `n` waiting windows; returns the files they belong to.
     fn score(
         &mut self,

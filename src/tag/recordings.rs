@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audio::{Audio, Channel, TARGET_RATE, decode_file, resample};
+use crate::audio::{Audio, Channel, Level, TARGET_RATE, decode_file, resample, select_channel};
 use crate::error::{FileError, Result, fail};
 use crate::eval::metrics::{self, Aggregation, Prf, aggregate, lrap};
 use crate::eval::score_windows;
@@ -18,7 +18,7 @@ use crate::features::{ClipFeatures, MelExtractor};
 use crate::util::Rng;
 use crate::walk::{WalkOptions, walk};
 
-use super::tagger::Tagger;
+use super::tagger::{Tagger, boost_db};
 
 /// How the mixtures are made.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +99,9 @@ pub struct RecordingReport {
     /// The aggregation and thresholds applied (the bundle's default unless overridden).
     pub aggregation: Aggregation,
     pub thresholds: Vec<f32>,
+    /// Whether quiet recordings were raised as `tag` raises quiet files, and how many solos were.
+    pub boost_quiet: bool,
+    pub solos_raised: usize,
 }
 
 impl RecordingReport {
@@ -113,6 +116,12 @@ impl RecordingReport {
         );
         for c in &self.per_class {
             s.push_str(&format!("| {} | {}/{} |\n", c.class, c.correct, c.of));
+        }
+        if self.solos_raised > 0 {
+            s.push_str(&format!(
+                "\n{} quiet solo(s) raised before tagging, as `tag` raises quiet files\n",
+                self.solos_raised
+            ));
         }
         s.push_str(&format!(
             "\n{} mixtures of 2–{} solos: LRAP {:.3}; micro P {:.3}, R {:.3}, F1 {:.3} with {} at the default thresholds ({:.2} labels, {:.2} predicted per mixture)\n",
@@ -197,8 +206,10 @@ pub fn evaluate_recordings(
             of: 0,
         })
         .collect();
+    let mut solos_raised = 0;
     for ((path, class), a) in files.iter().zip(&audio) {
-        let scores = clip_scores(tagger, &extractor, a);
+        let (scores, raised) = clip_scores(tagger, &extractor, a);
+        solos_raised += usize::from(raised);
         let top = argmax(&scores);
         per_class[*class].of += 1;
         per_class[*class].correct += usize::from(top == *class);
@@ -249,7 +260,7 @@ pub fn evaluate_recordings(
                 opts,
                 &mut rng,
             );
-            scores.push(clip_scores(tagger, &extractor, &mix));
+            scores.push(clip_scores(tagger, &extractor, &mix).0);
             let mut l = chosen_classes;
             l.sort_unstable();
             labels.push(l);
@@ -283,6 +294,8 @@ pub fn evaluate_recordings(
             .collect(),
         aggregation: tagger.aggregation,
         thresholds: tagger.thresholds.clone(),
+        boost_quiet: tagger.boost_quiet,
+        solos_raised,
     })
 }
 
@@ -301,8 +314,31 @@ fn at_model_rate(a: Audio) -> Audio {
     }
 }
 
-/// A clip's scores as `tag` aggregates them.
-fn clip_scores(tagger: &Tagger, extractor: &MelExtractor, a: &Audio) -> Vec<f32> {
+/// A clip's scores as `tag` aggregates them, and whether it was raised first: a quiet clip is
+/// raised by `boost_db` when the tagger boosts, its level measured on the first source the model
+/// takes, at the model's rate, as `tag` measures a file.
+fn clip_scores(tagger: &Tagger, extractor: &MelExtractor, a: &Audio) -> (Vec<f32>, bool) {
+    let source = tagger.config.channels.sources()[0];
+    let gain_db = if tagger.boost_quiet {
+        boost_db(Level::of(&select_channel(&a.channels, source)))
+    } else {
+        0.0
+    };
+    let raised;
+    let a = if gain_db > 0.0 {
+        let g = 10f64.powf(gain_db / 20.0) as f32;
+        raised = Audio {
+            sample_rate: a.sample_rate,
+            channels: a
+                .channels
+                .iter()
+                .map(|c| c.iter().map(|v| v * g).collect())
+                .collect(),
+        };
+        &raised
+    } else {
+        a
+    };
     let clip = ClipFeatures::extract(extractor, a, tagger.config.channels);
     let windows = score_windows(
         &tagger.model,
@@ -311,7 +347,7 @@ fn clip_scores(tagger: &Tagger, extractor: &MelExtractor, a: &Audio) -> Vec<f32>
         tagger.device(),
         tagger.batch_size,
     );
-    aggregate(&windows, tagger.aggregation)
+    (aggregate(&windows, tagger.aggregation), gain_db > 0.0)
 }
 
 fn argmax(v: &[f32]) -> usize {

@@ -134,7 +134,7 @@ pub struct Tagger {
     pub aggregation: Aggregation,
     pub thresholds: Vec<f32>,
     pub batch_size: usize,
-    /// Whether a quiet file is raised by [`boost_db`] before tagging (a decoding pass first).
+    /// Whether a quiet file is raised by [`boost_db`] and tagged again (on by default).
     pub boost_quiet: bool,
 }
 
@@ -174,7 +174,7 @@ impl Tagger {
             windowing: Windowing::analysis(),
             aggregation,
             batch_size: 64,
-            boost_quiet: false,
+            boost_quiet: true,
         }
     }
 
@@ -197,8 +197,9 @@ impl Tagger {
         &self.device
     }
 
-    /// Raises each quiet file (below [`QUIET_DBFS`]) by [`boost_db`] before tagging it, which
-    /// costs a decoding pass per file to measure its level.
+    /// Whether each quiet file (below [`QUIET_DBFS`]) is raised by [`boost_db`] (on by default).
+    /// A file's level is known only once it is decoded, so a quiet one is decoded and scored a
+    /// second time with the gain; a file at a usual level costs nothing more.
     pub fn with_boost_quiet(mut self, on: bool) -> Self {
         self.boost_quiet = on;
         self
@@ -215,16 +216,41 @@ impl Tagger {
     /// of the file (only the timeline, 11 scores per window, does). The scores equal those of
     /// scoring the whole clip at once.
     pub fn tag_file(&self, path: &Path) -> Result<TagResult, FileError> {
+        let (end, scores) = self.scored(path, 0.0)?;
+        match self.boost_for(&end) {
+            Some(gain_db) => {
+                let (end, scores) = self.scored(path, gain_db)?;
+                Ok(self.result(path, &end, scores))
+            }
+            None => Ok(self.result(path, &end, scores)),
+        }
+    }
+
+    /// [`Tagger::windows_of`] with every window scored, in batches as they arrive.
+    fn scored(&self, path: &Path, gain_db: f64) -> Result<(FileEnd, Vec<Vec<f32>>), FileError> {
         let mut windows: Vec<Vec<f32>> = Vec::new();
         let mut scores = Vec::new();
-        let end = self.windows_of(path, &mut |w| {
+        let end = self.windows_of(path, gain_db, &mut |w| {
             windows.extend(w);
             if windows.len() >= self.batch_size {
                 scores.extend(self.score(windows.drain(..)));
             }
         })?;
         scores.extend(self.score(windows.into_iter()));
-        Ok(self.result(path, &end, scores))
+        Ok((end, scores))
+    }
+
+    /// The gain for tagging a file again, when it was tagged without one, is quiet and
+    /// [`Tagger::boost_quiet`] is on.
+    pub(super) fn boost_for(&self, end: &FileEnd) -> Option<f64> {
+        if !self.boost_quiet || end.gain_db != 0.0 {
+            return None;
+        }
+        let gain_db = boost_db(crate::audio::Level {
+            rms_dbfs: end.level_dbfs,
+            peak_dbfs: end.peak_dbfs,
+        });
+        (gain_db > 0.0).then_some(gain_db)
     }
 
     /// Decodes a file and makes its analysis windows as their frames arrive, handing them to
@@ -233,6 +259,7 @@ impl Tagger {
     pub(super) fn windows_of(
         &self,
         path: &Path,
+        gain_db: f64,
         emit: &mut dyn FnMut(Vec<Vec<f32>>),
     ) -> Result<FileEnd, FileError> {
         // The CLI checks these too; a library caller gets an error, not a panic or a hang.
@@ -241,11 +268,6 @@ impl Tagger {
             .map_err(|e| FileError::at(path, e))?;
         let settings = &self.config.features;
         let sources = self.config.channels.sources();
-        let gain_db = if self.boost_quiet {
-            boost_db(crate::audio::measure_level(path)?)
-        } else {
-            0.0
-        };
         let mut stream = MelStream::new(AudioStream::open(path)?, sources, &self.extractor)
             .with_gain(10f64.powf(gain_db / 20.0) as f32);
         let mut maker = WindowMaker::new(self.windowing, settings, self.config.channels);
@@ -263,6 +285,7 @@ impl Tagger {
         Ok(FileEnd {
             duration_s,
             level_dbfs: (stream.level_dbfs() - gain_db).max(crate::audio::LEVEL_FLOOR_DBFS),
+            peak_dbfs: (stream.peak_dbfs() - gain_db).max(crate::audio::LEVEL_FLOOR_DBFS),
             gain_db,
             starts: maker.starts,
         })

@@ -7,8 +7,9 @@ use crate::features::{ChannelMode, FeatureSettings, Windowing};
 /// What a file's result needs besides its window scores.
 pub(super) struct FileEnd {
     pub(super) duration_s: f64,
-    /// RMS level of the file as the model takes it, dBFS, before `gain_db`.
+    /// RMS level and peak of the file as the model takes it, dBFS, before `gain_db`.
     pub(super) level_dbfs: f64,
+    pub(super) peak_dbfs: f64,
     pub(super) gain_db: f64,
     pub(super) starts: Vec<usize>,
 }
