@@ -209,7 +209,7 @@ pub fn power_dbfs(mean_square: f64) -> f64 {
     }
 }
 
-/// A file's loudness: the RMS and the peak of its mono mean, dBFS.
+/// A recording's loudness: the RMS and the peak of its samples, dBFS.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Level {
     pub rms_dbfs: f64,
@@ -227,28 +227,6 @@ impl Level {
             peak_dbfs: power_dbfs(peak * peak),
         }
     }
-}
-
-/// Decodes `path` once, block by block, to measure its [`Level`] (a pass before tagging it with a
-/// gain; constant memory).
-pub fn measure_level(path: &Path) -> Result<Level, FileError> {
-    let mut stream = AudioStream::open(path)?;
-    let (mut sum_sq, mut n, mut peak) = (0f64, 0usize, 0f64);
-    while let Some(block) = stream.next_block()? {
-        let mono = select_channel(&block, Channel::Mono);
-        for &v in &mono {
-            let v = v as f64;
-            sum_sq += v * v;
-            if v.is_finite() {
-                peak = peak.max(v.abs());
-            }
-        }
-        n += mono.len();
-    }
-    Ok(Level {
-        rms_dbfs: power_dbfs(sum_sq / n.max(1) as f64),
-        peak_dbfs: power_dbfs(peak * peak),
-    })
 }
 
 /// A decoder that hands out the audio block by block (planar, one `Vec` per channel), so a long

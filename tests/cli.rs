@@ -267,7 +267,7 @@ fn tag_needs_no_model_flag() {
 /// normal level is neither flagged nor raised.
 #[test]
 fn tag_raises_quiet_files_unless_told_not_to() {
-    use instrec::audio::{Level, decode_file, measure_level};
+    use instrec::audio::{Channel, Level, decode_file, select_channel};
     use instrec::tag::{BOOST_MAX_DB, QUIET_DBFS, boost_db};
     // The gain rule: none at or above the quiet line, to the target, under the peak and the cap.
     let at = |rms_dbfs, peak_dbfs| {
@@ -299,7 +299,10 @@ fn tag_raises_quiet_files_unless_told_not_to() {
         path
     };
     let quiet = write("soft.wav", &interleave(10f32.powf(-30.0 / 20.0)));
-    let level = measure_level(&quiet).unwrap();
+    let level = Level::of(&select_channel(
+        &decode_file(&quiet).unwrap().channels,
+        Channel::Mono,
+    ));
     assert!(level.rms_dbfs < QUIET_DBFS, "{level:?}");
 
     let tag = |args: &[&str], file: &Path| -> serde_json::Value {
