@@ -18,6 +18,14 @@ fn tone_at(amplitude: f32, freq: f32, rate: u32, seconds: f32) -> Vec<u8> {
     wav_bytes(1, rate, WavFormat::F32, &x)
 }
 
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 /// `instrec evaluate --model BUNDLE --recordings REC --out OUT` and `more` flags.
 fn evaluate(bundle: &Path, rec: &Path, out: &Path, more: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -154,6 +162,23 @@ fn quiet_recordings_are_raised_as_tag_raises_them_unless_told_not_to() {
     )
     .unwrap();
     let bundle = random_bundle(&dir.path().join("bundle"));
+    // The quiet solo's class scores are those `tag` gives the file, raised or not.
+    let tagged = |flags: &[&str]| -> Vec<f64> {
+        let file = rec.join("pia__quiet.wav");
+        let mut args = vec![
+            "tag",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--format",
+            "json",
+        ];
+        args.extend(flags);
+        args.push(file.to_str().unwrap());
+        let o = instrec(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        numbers(&v["files"][0]["scores"])
+    };
     let raised = |flags: &[&str], out: &str| {
         let out = dir.path().join(out);
         let o = evaluate(&bundle, &rec, &out, &[&["--mixtures", "3"], flags].concat());
@@ -161,6 +186,19 @@ fn quiet_recordings_are_raised_as_tag_raises_them_unless_told_not_to() {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
                 .unwrap();
+        let quiet = v["solos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["class"] == "pia")
+            .unwrap();
+        let (scored, by_tag) = (numbers(&quiet["scores"]), tagged(flags));
+        assert_eq!(scored.len(), by_tag.len());
+        let close = scored
+            .iter()
+            .zip(&by_tag)
+            .all(|(a, b)| (a - b).abs() < 1e-4);
+        assert!(close, "{flags:?}: {scored:?} against tag's {by_tag:?}");
         (v["boost_quiet"].as_bool(), v["solos_raised"].as_u64())
     };
     assert_eq!(raised(&[], "a"), (Some(true), Some(1)));

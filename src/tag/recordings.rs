@@ -55,6 +55,8 @@ pub struct Solo {
     pub top1: String,
     /// The classes at or above their threshold, best first.
     pub predicted: Vec<String>,
+    /// The clip score of every class, in the bundle's class order (as `tag` reports them).
+    pub scores: Vec<f32>,
 }
 
 /// Top-1 accuracy of one class's solos.
@@ -222,6 +224,7 @@ pub fn evaluate_recordings(
                 .into_iter()
                 .map(|(c, _)| c)
                 .collect(),
+            scores,
         });
     }
     per_class.retain(|c| c.of > 0);
