@@ -256,6 +256,13 @@ impl AudioStream {
         if meta.is_dir() {
             return Err(FileError::new(&name, "is a directory, not an audio file"));
         }
+        // A pipe or device has no length to check and cannot be read twice (quiet files are).
+        if !meta.is_file() {
+            return Err(FileError::new(
+                &name,
+                "not a regular file (a pipe, socket or device): save the audio to a file first",
+            ));
+        }
         if meta.len() == 0 {
             return Err(FileError::new(&name, "empty file (0 bytes)"));
         }

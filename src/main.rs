@@ -684,7 +684,12 @@ fn tag_library(
         ));
     })?;
     pb.finish_and_clear();
-    out!("{}", summary.text(out));
+    // Entries the walk could not read never reach the log, but they are failures of this run too.
+    let unread = match walk_failures.len() {
+        0 => String::new(),
+        n => format!("; {n} more could not be read"),
+    };
+    out!("{}{unread}", summary.text(out));
     let tagged = summary.attempted - summary.failures.len();
     quiet_note(summary.quiet, tagged, !a.no_boost_quiet);
     let attempted = summary.attempted + walk_failures.len();

@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::{WavFormat, frontend_fixtures, instrec, stderr, wav_bytes};
 use instrec::npy::NpyArray;
@@ -136,6 +136,20 @@ fn bad_input_fails_with_one_clear_line() {
     let nothing = wav_bytes(1, 22_050, WavFormat::I16, &[]);
     let (o, e) = run_bad("silent-nothing.wav", Some(&nothing));
     assert_clear_failure("silent-nothing.wav", &o, &e, "no audio");
+
+    // A named pipe has no length and cannot be read twice: refused by name, never waited on.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.wav");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let o = instrec(&["tag", fifo.to_str().unwrap()]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "pipe.wav: should fail: {e}");
+        assert!(
+            e.contains("pipe.wav") && e.contains("not a regular file"),
+            "{e}"
+        );
+    }
 }
 
 /// Every subcommand's help explains every one of its flags (a line with the flag and text).

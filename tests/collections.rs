@@ -223,6 +223,21 @@ fn unreadable_entries_and_unsupported_formats_are_named() {
         String::from_utf8_lossy(&o.stdout).contains("a.wav"),
         "the readable file is still tagged"
     );
+    // A library run counts the entries the walk could not read beside the files that failed.
+    let log = dir.path().join("tags.jsonl");
+    let o = instrec(&[
+        "tag",
+        s(&lib),
+        "--model",
+        s(&bundle),
+        "--follow",
+        "--out",
+        s(&log),
+    ]);
+    let (out, e) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(out.contains("2 failed; 2 more could not be read"), "{out}");
+    assert!(e.contains("4 of 5 file(s) failed"), "{e}");
 }
 
 #[test]
