@@ -18,7 +18,7 @@ use crate::features::{ClipFeatures, MelExtractor};
 use crate::util::Rng;
 use crate::walk::{WalkOptions, walk};
 
-use super::tagger::{Tagger, boost_db};
+use super::tagger::Tagger;
 
 /// How the mixtures are made.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -318,15 +318,13 @@ fn at_model_rate(a: Audio) -> Audio {
 }
 
 /// A clip's scores as `tag` aggregates them, and whether it was raised first: a quiet clip is
-/// raised by `boost_db` when the tagger boosts, its level measured on the first source the model
-/// takes, at the model's rate, as `tag` measures a file.
+/// raised by [`Tagger::boost_at`], its level measured on the first source the model takes, at
+/// the model's rate, as `tag` measures a file.
 fn clip_scores(tagger: &Tagger, extractor: &MelExtractor, a: &Audio) -> (Vec<f32>, bool) {
     let source = tagger.config.channels.sources()[0];
-    let gain_db = if tagger.boost_quiet {
-        boost_db(Level::of(&select_channel(&a.channels, source)))
-    } else {
-        0.0
-    };
+    let gain_db = tagger
+        .boost_at(|| Level::of(&select_channel(&a.channels, source)))
+        .unwrap_or(0.0);
     let raised;
     let a = if gain_db > 0.0 {
         let g = 10f64.powf(gain_db / 20.0) as f32;

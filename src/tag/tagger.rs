@@ -243,13 +243,22 @@ impl Tagger {
     /// The gain for tagging a file again, when it was tagged without one, is quiet and
     /// [`Tagger::boost_quiet`] is on.
     pub(super) fn boost_for(&self, end: &FileEnd) -> Option<f64> {
-        if !self.boost_quiet || end.gain_db != 0.0 {
+        if end.gain_db != 0.0 {
             return None;
         }
-        let gain_db = boost_db(crate::audio::Level {
+        self.boost_at(|| crate::audio::Level {
             rms_dbfs: end.level_dbfs,
             peak_dbfs: end.peak_dbfs,
-        });
+        })
+    }
+
+    /// The gain a recording at `level` is raised by before it is scored, when it is quiet and
+    /// [`Tagger::boost_quiet`] is on (the level is measured only then).
+    pub(super) fn boost_at(&self, level: impl FnOnce() -> crate::audio::Level) -> Option<f64> {
+        if !self.boost_quiet {
+            return None;
+        }
+        let gain_db = boost_db(level());
         (gain_db > 0.0).then_some(gain_db)
     }
 
